@@ -1,0 +1,47 @@
+"""Install the ready recipes, the default team and a first admin user; safe to run again."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from dashboard.models import Team
+from dashboard.ready_recipes import install_ready_recipes
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def handle(self, *args, **options) -> None:
+        for recipe in install_ready_recipes():
+            self.stdout.write(f"Installed recipe “{recipe.name}”.")
+        team, _ = Team.objects.get_or_create(name="Marketing")
+
+        User = get_user_model()
+        if User.objects.filter(is_superuser=True).exists():
+            return
+        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
+        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+        generated = password is None
+        if generated:
+            password = secrets.token_urlsafe(12)
+        user = User.objects.create_superuser(
+            username=username, email=os.environ.get("DJANGO_SUPERUSER_EMAIL", ""), password=password
+        )
+        team.members.add(user)
+        if generated:
+            # Printed once; also kept (owner-only) beside the database so it is not lost with the terminal.
+            note = settings.DATA_DIR / "initial-admin-password.txt"
+            note.write_text(f"{username}\n{password}\n")
+            note.chmod(0o600)
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Created admin user “{username}” with password: {password}  (saved to {note})"
+                )
+            )
+        else:
+            self.stdout.write(f"Created admin user “{username}” from DJANGO_SUPERUSER_USERNAME/PASSWORD.")

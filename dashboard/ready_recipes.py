@@ -1,0 +1,72 @@
+"""The recipes Pixelmill ships with; installed by `manage.py pixelmill_setup`, never overwriting an admin's edits."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from dashboard.models import Recipe
+
+
+def pair(name: str, width: int, height: int, fit: str) -> list[dict]:
+    """The same variant as JPEG and WebP."""
+    return [
+        {"name": name, "width": width, "height": height, "fit": fit, "format": "jpeg"},
+        {"name": f"{name}-webp", "width": width, "height": height, "fit": fit, "format": "webp"},
+    ]
+
+
+READY_RECIPES = [
+    {
+        "name": "E-commerce pack",
+        "slug": "ecommerce-pack",
+        "description": "Product cut out from a plain or studio backdrop, centred on white, in three shop sizes.",
+        "steps": [
+            ("remove_background", {}),
+            ("canvas", {"background": "#ffffff", "margin": 0.08, "aspect": "1:1"}),
+        ],
+        "outputs": pair("thumbnail", 150, 150, "pad")
+        + pair("product", 800, 800, "pad")
+        + pair("zoom", 2000, 2000, "pad"),
+    },
+    {
+        "name": "Social ads pack",
+        "slug": "social-ads-pack",
+        "description": "Enhanced photo, cropped around its subject for each ad placement.",
+        "steps": [("enhance", {}), ("smart_crop", {})],
+        "outputs": [
+            {"name": "facebook", "width": 1200, "height": 628, "fit": "fill", "format": "jpeg"},
+            {"name": "instagram", "width": 1080, "height": 1080, "fit": "fill", "format": "jpeg"},
+            {"name": "instagram-story", "width": 1080, "height": 1920, "fit": "fill", "format": "jpeg"},
+            {"name": "display-300x250", "width": 300, "height": 250, "fit": "fill", "format": "jpeg"},
+            {"name": "display-728x90", "width": 728, "height": 90, "fit": "fill", "format": "jpeg"},
+        ],
+    },
+    {
+        "name": "Sale banner",
+        "slug": "sale-banner",
+        "description": "A 1.91:1 banner around the subject with a “20% OFF” badge and the brand logo.",
+        "steps": [
+            ("smart_crop", {"aspect": "1200:628"}),
+            ("text_overlay", {"text": "20% OFF", "position": "top-left"}),
+            ("watermark", {"logo": "pixelmill-logo.png", "position": "bottom-right"}),
+        ],
+        "outputs": pair("banner", 1200, 628, "fill") + pair("banner-small", 600, 314, "fill"),
+    },
+]
+
+
+@transaction.atomic
+def install_ready_recipes() -> list[Recipe]:
+    """Create the ready recipes that do not exist yet; returns the ones created."""
+    created = []
+    for spec in READY_RECIPES:
+        if Recipe.objects.filter(slug=spec["slug"]).exists():
+            continue
+        recipe = Recipe.objects.create(name=spec["name"], slug=spec["slug"], description=spec["description"])
+        for position, (operation, params) in enumerate(spec["steps"], start=1):
+            recipe.steps.create(position=position, operation=operation, params=params)
+        for position, output in enumerate(spec["outputs"], start=1):
+            recipe.outputs.create(position=position, **output)
+        recipe.publish_version()
+        created.append(recipe)
+    return created

@@ -1,0 +1,179 @@
+"""Django settings for Pixelmill, read from the environment (see README: Configuration)."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("PIXELMILL_DATA_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("PIXELMILL_DEBUG", False)
+
+
+def read_secret_key() -> str:
+    """The key comes from the environment; a development checkout keeps a generated one in DATA_DIR."""
+    key = os.environ.get("PIXELMILL_SECRET_KEY")
+    if key:
+        return key
+    key_file = DATA_DIR / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = get_random_secret_key()
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+SECRET_KEY = read_secret_key()
+ALLOWED_HOSTS = env_list("PIXELMILL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("PIXELMILL_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_rq",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite unless DATABASE_URL is set. WAL and IMMEDIATE transactions let several
+# worker processes write to one SQLite file without "database is locked".
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("PIXELMILL_DB_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "campaign-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("PIXELMILL_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request when it is missing
+MEDIA_ROOT = Path(os.environ.get("PIXELMILL_MEDIA_ROOT", DATA_DIR / "media"))
+# Media is never served from a public URL: every file goes through an authenticated view.
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT, "allow_overwrite": True},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+# Uploads: Django spools anything over 2.5 MB to disk, so a 1,000-file upload never sits in memory.
+DATA_UPLOAD_MAX_NUMBER_FILES = int(os.environ.get("PIXELMILL_MAX_UPLOAD_FILES", "1000"))
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = None
+
+# Redis is transport, the database is the source of truth.
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+RQ_QUEUES = {
+    "control": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+}
+RQ_SHOW_ADMIN_LINK = True
+
+# Pixelmill's own settings.
+PIXELMILL_MAX_ATTEMPTS = int(os.environ.get("PIXELMILL_MAX_ATTEMPTS", "5"))
+PIXELMILL_RETRY_BASE_SECONDS = float(os.environ.get("PIXELMILL_RETRY_BASE_SECONDS", "2"))
+PIXELMILL_RETRY_MAX_SECONDS = float(os.environ.get("PIXELMILL_RETRY_MAX_SECONDS", "300"))
+PIXELMILL_TASK_LEASE_SECONDS = int(os.environ.get("PIXELMILL_TASK_LEASE_SECONDS", "900"))
+PIXELMILL_RECONCILE_INTERVAL_SECONDS = int(os.environ.get("PIXELMILL_RECONCILE_INTERVAL_SECONDS", "30"))
+PIXELMILL_RECONCILE_GRACE_SECONDS = int(os.environ.get("PIXELMILL_RECONCILE_GRACE_SECONDS", "60"))
+PIXELMILL_MAX_UPLOAD_BYTES = int(os.environ.get("PIXELMILL_MAX_UPLOAD_BYTES", str(200 * 1024 * 1024)))
+PIXELMILL_MAX_PIXELS = int(os.environ.get("PIXELMILL_MAX_PIXELS", str(100_000_000)))
+PIXELMILL_ZIP_MAX_MEMBERS = int(os.environ.get("PIXELMILL_ZIP_MAX_MEMBERS", "5000"))
+PIXELMILL_ZIP_MAX_TOTAL_BYTES = int(os.environ.get("PIXELMILL_ZIP_MAX_TOTAL_BYTES", str(4 * 1024**3)))
+
+LOG_LEVEL = os.environ.get("PIXELMILL_LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "rq.worker": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
+    },
+}

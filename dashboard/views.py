@@ -1,0 +1,250 @@
+"""The marketer's pages: campaigns, upload, process, live progress, failures, downloads."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import services
+from dashboard.exports import campaign_zip
+from dashboard.forms import CampaignForm, ProcessForm, UploadForm
+from dashboard.imports import import_uploads
+from dashboard.models import Campaign, Output, Recipe, SourceImage, Task
+
+GALLERY_PAGE_SIZE = 24
+FAILURES_PAGE_SIZE = 50
+REFUSALS_SHOWN = 50
+
+
+def visible_campaign(request: HttpRequest, pk: int) -> Campaign:
+    """Another team's campaign answers 404, exactly like one that does not exist."""
+    return get_object_or_404(Campaign.objects.visible_to(request.user), pk=pk)
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    form = CampaignForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        campaign = form.save(commit=False)
+        campaign.created_by = request.user
+        campaign.save()
+        messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
+        return redirect(campaign)
+    campaigns = (
+        Campaign.objects.visible_to(request.user)
+        .select_related("team")
+        .annotate(
+            source_count=Count("sources", distinct=True),
+            task_count=Count("tasks", distinct=True),
+            done_count=Count("tasks", filter=Q(tasks__state__in=Task.TERMINAL_STATES), distinct=True),
+            failed_count=Count("tasks", filter=Q(tasks__state__in=["failed", "dead"]), distinct=True),
+        )
+    )
+    return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
+
+
+@require_GET
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    sources = campaign.sources.prefetch_related(
+        Prefetch(
+            "tasks",
+            queryset=Task.objects.select_related("recipe_version__recipe").prefetch_related("outputs"),
+        )
+    )
+    page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "dashboard/campaign_detail.html",
+        {
+            "campaign": campaign,
+            "progress": campaign.progress(),
+            "page": page,
+            "upload_form": UploadForm(),
+            "process_form": ProcessForm(initial={"recipes": campaign.recipes.all()}),
+            "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
+            "failures": Task.objects.for_campaign(campaign)
+            .failed()
+            .select_related("source", "recipe_version__recipe")[:10],
+        },
+    )
+
+
+@require_POST
+def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose at least one image or .zip archive to upload.")
+        return redirect(campaign)
+    report = import_uploads(campaign, form.cleaned_data["files"])
+    if report.accepted:
+        messages.success(request, f"Added {len(report.accepted)} image(s).")
+    if report.duplicates:
+        messages.info(request, f"{len(report.duplicates)} already in this campaign, skipped.")
+    for refusal in report.refused[:REFUSALS_SHOWN]:
+        messages.error(request, f"Refused {refusal.name}: {refusal.reason}.")
+    if len(report.refused) > REFUSALS_SHOWN:
+        messages.error(request, f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")
+    if request.headers.get("HX-Request") or request.headers.get("Accept") == "application/json":
+        return JsonResponse(
+            {
+                "accepted": len(report.accepted),
+                "duplicates": report.duplicates,
+                "refused": [{"name": r.name, "reason": r.reason} for r in report.refused],
+            },
+            status=200 if report.accepted or not report.refused else 422,
+        )
+    return redirect(campaign)
+
+
+@require_POST
+def campaign_process(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    form = ProcessForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.errors["recipes"][0])
+        return redirect(campaign)
+    if not campaign.sources.exists():
+        messages.error(request, "Upload some images first.")
+        return redirect(campaign)
+    report = services.process_campaign(campaign, form.cleaned_data["recipes"])
+    if report.created:
+        messages.success(request, f"Processing {report.created} task(s).")
+    else:
+        messages.info(request, "Nothing new to process: every image already has these recipe versions.")
+    return redirect(campaign)
+
+
+@require_GET
+def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    progress = campaign.progress()
+    if request.GET.get("format") == "json":
+        return JsonResponse(
+            {
+                "total": progress.total,
+                "done": progress.done,
+                "percent": progress.percent,
+                "counts": progress.counts,
+                "retrying": progress.retrying,
+                "per_minute": round(progress.per_minute, 1),
+                "eta_seconds": progress.eta_seconds,
+            }
+        )
+    response = render(request, "dashboard/_progress.html", {"campaign": campaign, "progress": progress})
+    if request.GET.get("live") and progress.is_finished:
+        # The run just finished under a watching page: reload it so the gallery shows the results.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@require_GET
+def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    failures = Task.objects.for_campaign(campaign).failed().select_related("source", "recipe_version__recipe")
+    page = Paginator(failures, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "dashboard/failures.html", {"campaign": campaign, "page": page})
+
+
+@require_http_methods(["GET", "POST"])
+def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm on GET, act on POST (the django-rq and admin-action pattern)."""
+    campaign = visible_campaign(request, pk)
+    failures = Task.objects.for_campaign(campaign).failed()
+    if request.method == "POST":
+        count = services.requeue_tasks(failures)
+        messages.success(request, f"Requeued {count} task(s).")
+        return redirect(campaign)
+    return render(
+        request,
+        "dashboard/confirm_requeue.html",
+        {"campaign": campaign, "count": failures.count(), "action": request.path},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def task_requeue(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(
+        Task.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
+            "campaign", "source"
+        ),
+        pk=pk,
+    )
+    if request.method == "POST":
+        if services.requeue_tasks(Task.objects.filter(pk=task.pk)):
+            messages.success(request, f"Requeued {task.source.display_name}.")
+        else:
+            messages.info(request, f"{task.source.display_name} is not failed; nothing to requeue.")
+        return redirect(task.campaign)
+    return render(
+        request,
+        "dashboard/confirm_requeue.html",
+        {"campaign": task.campaign, "task": task, "count": 1, "action": request.path},
+    )
+
+
+def serve_file(name: str, *, download_name: str | None = None) -> FileResponse:
+    if not name or not default_storage.exists(name):
+        raise Http404("File not found")
+    response = FileResponse(
+        default_storage.open(name, "rb"),
+        as_attachment=download_name is not None,
+        filename=download_name or "",
+    )
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_GET
+def output_download(request: HttpRequest, pk: int) -> FileResponse:
+    output = get_object_or_404(
+        Output.objects.filter(task__campaign__in=Campaign.objects.visible_to(request.user)).select_related(
+            "task__source"
+        ),
+        pk=pk,
+    )
+    stem = PurePosixPath(output.task.source.display_name).stem
+    name = f"{stem}-{output.name}{PurePosixPath(output.file.name).suffix}"
+    return serve_file(output.file.name, download_name=name if request.GET.get("inline") != "1" else None)
+
+
+@require_GET
+def task_preview(request: HttpRequest, pk: int) -> FileResponse:
+    task = get_object_or_404(
+        Task.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)), pk=pk
+    )
+    return serve_file(task.preview.name)
+
+
+@require_GET
+def source_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+    source = get_object_or_404(
+        SourceImage.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)), pk=pk
+    )
+    return serve_file(source.thumbnail.name)
+
+
+@require_GET
+def campaign_download(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    campaign = visible_campaign(request, pk)
+    archive = campaign_zip(campaign)
+    response = StreamingHttpResponse(archive, content_type="application/zip")
+    response["Content-Length"] = str(len(archive))
+    filename = f"pixelmill-campaign-{campaign.pk}.zip"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")

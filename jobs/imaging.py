@@ -1,0 +1,333 @@
+"""Decoding untrusted image bytes into one normalised sRGB Pillow image, and small image helpers."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
+
+from jobs.errors import PermanentError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Formats we agree to parse. Pillow can open many more (EPS would start Ghostscript, FITS, PSD,
+# ...); an upload dashboard has no use for them and each parser is attack surface. Multi-picture
+# JPEGs (MPO, from phones) come in through the JPEG opener.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+
+# Keys of `Image.info` that carry our own geometry hints between steps (see jobs.operations).
+FOCUS_KEY = "pixelmill.focus"
+SUBJECT_KEY = "pixelmill.subject"
+
+_ORIENTATION_TAG = 0x0112
+_TRANSPOSE_BY_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Orientations 5-8 store the picture on its side: stored width is displayed height.
+_AXES_SWAPPED = frozenset({5, 6, 7, 8})
+
+# Which embedded profile colour spaces we can convert, and from which Pillow modes.
+_PROFILE_MODES = {"RGB": ("RGB",), "CMYK": ("CMYK",), "GRAY": ("L",)}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an upload is, as displayed: oriented width and height, container format, stored mode."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode `data` into an sRGB "RGB" or "RGBA" image, upright, with no metadata left in `info`.
+
+    Policy, in the order applied:
+
+    - Unreadable, truncated or corrupt input raises `PermanentError(code="unreadable")`; an image
+      over `max_pixels` raises `PermanentError(code="too_large")` before any pixel is decoded.
+    - Animated images (GIF, APNG, animated WebP) and multi-picture JPEGs yield their first frame.
+    - `min_size` (displayed width, height) lets a JPEG decode at the smallest DCT scale (1/2, 1/4,
+      1/8) that is still at least that large in both dimensions; other formats ignore it.
+    - 16-bit and 32-bit greyscale is rescaled to 8 bits over its real range, never clipped.
+    - An embedded ICC profile is converted to sRGB; a profile lcms cannot parse is ignored.
+    - CMYK becomes RGB (through its profile when it has one); greyscale and bilevel become RGB
+      so every later step sees three colour channels; anything with transparency becomes RGBA,
+      and an alpha channel that is fully opaque is dropped.
+    - EXIF orientation is applied.
+    """
+    image = _open(data, max_pixels)
+    orientation = _orientation(image)
+    if min_size is not None and image.format in ("JPEG", "MPO"):
+        width, height = min_size
+        if orientation in _AXES_SWAPPED:
+            width, height = height, width
+        # JPEG's draft picks the largest reduction that keeps both sides >= the request.
+        image.draft("RGB", (max(1, width), max(1, height)))
+    _load(image)
+    hints = _read_hints(image)
+    result = _normalise(image, orientation)
+    result.info = hints
+    return result
+
+
+def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Validate an upload cheaply: read its header, and prove the whole file decodes.
+
+    JPEGs are decoded at 1/8 scale, which still entropy-decodes every byte, so a truncated file
+    is refused exactly as `decode_image` would refuse it. Raises like `decode_image`.
+    """
+    image = _open(data, max_pixels)
+    orientation = _orientation(image)
+    width, height = image.size
+    if orientation in _AXES_SWAPPED:
+        width, height = height, width
+    mode = image.mode
+    file_format = "JPEG" if image.format == "MPO" else str(image.format)
+    if file_format == "JPEG":
+        image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
+    _load(image)
+    return ImageInfo(width=width, height=height, format=file_format, mode=mode)
+
+
+def read_dimensions(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Displayed (width, height) from the header alone, without decoding pixels."""
+    image = _open(data, max_pixels)
+    width, height = image.size
+    if _orientation(image) in _AXES_SWAPPED:
+        return height, width
+    return width, height
+
+
+def make_thumbnail(image: Image.Image, size: int = 320) -> bytes:
+    """WebP (quality 80) of `image` fitted inside size×size, alpha kept, never enlarged."""
+    scale = min(size / image.width, size / image.height, 1.0)
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    thumb = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if thumb.mode not in ("RGB", "RGBA"):
+        thumb = thumb.convert("RGBA" if thumb.has_transparency_data else "RGB")
+    buffer = io.BytesIO()
+    thumb.save(buffer, "WEBP", quality=80, method=4)
+    return buffer.getvalue()
+
+
+def encode_intermediate(image: Image.Image) -> bytes:
+    """Lossless PNG of a step's result that keeps the focus hints, for the step cache.
+
+    `decode_image` reads the hints back, so a cached `smart_crop` result still steers `fill`.
+    """
+    text = PngImagePlugin.PngInfo()
+    for key in (FOCUS_KEY, SUBJECT_KEY):
+        if key in image.info:
+            text.add_text(key, json.dumps(list(image.info[key])))
+    buffer = io.BytesIO()
+    # Level 1: intermediates are written once and read once; speed beats size here.
+    image.save(buffer, "PNG", compress_level=1, pnginfo=text)
+    return buffer.getvalue()
+
+
+def place_window(length: int, window: int, focus: float, span: tuple[float, float] | None = None) -> int:
+    """Start of a `window`-long crop inside `length` pixels around normalised `focus`.
+
+    With `span` (normalised start, end of the subject) the window keeps the whole span when
+    it can, and is otherwise centred on the focus; it never leaves the image.
+    """
+    window = min(window, length)
+    centre = focus * length
+    start = centre - window / 2
+    if span is not None:
+        low, high = span[0] * length, span[1] * length
+        if high - low <= window:
+            # Slide the least distance that brings the whole subject inside.
+            start = min(max(start, high - window), low)
+    return int(round(min(max(start, 0.0), length - window)))
+
+
+def fitted_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The largest size with the aspect ratio of `size` that fits inside `box` (may enlarge)."""
+    scale = min(box[0] / size[0], box[1] / size[1])
+    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
+
+
+def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
+    if not data:
+        raise PermanentError("The file is empty.", code="unreadable")
+    # `formats=` looks plugins up by name, so they must all be registered (idempotent, cheap).
+    Image.init()
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise PermanentError("The image has too many pixels to process safely.", code="too_large") from exc
+    except UnidentifiedImageError as exc:
+        raise PermanentError(
+            "This is not an image Pillow can read (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF).",
+            code="unreadable",
+        ) from exc
+    except Exception as exc:
+        # Plugin header parsers raise assorted types (SyntaxError, struct.error, IndexError...)
+        # on malformed input; to the user they all mean the same thing.
+        raise PermanentError("The file is truncated or corrupt.", code="unreadable") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise PermanentError("The file is truncated or corrupt.", code="unreadable")
+    if width * height > max_pixels:
+        raise PermanentError(
+            f"The image is {width}×{height} ({width * height / 1e6:.1f} megapixels); "
+            f"the limit is {max_pixels / 1e6:.0f} megapixels.",
+            code="too_large",
+        )
+    return image
+
+
+def _load(image: ImageFile.ImageFile) -> None:
+    # ImageFile.LOAD_TRUNCATED_IMAGES must stay False: with it Pillow pads a truncated file
+    # with grey and we would publish half a photo.
+    try:
+        image.load()
+    except Exception as exc:
+        raise PermanentError("The file is truncated or corrupt.", code="unreadable") from exc
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:
+        # A malformed EXIF block must not make a good picture unreadable.
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE_BY_ORIENTATION else 1
+
+
+def _read_hints(image: Image.Image) -> dict[str, tuple[float, ...]]:
+    hints: dict[str, tuple[float, ...]] = {}
+    for key, length in ((FOCUS_KEY, 2), (SUBJECT_KEY, 4)):
+        raw = image.info.get(key)
+        if not isinstance(raw, str):
+            continue
+        try:
+            values = tuple(float(v) for v in json.loads(raw))
+        except (ValueError, TypeError):
+            continue
+        if len(values) == length and all(0.0 <= v <= 1.0 for v in values):
+            hints[key] = values
+    return hints
+
+
+def _normalise(image: Image.Image, orientation: int) -> Image.Image:
+    source = image
+    icc = image.info.get("icc_profile")
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_8bit(image)
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    elif image.mode == "LAB":
+        image = ImageCms.applyTransform(image, _lab_to_srgb())
+
+    if icc:
+        image = _to_srgb(image, icc)
+
+    if image.mode in ("LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    elif image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")
+
+    method = _TRANSPOSE_BY_ORIENTATION.get(orientation)
+    if method is not None:
+        image = image.transpose(method)
+    if image is source:
+        # Never hand out the file object itself: it still answers getexif() with the original
+        # orientation, and a later exif_transpose would rotate the picture twice.
+        image = image.copy()
+    return image
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    # Pillow's own convert("L") clips 16-bit values at 255, which turns most photos white.
+    values = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scaled = (values.astype(np.uint32) * 255 + 32767) // 65535
+        return Image.fromarray(scaled.astype(np.uint8))
+    low, high = float(values.min()), float(values.max())
+    if image.mode == "I" and low >= 0 and high <= 255:
+        return Image.fromarray(values.astype(np.uint8))
+    if image.mode == "I" and low >= 0 and high <= 65535:
+        return Image.fromarray(((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
+    if image.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    # Anything else has no agreed white point: stretch its actual range.
+    span = high - low or 1.0
+    stretched = (values.astype(np.float64) - low) * (255.0 / span)
+    return Image.fromarray(np.clip(np.rint(stretched), 0, 255).astype(np.uint8))
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    alpha = None
+    colour = image
+    if image.mode in ("RGBA", "LA"):
+        alpha = image.getchannel("A")
+        colour = image.convert(image.mode[:-1])
+    try:
+        transform = _transform_to_srgb(icc, colour.mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        transform = None
+    if transform is None:
+        return image
+    try:
+        converted = ImageCms.applyTransform(colour, transform)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
+    assert converted is not None
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+@functools.lru_cache(maxsize=32)
+def _transform_to_srgb(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """Build (and cache: a batch shares one camera's profile) the transform, or None to skip it."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    space = profile.profile.xcolor_space.strip()
+    if mode not in _PROFILE_MODES.get(space, ()):
+        # A profile that does not describe these pixels (an RGB profile on a CMYK file) is wrong.
+        return None
+    description = ImageCms.getProfileDescription(profile) or ""
+    if space == "RGB" and "srgb" in description.lower():
+        # Already sRGB: converting would cost a pass over every pixel for no visible change.
+        return None
+    return ImageCms.buildTransform(
+        profile, _srgb_profile(), mode, "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+    )
+
+
+@functools.cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.cache
+def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+    return ImageCms.buildTransform(lab, _srgb_profile(), "LAB", "RGB")

@@ -1,0 +1,272 @@
+"""The variant renderer: decode once, run the steps, resize in a cascade from largest to smallest, encode."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError, features
+
+from jobs.errors import PermanentError, StepError
+from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, make_thumbnail, place_window, read_dimensions
+from jobs.operations import Operation, OperationContext, colour_rgb, normalise_colour
+
+FITS = ("fit", "fill", "pad")
+FORMATS = ("jpeg", "webp", "png", "avif")
+DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
+EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "png": "png", "avif": "avif"}
+MAX_SIDE = 10_000
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
+# A step down of more than this factor goes through an intermediate (see render_outputs).
+CASCADE_FACTOR = 2.0
+
+
+class OutputSpecError(ValueError):
+    """An output spec is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One named variant: its box, how the image meets the box, and how it is encoded."""
+
+    name: str
+    width: int
+    height: int
+    fit: str = "fit"
+    format: str = "jpeg"
+    quality: int | None = None
+    background: str = "#ffffff"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> OutputSpec:
+        unknown = set(data) - {"name", "width", "height", "fit", "format", "quality", "background"}
+        if unknown:
+            raise OutputSpecError(f"output: unknown field(s) {', '.join(sorted(unknown))}")
+        name = str(data.get("name") or "")
+        if not _SLUG.match(name):
+            raise OutputSpecError(f"output {name!r}: the name must be a slug (a-z, 0-9, - and _)")
+        size = []
+        for key in ("width", "height"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+                raise OutputSpecError(f"output {name}: '{key}' must be a whole number from 1 to {MAX_SIDE}")
+            size.append(value)
+        fit = str(data.get("fit") or "fit")
+        if fit not in FITS:
+            raise OutputSpecError(f"output {name}: 'fit' must be one of {', '.join(FITS)}")
+        fmt = str(data.get("format") or "jpeg").lower()
+        if fmt not in FORMATS:
+            raise OutputSpecError(f"output {name}: 'format' must be one of {', '.join(FORMATS)}")
+        if fmt == "avif" and not features.check("avif"):
+            raise OutputSpecError(f"output {name}: this Pillow build cannot write AVIF")
+        quality = data.get("quality")
+        if quality is not None and (
+            isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100
+        ):
+            raise OutputSpecError(f"output {name}: 'quality' must be a whole number from 1 to 100, or empty")
+        try:
+            background = normalise_colour(data.get("background") or "#ffffff", allow_transparent=True)
+        except ValueError as error:
+            raise OutputSpecError(f"output {name}: 'background' must be {error}") from None
+        if background == "transparent" and fmt == "jpeg":
+            raise OutputSpecError(f"output {name}: JPEG has no transparency; pick a background colour")
+        return cls(name, size[0], size[1], fit, fmt, quality, background)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "width": self.width,
+            "height": self.height,
+            "fit": self.fit,
+            "format": self.format,
+            "quality": self.quality,
+            "background": self.background,
+        }
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+    def resized_size(self, source: tuple[int, int]) -> tuple[int, int]:
+        """Size the source is scaled to before any crop or padding."""
+        sw, sh = source
+        if self.fit == "fill":
+            scale = max(self.width / sw, self.height / sh)
+        else:
+            scale = min(self.width / sw, self.height / sh)
+            if self.fit == "fit":
+                scale = min(scale, 1.0)  # fit never enlarges; pad and fill always give the exact box
+        return max(1, round(sw * scale)), max(1, round(sh * scale))
+
+
+@dataclass(frozen=True)
+class RenderedOutput:
+    spec: OutputSpec
+    data: bytes
+    width: int
+    height: int
+
+
+@dataclass
+class PipelineResult:
+    outputs: list[RenderedOutput]
+    preview: bytes
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def required_size(source_size: tuple[int, int], specs: Sequence[OutputSpec]) -> tuple[int, int]:
+    """The smallest source size (same aspect) that still serves every spec without upsampling."""
+    sw, sh = source_size
+    scale = 0.0
+    for spec in specs:
+        rw, _ = spec.resized_size(source_size)
+        scale = max(scale, rw / sw)
+    scale = min(scale, 1.0)
+    return max(1, math.ceil(sw * scale)), max(1, math.ceil(sh * scale))
+
+
+def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[RenderedOutput]:
+    """Every spec from one image. Larger targets first; each resize starts from the smallest
+    intermediate that is still at least CASCADE_FACTOR× the target, so small variants never pay
+    for filtering the full-size picture while keeping Lanczos quality."""
+    order = sorted(range(len(specs)), key=lambda i: -math.prod(specs[i].resized_size(image.size)))
+    intermediates: list[Image.Image] = [image]
+    results: dict[int, RenderedOutput] = {}
+    for index in order:
+        spec = specs[index]
+        target = spec.resized_size(image.size)
+        base = image
+        for candidate in intermediates:
+            big_enough = (
+                candidate.width >= target[0] * CASCADE_FACTOR
+                and candidate.height >= target[1] * CASCADE_FACTOR
+            )
+            if big_enough and candidate.width < base.width:
+                base = candidate
+        if base.size == target:
+            resized = base
+        else:
+            resized = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            resized.info = dict(image.info)
+            intermediates.append(resized)
+        framed = frame(resized, spec, image.info)
+        results[index] = RenderedOutput(spec, encode(framed, spec), framed.width, framed.height)
+    return [results[i] for i in range(len(specs))]
+
+
+def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str, object]) -> Image.Image:
+    """Crop (fill) around the focus, or pad to the exact box; fit passes through."""
+    if spec.fit == "fill" and image.size != (spec.width, spec.height):
+        focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
+        subject = hints.get(SUBJECT_KEY)
+        x_span = (subject[0], subject[2]) if subject else None
+        y_span = (subject[1], subject[3]) if subject else None
+        left = place_window(image.width, spec.width, float(focus[0]), x_span)
+        top = place_window(image.height, spec.height, float(focus[1]), y_span)
+        return image.crop((left, top, left + spec.width, top + spec.height))
+    if spec.fit == "pad" and image.size != (spec.width, spec.height):
+        if spec.background == "transparent":
+            canvas = Image.new("RGBA", (spec.width, spec.height), (0, 0, 0, 0))
+        else:
+            canvas = Image.new("RGB", (spec.width, spec.height), colour_rgb(spec.background))
+        offset = ((spec.width - image.width) // 2, (spec.height - image.height) // 2)
+        if image.mode != "RGBA":
+            canvas.paste(image, offset)
+        elif canvas.mode == "RGBA":
+            canvas.alpha_composite(image, offset)
+        else:
+            canvas.paste(image, offset, image)
+        return canvas
+    return image
+
+
+def flatten(image: Image.Image, background: str) -> Image.Image:
+    """RGBA onto an opaque colour, for formats without alpha."""
+    if image.mode != "RGBA":
+        return image.convert("RGB") if image.mode != "RGB" else image
+    colour = colour_rgb(background) if background != "transparent" else (255, 255, 255)
+    canvas = Image.new("RGB", image.size, colour)
+    canvas.paste(image, (0, 0), image)
+    return canvas
+
+
+def encode(image: Image.Image, spec: OutputSpec) -> bytes:
+    """Encode with the spec's settings; nothing but pixels goes out (no EXIF, GPS, XMP or ICC)."""
+    quality = spec.quality or DEFAULT_QUALITY.get(spec.format)
+    buffer = io.BytesIO()
+    if spec.format == "jpeg":
+        # https://pillow.readthedocs.io/en/stable/handbook/image-file-formats.html#jpeg-saving
+        flatten(image, spec.background).save(
+            buffer, "JPEG", quality=quality, optimize=False, progressive=False, subsampling="4:2:0"
+        )
+    elif spec.format == "webp":
+        image.save(buffer, "WEBP", quality=quality, method=4)
+    elif spec.format == "png":
+        image.save(buffer, "PNG", optimize=False, compress_level=6)
+    else:
+        image.save(buffer, "AVIF", quality=quality, speed=8)
+    return buffer.getvalue()
+
+
+def run_pipeline(
+    source: bytes,
+    steps: Sequence[Operation],
+    specs: Sequence[OutputSpec],
+    *,
+    context: OperationContext | None = None,
+    max_pixels: int = 100_000_000,
+    on_step: Callable[[str], None] | None = None,
+) -> PipelineResult:
+    """Decode once (shrink-on-load to what the outputs need), apply the steps, render every spec."""
+    context = context or OperationContext.default()
+    timings: dict[str, float] = {}
+    step = "decode"
+
+    def timed(name: str, started: float) -> None:
+        timings[name] = round(timings.get(name, 0.0) + (time.perf_counter() - started) * 1000, 1)
+
+    try:
+        if on_step:
+            on_step(step)
+        started = time.perf_counter()
+        scales = [op.source_scale() for op in steps]
+        min_size = None
+        if None not in scales:
+            # The header is enough to know the size; decode_image then picks the DCT scale.
+            needed = required_size(read_dimensions(source, max_pixels=max_pixels), specs)
+            factor = math.prod(scales)  # type: ignore[arg-type]
+            min_size = (max(1, math.ceil(needed[0] * factor)), max(1, math.ceil(needed[1] * factor)))
+        image = decode_image(source, max_pixels=max_pixels, min_size=min_size)
+        timed("decode", started)
+        for operation in steps:
+            step = operation.name
+            if on_step:
+                on_step(step)
+            started = time.perf_counter()
+            image = operation.apply(image, context)
+            timed(step, started)
+        step = "render"
+        if on_step:
+            on_step(step)
+        started = time.perf_counter()
+        outputs = render_outputs(image, specs)
+        preview = make_thumbnail(image)
+        timed("render", started)
+    except StepError as error:
+        error.step = step  # type: ignore[attr-defined]
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        error = PermanentError(
+            f"The image could not be processed at step {step}: {exc}", code="unprocessable"
+        )
+        error.step = step  # type: ignore[attr-defined]
+        raise error from exc
+    return PipelineResult(
+        outputs=outputs, preview=preview, width=image.width, height=image.height, timings=timings
+    )

@@ -1,0 +1,189 @@
+"""RQ entry points: thin functions that load rows by primary key, run the pipeline and record the result."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from dashboard.models import Output, Task
+from jobs.errors import PermanentError, StepError, TransientError
+from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, schedule_attempt
+from jobs.rendering import PipelineResult, run_pipeline
+from jobs.retry import backoff_delay
+
+logger = logging.getLogger("pixelmill.tasks")
+
+
+def output_key(task: Task, name: str, extension: str) -> str:
+    """Deterministic: a retried attempt overwrites its own earlier file instead of adding one."""
+    return f"outputs/c{task.campaign_id}/t{task.pk}/{name}.{extension}"
+
+
+def process_task(task_id: int, attempt: int) -> str:
+    """Run one attempt of one task; a duplicate or stale delivery returns without doing anything."""
+    job = get_current_job()
+    worker = (job.worker_name if job else None) or f"{socket.gethostname()}:{id(process_task)}"
+    if not Task.claim(task_id, attempt, worker):
+        logger.info("attempt skipped", extra={"task": task_id, "attempt": attempt, "outcome": "skipped"})
+        return "skipped"
+
+    task = Task.objects.select_related("source", "recipe_version__recipe").get(pk=task_id)
+    step = "load"
+    started = time.perf_counter()
+
+    def enter_step(name: str) -> None:
+        nonlocal step
+        step = name
+
+    try:
+        steps = task.recipe_version.build_steps()
+        specs = task.recipe_version.build_specs()
+        with default_storage.open(task.source.file.name, "rb") as handle:
+            source_bytes = handle.read()
+        result = run_pipeline(
+            source_bytes, steps, specs, max_pixels=settings.PIXELMILL_MAX_PIXELS, on_step=enter_step
+        )
+        step = "store"
+        store_started = time.perf_counter()
+        store_result(task, result)
+        timings = dict(result.timings)
+        timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
+        timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+        task.mark_succeeded(attempt, timings=timings)
+        log_attempt(task, attempt, step="done", outcome="succeeded", started=started)
+        return "succeeded"
+    except StepError as error:
+        record_failure(task, attempt, error, getattr(error, "step", None) or step, started)
+        return error.code
+    except JobTimeoutException:
+        error = TransientError(
+            f"The step took longer than the {job.timeout if job else '?'} s limit.", code="timeout"
+        )
+        record_failure(task, attempt, error, step, started)
+        return error.code
+    except Exception as exc:
+        # A bug or an exhausted resource: retrying may help and the reason stays visible.
+        logger.exception("unexpected error", extra={"task": task_id, "attempt": attempt, "step": step})
+        error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+        record_failure(task, attempt, error, step, started)
+        return error.code
+
+
+def store_result(task: Task, result: PipelineResult) -> None:
+    for rendered in result.outputs:
+        key = output_key(task, rendered.spec.name, rendered.spec.extension)
+        stored = default_storage.save(key, ContentFile(rendered.data))
+        Output.objects.update_or_create(
+            task=task,
+            name=rendered.spec.name,
+            defaults={
+                "file": stored,
+                "width": rendered.width,
+                "height": rendered.height,
+                "format": rendered.spec.format,
+                "byte_size": len(rendered.data),
+            },
+        )
+    preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))
+    Task.objects.filter(pk=task.pk).update(preview=preview)
+
+
+def record_failure(task: Task, attempt: int, error: StepError, step: str, started: float) -> None:
+    permanent = isinstance(error, PermanentError)
+    if permanent or attempt >= task.max_attempts:
+        task.mark_failed(attempt, code=error.code, message=error.message, step=step, permanent=permanent)
+        outcome = "failed" if permanent else "dead"
+        log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
+        return
+    delay = backoff_delay(
+        attempt,
+        base=settings.PIXELMILL_RETRY_BASE_SECONDS,
+        cap=settings.PIXELMILL_RETRY_MAX_SECONDS,
+        retry_after=getattr(error, "retry_after", None),
+    )
+    at = timezone.now() + timedelta(seconds=delay)
+    if task.schedule_retry(attempt, at=at, code=error.code, message=error.message, step=step):
+        transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))
+    log_attempt(task, attempt, step=step, outcome="retry", started=started, error=error, retry_in=delay)
+
+
+def log_attempt(
+    task: Task,
+    attempt: int,
+    *,
+    step: str,
+    outcome: str,
+    started: float,
+    error: StepError | None = None,
+    retry_in: float | None = None,
+) -> None:
+    logger.info(
+        "attempt finished",
+        extra={
+            "task": task.pk,
+            "job_id": job_id_for(task.pk, attempt),
+            "image": task.source_id,
+            "step": step,
+            "outcome": outcome,
+            "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
+            "error_code": error.code if error else None,
+            "retry_in": round(retry_in, 2) if retry_in is not None else None,
+        },
+    )
+
+
+def reconcile_task() -> dict[str, int]:
+    """Repair what Redis lost or a dead worker left behind; the database says what should exist."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
+    report = {"worker_lost": 0, "queue_lost": 0, "dead": 0}
+
+    for task in Task.objects.filter(state=Task.State.RUNNING, lease_expires_at__lt=now):
+        error = TransientError(
+            "The worker processing this image stopped before finishing (worker lost).", code="worker_lost"
+        )
+        if task.attempts >= task.max_attempts:
+            if task.mark_failed(
+                task.attempts, code=error.code, message=error.message, step="", permanent=False
+            ):
+                report["dead"] += 1
+        elif task.schedule_retry(task.attempts, at=now, code=error.code, message=error.message, step=""):
+            report["worker_lost"] += 1
+            transaction.on_commit(lambda pk=task.pk, n=task.attempts + 1: enqueue_attempts([(pk, n)]))
+
+    waiting = (
+        Task.objects.filter(state=Task.State.QUEUED, queued_at__lt=now - grace)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
+        .values_list("pk", "attempts")
+    )
+    missing = missing_attempts([(pk, attempts + 1) for pk, attempts in waiting.iterator()])
+    if missing:
+        report["queue_lost"] = enqueue_attempts(missing)
+    if any(report.values()):
+        logger.warning("reconciled", extra=report)
+    return report
+
+
+def missing_attempts(attempts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (task, attempt) pairs whose job Redis no longer holds, checked in pipelined batches."""
+    queue = get_process_queue()
+    missing: list[tuple[int, int]] = []
+    for start in range(0, len(attempts), 1000):
+        batch = attempts[start : start + 1000]
+        pipe = queue.connection.pipeline(transaction=False)
+        for task_id, attempt in batch:
+            pipe.exists(Job.key_for(job_id_for(task_id, attempt)))
+        missing.extend(pair for pair, exists in zip(batch, pipe.execute(), strict=True) if not exists)
+    return missing

@@ -1,0 +1,146 @@
+"""Test setup: a real Redis (embedded unless REDIS_URL is set), a throwaway media folder, shared fixtures."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dashboard.redis_server import EmbeddedRedis
+
+EMBEDDED: dict[str, object] = {}
+
+
+def pytest_configure(config) -> None:
+    from django.conf import settings
+
+    if "REDIS_URL" not in os.environ:
+        server = EmbeddedRedis()
+        os.environ["REDIS_URL"] = server.start()
+        EMBEDDED["redis"] = server
+    url = os.environ["REDIS_URL"]
+    settings.REDIS_URL = url
+    for queue in settings.RQ_QUEUES.values():
+        queue["URL"] = url
+
+    media = Path(tempfile.mkdtemp(prefix="pixelmill-test-media-"))
+    EMBEDDED["media"] = media
+    os.environ["PIXELMILL_MEDIA_ROOT"] = str(media)
+    settings.MEDIA_ROOT = media
+    settings.STORAGES["default"]["OPTIONS"]["location"] = media
+    # Retries in tests should not wait seconds.
+    settings.PIXELMILL_RETRY_BASE_SECONDS = 0.05
+    settings.PIXELMILL_RETRY_MAX_SECONDS = 0.2
+
+
+def pytest_unconfigure(config) -> None:
+    server = EMBEDDED.get("redis")
+    if server is not None:
+        server.stop()
+    media = EMBEDDED.get("media")
+    if media is not None:
+        shutil.rmtree(media, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_conn():
+    """The test Redis, emptied before each test that uses queues."""
+    import django_rq
+
+    connection = django_rq.get_connection("default")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def team(db):
+    from dashboard.models import Team
+
+    return Team.objects.create(name="Marketing")
+
+
+@pytest.fixture
+def marketer(db, team, django_user_model):
+    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
+    team.members.add(user)
+    return user
+
+
+@pytest.fixture
+def marketer_client(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.fixture
+def ready_recipes(db):
+    from dashboard.ready_recipes import install_ready_recipes
+
+    install_ready_recipes()
+    from dashboard.models import Recipe
+
+    return {recipe.slug: recipe for recipe in Recipe.objects.all()}
+
+
+@pytest.fixture
+def campaign(db, team, marketer):
+    from dashboard.models import Campaign
+
+    return Campaign.objects.create(name="Spring sale", team=team, created_by=marketer)
+
+
+def upload(name: str, data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data)
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def run_burst_worker() -> None:
+    """Drain the queues in this process (SimpleWorker): real Redis, real RQ, same database connection."""
+    import django_rq
+    from rq import SimpleWorker
+
+    connection = django_rq.get_connection("default")
+    queues = [django_rq.get_queue("control"), django_rq.get_queue("default")]
+    SimpleWorker(queues, connection=connection).work(burst=True, with_scheduler=True, logging_level="WARNING")
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment for worker subprocesses: the same Redis, media folder and (test) database."""
+    from django.db import connection
+
+    env = os.environ.copy()
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    env["PIXELMILL_RETRY_BASE_SECONDS"] = "0.05"
+    env["PIXELMILL_RETRY_MAX_SECONDS"] = "0.2"
+    return env
+
+
+def start_worker_process(*queues: str, burst: bool = True) -> subprocess.Popen:
+    argv = [sys.executable, "manage.py", "rqworker", *(queues or ("control", "default")), "--with-scheduler"]
+    if burst:
+        argv.append("--burst")
+    return subprocess.Popen(argv, env=worker_environment(), cwd=Path(__file__).resolve().parent.parent)

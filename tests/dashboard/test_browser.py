@@ -1,0 +1,113 @@
+"""In Chromium: log in, create a campaign, upload files and a zip, process, watch 100%, download the ZIP."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_worker_process, zip_bytes
+from tests.jobs.images import jpeg, product_on_white
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+
+@pytest.fixture
+def browser_page():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        pytest.skip(f"BROWSER TESTS SKIPPED: playwright is not importable ({error})")
+    if not Path(CHROMIUM).exists():
+        message = f"BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # Playwright's sync API runs an event loop in this thread; the ORM calls in the test are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def workers(live_server, redis_conn):
+    processes = [start_worker_process(burst=False) for _ in range(2)]
+    yield processes
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(20)
+
+
+def test_marketer_uploads_processes_and_downloads(
+    browser_page, workers, live_server, marketer, ready_recipes, tmp_path
+):
+    page = browser_page
+    files = []
+    for n in range(3):
+        path = tmp_path / f"product-{n}.jpg"
+        path.write_bytes(jpeg(product_on_white(480, 360, seed=n, centre=(0.4 + 0.1 * n, 0.55))))
+        files.append(path)
+    archive = tmp_path / "more-products.zip"
+    archive.write_bytes(
+        zip_bytes({f"zip-{n}.jpg": jpeg(product_on_white(400, 400, seed=10 + n)) for n in range(2)})
+    )
+    files.append(archive)
+
+    page.goto(live_server.url)
+    assert "/accounts/login/" in page.url
+    page.fill("input[name=username]", "maria")
+    page.fill("input[name=password]", "pw-maria-123")
+    page.click("button[type=submit]")
+
+    page.fill("input[name=name]", "Summer catalogue")
+    page.click("text=Create campaign")
+    page.wait_for_selector("h1:has-text('Summer catalogue')")
+
+    page.set_input_files("#file-input", [str(f) for f in files])
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("text=Added 5 image(s).")
+
+    page.check(f"input[name=recipes][value='{ready_recipes['ecommerce-pack'].pk}']")
+    page.check(f"input[name=recipes][value='{ready_recipes['sale-banner'].pk}']")
+    page.click("#process-button")
+    page.wait_for_selector("text=Processing 10 task(s).")
+    # The progress panel polls and the page reloads itself when the run is finished.
+    page.wait_for_selector("#progress[data-finished=true]", timeout=120_000)
+    assert page.inner_text("#progress .percent") == "100%"
+    assert page.locator(".badge.succeeded").count() >= 10
+
+    if os.environ.get("PIXELMILL_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("text=Download ZIP")
+    saved = tmp_path / "campaign.zip"
+    download_info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as result:
+        names = result.namelist()
+        assert "manifest.csv" in names
+        assert len([n for n in names if n.startswith("ecommerce-pack/")]) == 5 * 6
+        assert len([n for n in names if n.startswith("sale-banner/")]) == 5 * 4
+        assert "sale-banner/banner/zip-0.jpg" in names
+        from PIL import Image
+
+        assert Image.open(io.BytesIO(result.read("ecommerce-pack/zoom/product-1.jpg"))).size == (2000, 2000)
+    shutil.rmtree(tmp_path, ignore_errors=True)

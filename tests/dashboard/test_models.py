@@ -1,0 +1,138 @@
+"""Models: recipe versions, the task state machine and its conditional updates, progress figures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+from django.utils import timezone
+
+from dashboard.models import Progress, Recipe, RecipeOutput, RecipeStep, SourceImage, Task
+
+
+def make_source(campaign, sha="a" * 64, name="shoe.jpg") -> SourceImage:
+    return SourceImage.objects.create(
+        campaign=campaign,
+        sha256=sha,
+        display_name=name,
+        file="x.jpg",
+        width=10,
+        height=10,
+        format="JPEG",
+        byte_size=1,
+    )
+
+
+def make_task(campaign, recipe, *, sha="a" * 64, **fields) -> Task:
+    return Task.objects.create(
+        campaign=campaign,
+        source=make_source(campaign, sha),
+        recipe_version=recipe.current_version(),
+        **fields,
+    )
+
+
+def test_every_publish_bumps_the_version_and_freezes_the_definition(ready_recipes):
+    recipe = ready_recipes["social-ads-pack"]
+    first = recipe.current_version()
+    recipe.outputs.filter(name="facebook").update(width=1000)
+    second = recipe.publish_version()
+    assert second.number == first.number + 1
+    assert recipe.version == second.number
+    assert {o["name"]: o["width"] for o in first.definition["outputs"]}["facebook"] == 1200
+    assert {o["name"]: o["width"] for o in second.definition["outputs"]}["facebook"] == 1000
+
+
+def test_recipe_definition_fills_operation_defaults(ready_recipes):
+    steps = ready_recipes["ecommerce-pack"].current_version().definition["steps"]
+    assert steps[0]["operation"] == "remove_background"
+    assert steps[1]["params"]["background"] == "#ffffff"
+    assert len(steps[1]["params"]) > 2  # canonical form carries every parameter, defaults included
+
+
+def test_ready_recipes_build_through_the_registry(ready_recipes):
+    assert set(ready_recipes) == {"ecommerce-pack", "social-ads-pack", "sale-banner"}
+    ecommerce = ready_recipes["ecommerce-pack"].current_version()
+    assert [spec.name for spec in ecommerce.build_specs()] == [
+        "thumbnail", "thumbnail-webp", "product", "product-webp", "zoom", "zoom-webp"
+    ]  # fmt: skip
+    for recipe in ready_recipes.values():
+        assert recipe.current_version().build_steps()
+
+
+def test_invalid_step_params_are_a_validation_error_naming_the_parameter(db):
+    recipe = Recipe.objects.create(name="Bad", slug="bad")
+    step = RecipeStep(recipe=recipe, position=1, operation="canvas", params={"margin": 7})
+    with pytest.raises(ValidationError) as error:
+        step.full_clean()
+    assert "margin" in str(error.value)
+
+
+def test_invalid_output_spec_is_a_validation_error(db):
+    recipe = Recipe.objects.create(name="Bad", slug="bad")
+    output = RecipeOutput(recipe=recipe, name="x", width=100, height=100, fit="fit", format="jpeg", quality=0)
+    with pytest.raises(ValidationError):
+        output.full_clean()
+
+
+def test_the_same_bytes_never_twice_in_one_campaign(campaign):
+    make_source(campaign)
+    with pytest.raises(IntegrityError):
+        make_source(campaign)
+
+
+def test_claim_is_granted_once_per_attempt(campaign, ready_recipes):
+    task = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED)
+    assert Task.claim(task.pk, 1, "w1") is True
+    assert Task.claim(task.pk, 1, "w2") is False  # duplicate delivery of the same job
+    assert Task.claim(task.pk, 2, "w2") is False  # a later attempt cannot jump in while running
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.worker_name) == ("running", 1, "w1")
+    assert task.lease_expires_at > timezone.now()
+
+
+def test_a_stale_attempt_cannot_overwrite_the_outcome(campaign, ready_recipes):
+    task = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED)
+    Task.claim(task.pk, 1, "w1")
+    assert task.schedule_retry(1, at=timezone.now(), code="timeout", message="slow", step="x")
+    Task.claim(task.pk, 2, "w2")
+    # Attempt 1's worker comes back late and reports success: ignored.
+    assert task.mark_succeeded(1, timings={}) is False
+    assert task.mark_succeeded(2, timings={"total": 1.0}) is True
+    task.refresh_from_db()
+    assert task.state == "succeeded" and task.error_message == ""
+
+
+def test_mark_failed_distinguishes_failed_from_dead(campaign, ready_recipes):
+    permanent = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED, sha="b" * 64)
+    exhausted = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED, sha="c" * 64)
+    for task in (permanent, exhausted):
+        Task.claim(task.pk, 1, "w")
+    permanent.mark_failed(1, code="unreadable", message="corrupt", step="decode", permanent=True)
+    exhausted.mark_failed(1, code="timeout", message="slow", step="render", permanent=False)
+    assert set(Task.objects.failed().values_list("state", flat=True)) == {"failed", "dead"}
+    permanent.refresh_from_db()
+    assert (permanent.error_step, permanent.error_message) == ("decode", "corrupt")
+
+
+def test_progress_counts_percent_rate_and_eta(campaign, ready_recipes):
+    recipe = ready_recipes["sale-banner"]
+    now = timezone.now()
+    for n in range(6):
+        make_task(
+            campaign,
+            recipe,
+            sha=f"{n:064d}",
+            state=Task.State.SUCCEEDED,
+            started_at=now - timedelta(seconds=60),
+            finished_at=now - timedelta(seconds=n),
+        )
+    for n in range(6, 10):
+        make_task(campaign, recipe, sha=f"{n:064d}", state=Task.State.QUEUED)
+    progress = Progress.for_tasks(campaign.tasks.all())
+    assert (progress.total, progress.done, progress.percent, progress.remaining) == (10, 6, 60, 4)
+    assert 5.5 < progress.per_minute < 6.5  # six in the minute since the run started
+    assert 35 < progress.eta_seconds < 45
+    assert not progress.is_finished

@@ -1,0 +1,216 @@
+"""Pages: login everywhere, upload, process, progress, failures and requeue (confirm then POST), downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+
+from dashboard.models import Campaign, Task, Team
+from tests.conftest import run_burst_worker, upload, zip_bytes
+from tests.jobs.images import jpeg, photo, product_on_white, truncated
+
+
+@pytest.fixture
+def processed_campaign(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    """A campaign with two product shots processed by the e-commerce pack through a real RQ worker."""
+    files = [
+        upload("shoe.jpg", jpeg(product_on_white(320, 240, seed=1))),
+        upload("bag.jpg", jpeg(product_on_white(300, 260, seed=2))),
+    ]
+    marketer_client.post(reverse("campaign-upload", args=[campaign.pk]), {"files": files})
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer_client.post(
+            reverse("campaign-process", args=[campaign.pk]), {"recipes": [ready_recipes["ecommerce-pack"].pk]}
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        run_burst_worker()
+    return campaign
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["campaign-list", "campaign-detail", "campaign-progress", "campaign-download", "campaign-failures"],
+)
+def test_every_page_requires_login(client, campaign, name):
+    url = reverse(name) if name == "campaign-list" else reverse(name, args=[campaign.pk])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+def test_a_marketer_creates_a_campaign(marketer_client, team):
+    response = marketer_client.post(reverse("campaign-list"), {"name": "Black Friday", "team": team.pk})
+    campaign = Campaign.objects.get(name="Black Friday")
+    assert response.url == campaign.get_absolute_url()
+    assert campaign.team == team
+
+
+def test_upload_reports_refused_files_by_name_and_reason(marketer_client, campaign):
+    response = marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]),
+        {
+            "files": [
+                upload("good.jpg", jpeg(photo(80, 60, seed=1))),
+                upload("bad.jpg", truncated(jpeg(photo(80, 60, seed=2)))),
+                upload("pack.zip", zip_bytes({"z.jpg": jpeg(photo(80, 60, seed=3))})),
+            ]
+        },
+        follow=True,
+    )
+    text = response.content.decode()
+    assert "Added 2 image(s)" in text
+    assert "Refused bad.jpg:" in text
+    assert campaign.sources.count() == 2
+
+
+def test_upload_answers_json_for_the_drag_and_drop_script(marketer_client, campaign):
+    response = marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]),
+        {"files": [upload("bad.png", b"<html>not a png</html>")]},
+        headers={"accept": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["refused"][0]["name"] == "bad.png"
+
+
+def test_process_creates_one_task_per_image_and_recipe_and_enqueues_after_commit(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]),
+        {"files": [upload(f"{n}.jpg", jpeg(photo(60, 40, seed=n))) for n in range(3)]},
+    )
+    url = reverse("campaign-process", args=[campaign.pk])
+    recipes = [ready_recipes["social-ads-pack"].pk, ready_recipes["sale-banner"].pk]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        marketer_client.post(url, {"recipes": recipes})
+    assert Task.objects.filter(campaign=campaign, state="queued").count() == 6
+    assert redis_conn.llen("rq:queue:default") == 0  # nothing reaches Redis before the commit
+    for callback in callbacks:
+        callback()
+    job_ids = {job_id.decode() for job_id in redis_conn.lrange("rq:queue:default", 0, -1)}
+    assert job_ids == {f"task-{pk}-a1" for pk in campaign.tasks.values_list("pk", flat=True)}
+    # Pressing Process again creates nothing new for the same recipe versions.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = marketer_client.post(url, {"recipes": recipes}, follow=True)
+    assert "Nothing new to process" in response.content.decode()
+    assert campaign.tasks.count() == 6
+
+
+def test_progress_fragment_and_json(processed_campaign, marketer_client):
+    url = reverse("campaign-progress", args=[processed_campaign.pk])
+    fragment = marketer_client.get(url).content.decode()
+    assert "100%" in fragment and "hx-trigger" not in fragment  # finished: polling stops
+    data = marketer_client.get(url, {"format": "json"}).json()
+    assert data["total"] == 2 and data["percent"] == 100 and data["counts"] == {"succeeded": 2}
+
+
+def test_progress_polls_while_work_remains(marketer_client, campaign, ready_recipes):
+    from tests.dashboard.test_models import make_task
+
+    make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED)
+    fragment = marketer_client.get(reverse("campaign-progress", args=[campaign.pk])).content.decode()
+    assert 'hx-trigger="every 2s"' in fragment and "0%" in fragment
+
+
+def test_gallery_shows_outputs_and_one_output_downloads(processed_campaign, marketer_client):
+    page = marketer_client.get(processed_campaign.get_absolute_url()).content.decode()
+    assert "shoe.jpg" in page and "zoom 2000×2000" in page
+    task = processed_campaign.tasks.get(source__display_name="shoe.jpg")
+    output = task.outputs.get(name="product")
+    response = marketer_client.get(reverse("output-download", args=[output.pk]))
+    assert response["Content-Disposition"].startswith('attachment; filename="shoe-product.jpg"')
+    image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    assert image.size == (800, 800) and image.format == "JPEG"
+    assert marketer_client.get(reverse("task-preview", args=[task.pk])).status_code == 200
+    assert marketer_client.get(reverse("source-thumbnail", args=[task.source_id])).status_code == 200
+
+
+def test_campaign_zip_holds_every_output_and_a_manifest(processed_campaign, marketer_client):
+    response = marketer_client.get(reverse("campaign-download", args=[processed_campaign.pk]))
+    body = b"".join(response.streaming_content)
+    assert int(response["Content-Length"]) == len(body)
+    archive = zipfile.ZipFile(io.BytesIO(body))
+    names = set(archive.namelist())
+    assert "ecommerce-pack/zoom/shoe.jpg" in names and "ecommerce-pack/thumbnail-webp/bag.webp" in names
+    assert len(names) == 2 * 6 + 1
+    rows = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    assert len(rows) == 12 and {row["path"] for row in rows} == names - {"manifest.csv"}
+    assert Image.open(io.BytesIO(archive.read("ecommerce-pack/thumbnail/shoe.jpg"))).size == (150, 150)
+
+
+def test_a_failed_task_shows_its_reason_and_requeues_after_confirmation(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    # A busy photo has no plain backdrop: background removal refuses it, permanently.
+    marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]),
+        {"files": [upload("street.jpg", jpeg(photo(200, 150)))]},
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer_client.post(
+            reverse("campaign-process", args=[campaign.pk]), {"recipes": [ready_recipes["ecommerce-pack"].pk]}
+        )
+    run_burst_worker()
+    task = campaign.tasks.get()
+    assert task.state == "failed" and task.attempts == 1 and task.error_step == "remove_background"
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert "street.jpg" in page and "plain" in task.error_message and task.error_message in page
+
+    url = reverse("task-requeue", args=[task.pk])
+    confirm = marketer_client.get(url)
+    assert "Yes, requeue" in confirm.content.decode()
+    task.refresh_from_db()
+    assert task.state == "failed"  # GET only asks
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer_client.post(url)
+    task.refresh_from_db()
+    assert task.state == "queued" and task.max_attempts == 1 + task.attempts + 4
+    assert redis_conn.lrange("rq:queue:default", 0, -1) == [f"task-{task.pk}-a2".encode()]
+
+
+def test_requeue_all_failed(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    from tests.dashboard.test_models import make_task
+
+    for n in range(3):
+        make_task(campaign, ready_recipes["sale-banner"], sha=f"{n:064d}", state=Task.State.DEAD, attempts=5)
+    url = reverse("campaign-requeue-failed", args=[campaign.pk])
+    assert "3 failed tasks" in marketer_client.get(url).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer_client.post(url)
+    assert set(campaign.tasks.values_list("state", flat=True)) == {"queued"}
+    assert redis_conn.llen("rq:queue:default") == 3
+
+
+def test_state_changes_need_the_csrf_token(marketer, campaign):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(marketer)
+    assert client.post(reverse("campaign-requeue-failed", args=[campaign.pk])).status_code == 403
+    assert client.post(reverse("campaign-process", args=[campaign.pk])).status_code == 403
+
+
+def test_another_teams_campaign_answers_404(processed_campaign, django_user_model):
+    outsider = django_user_model.objects.create_user("otto", password="pw-otto-123")
+    Team.objects.create(name="Partners").members.add(outsider)
+    client = Client()
+    client.force_login(outsider)
+    output = processed_campaign.tasks.first().outputs.first()
+    for url in [
+        processed_campaign.get_absolute_url(),
+        reverse("campaign-download", args=[processed_campaign.pk]),
+        reverse("output-download", args=[output.pk]),
+        reverse("task-requeue", args=[output.task_id]),
+    ]:
+        assert client.get(url).status_code == 404, url
+    assert client.post(reverse("task-requeue", args=[output.task_id])).status_code == 404
+    assert processed_campaign.get_absolute_url() not in client.get(reverse("campaign-list")).content.decode()

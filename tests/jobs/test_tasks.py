@@ -1,0 +1,149 @@
+"""Worker entry points on a real Redis: success, duplicate delivery, permanent and transient failures, repair."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+from rq.job import Job
+
+from dashboard.models import SourceImage, Task
+from dashboard.services import process_campaign
+from jobs import tasks as task_module
+from jobs.errors import TransientError
+from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for
+from jobs.tasks import process_task, reconcile_task
+from tests.conftest import run_burst_worker
+from tests.jobs.images import jpeg, photo, product_on_white
+
+pytestmark = pytest.mark.usefixtures("redis_conn")
+
+
+def add_source(campaign, data: bytes, name: str = "item.jpg") -> SourceImage:
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    key = default_storage.save(f"sources/c{campaign.pk}/{sha}.jpg", ContentFile(data))
+    return SourceImage.objects.create(
+        campaign=campaign,
+        sha256=sha,
+        display_name=name,
+        file=key,
+        width=1,
+        height=1,
+        format="JPEG",
+        byte_size=len(data),
+    )
+
+
+@pytest.fixture
+def queued_task(campaign, ready_recipes, django_capture_on_commit_callbacks):
+    add_source(campaign, jpeg(product_on_white(400, 300)))
+    with django_capture_on_commit_callbacks(execute=True):
+        process_campaign(campaign, [ready_recipes["ecommerce-pack"]])
+    return campaign.tasks.get()
+
+
+def test_a_worker_renders_every_output_under_deterministic_keys(
+    queued_task, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run_burst_worker()
+    queued_task.refresh_from_db()
+    assert queued_task.state == "succeeded" and queued_task.attempts == 1
+    outputs = {o.name: o for o in queued_task.outputs.all()}
+    assert set(outputs) == {"thumbnail", "thumbnail-webp", "product", "product-webp", "zoom", "zoom-webp"}
+    assert outputs["zoom"].file.name == f"outputs/c{queued_task.campaign_id}/t{queued_task.pk}/zoom.jpg"
+    assert (outputs["zoom"].width, outputs["zoom"].height) == (2000, 2000)
+    assert default_storage.size(outputs["thumbnail"].file.name) == outputs["thumbnail"].byte_size
+    assert {"decode", "remove_background", "render", "store", "total"} <= set(queued_task.timings)
+
+
+def test_a_duplicate_delivery_does_nothing(queued_task):
+    assert process_task(queued_task.pk, 1) == "succeeded"
+    assert process_task(queued_task.pk, 1) == "skipped"
+    assert Task.objects.get(pk=queued_task.pk).outputs.count() == 6
+
+
+def test_transient_errors_retry_with_backoff_then_die(
+    queued_task, monkeypatch, django_capture_on_commit_callbacks
+):
+    def flaky(*args, **kwargs):
+        raise TransientError("The provider timed out.", code="timeout")
+
+    monkeypatch.setattr(task_module, "run_pipeline", flaky)
+    Task.objects.filter(pk=queued_task.pk).update(max_attempts=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert process_task(queued_task.pk, 1) == "timeout"
+    queued_task.refresh_from_db()
+    assert queued_task.state == "queued" and queued_task.next_attempt_at > timezone.now() - timedelta(
+        seconds=1
+    )
+    assert queued_task.error_message == "The provider timed out."
+    scheduled = get_process_queue().scheduled_job_registry.get_job_ids()
+    assert scheduled == [job_id_for(queued_task.pk, 2)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert process_task(queued_task.pk, 2) == "timeout"
+        assert process_task(queued_task.pk, 3) == "timeout"
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts, queued_task.error_code) == ("dead", 3, "timeout")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduled_retries_run_through_the_worker(queued_task, monkeypatch):
+    calls = []
+    real = task_module.run_pipeline
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("503 from provider", code="http_503")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task_module, "run_pipeline", fails_once)
+    run_burst_worker()  # attempt 1 fails and schedules attempt 2 a moment later
+    deadline = timezone.now() + timedelta(seconds=10)
+    while Task.objects.get(pk=queued_task.pk).state != "succeeded" and timezone.now() < deadline:
+        run_burst_worker()
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts, len(calls)) == ("succeeded", 2, 2)
+
+
+def test_an_unreadable_source_fails_permanently_with_a_reason(campaign, ready_recipes):
+    add_source(campaign, b"\xff\xd8\xff\xe0 truncated nonsense", name="bad.jpg")
+    process_campaign(campaign, [ready_recipes["social-ads-pack"]])
+    task = campaign.tasks.get()
+    assert process_task(task.pk, 1) == "unreadable"
+    task.refresh_from_db()
+    assert task.state == "failed" and task.attempts == 1 and task.error_message
+
+
+def test_reconciler_requeues_work_redis_lost(queued_task, redis_conn):
+    Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
+    redis_conn.flushdb()  # Redis restarted empty
+    assert reconcile_task()["queue_lost"] == 1
+    assert Job.exists(job_id_for(queued_task.pk, 1), connection=redis_conn)
+    assert reconcile_task()["queue_lost"] == 0  # present now: not sent twice
+
+
+def test_reconciler_takes_back_a_task_whose_worker_died(queued_task, django_capture_on_commit_callbacks):
+    Task.claim(queued_task.pk, 1, "dead-worker")
+    Task.objects.filter(pk=queued_task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_task()["worker_lost"] == 1
+    queued_task.refresh_from_db()
+    assert queued_task.state == "queued" and queued_task.error_code == "worker_lost"
+    assert process_task(queued_task.pk, 2) == "succeeded"
+
+
+def test_bulk_enqueue_uses_attempt_job_ids(campaign, ready_recipes, redis_conn):
+    for n in range(5):
+        add_source(campaign, jpeg(photo(32, 32, seed=n)), name=f"{n}.jpg")
+    process_campaign(campaign, [ready_recipes["sale-banner"]])
+    pairs = [(pk, 1) for pk in campaign.tasks.values_list("pk", flat=True)]
+    assert enqueue_attempts(pairs) == 5
+    assert redis_conn.llen("rq:queue:default") == 5
