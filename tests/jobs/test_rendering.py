@@ -1,0 +1,160 @@
+"""The renderer: exact sizes per fit mode, formats, no metadata out, cascade quality, draft decode, focus crops."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.errors import PermanentError
+from jobs.imaging import FOCUS_KEY
+from jobs.operations import OperationContext, build_operation
+from jobs.rendering import OutputSpec, OutputSpecError, render_outputs, required_size, run_pipeline
+from tests.jobs import images
+
+ECOMMERCE = [
+    OutputSpec("thumbnail", 150, 150, "pad", "jpeg"),
+    OutputSpec("thumbnail-webp", 150, 150, "pad", "webp"),
+    OutputSpec("product", 800, 800, "pad", "jpeg"),
+    OutputSpec("zoom", 2000, 2000, "pad", "jpeg"),
+]
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    """Global-statistics SSIM on luma (Wang et al. 2004 constants); enough to compare resamplers."""
+    x = np.asarray(a.convert("L"), dtype=np.float64)
+    y = np.asarray(b.convert("L"), dtype=np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    # Mean SSIM over 8×8 windows.
+    h, w = (x.shape[0] // 8) * 8, (x.shape[1] // 8) * 8
+    xw = x[:h, :w].reshape(h // 8, 8, w // 8, 8).swapaxes(1, 2).reshape(-1, 64)
+    yw = y[:h, :w].reshape(h // 8, 8, w // 8, 8).swapaxes(1, 2).reshape(-1, 64)
+    mx, my = xw.mean(1), yw.mean(1)
+    vx, vy = xw.var(1), yw.var(1)
+    cov = ((xw - mx[:, None]) * (yw - my[:, None])).mean(1)
+    return float((((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean())
+
+
+def opened(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("fit", "expected"),
+    [("fit", (500, 375)), ("pad", (500, 500)), ("fill", (500, 500))],
+)
+def test_fit_modes_give_the_promised_size(fit, expected):
+    [output] = render_outputs(images.photo(800, 600), [OutputSpec("x", 500, 500, fit, "png")])
+    assert (output.width, output.height) == expected == opened(output.data).size
+
+
+def test_fit_never_enlarges_but_pad_and_fill_do():
+    small = images.photo(100, 80)
+    fit, pad = render_outputs(small, [OutputSpec("a", 400, 400, "fit"), OutputSpec("b", 400, 400, "pad")])
+    assert (fit.width, fit.height) == (100, 80) and (pad.width, pad.height) == (400, 400)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "png"])
+def test_each_format_decodes_back_as_that_format(fmt):
+    [output] = render_outputs(images.product_cutout(300, 200), [OutputSpec("x", 100, 100, "pad", fmt)])
+    assert opened(output.data).format == {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
+
+
+def test_outputs_carry_no_exif_gps_or_xmp():
+    source = images.jpeg_with_gps(images.photo(600, 400))
+    assert Image.open(io.BytesIO(source)).getexif()  # the input really has EXIF
+    result = run_pipeline(
+        source, [], [OutputSpec("j", 300, 300, "fit", "jpeg"), OutputSpec("w", 300, 300, "fit", "webp")]
+    )
+    for output in result.outputs:
+        image = opened(output.data)
+        assert not image.getexif() and "xmp" not in image.info and "icc_profile" not in image.info
+        assert b"TestCam" not in output.data and b"xmpmeta" not in output.data
+
+
+def test_transparent_pad_keeps_alpha_and_jpeg_flattens_onto_the_background():
+    cutout = images.product_cutout(300, 200)
+    webp, jpeg = render_outputs(
+        cutout,
+        [
+            OutputSpec("w", 300, 300, "pad", "webp", background="transparent"),
+            OutputSpec("j", 300, 300, "pad", "jpeg"),
+        ],
+    )
+    assert opened(webp.data).mode == "RGBA" and opened(webp.data).getpixel((2, 2))[3] == 0
+    assert opened(jpeg.data).getpixel((2, 2)) >= (250, 250, 250)
+
+
+def test_cascade_matches_a_direct_lanczos_resize():
+    source = images.gradient(2400, 1800)
+    specs = [OutputSpec("l", 1200, 900), OutputSpec("m", 600, 450), OutputSpec("s", 150, 113)]
+    for spec, output in zip(specs, render_outputs(source, specs), strict=True):
+        reference = source.resize((output.width, output.height), Image.Resampling.LANCZOS)
+        assert ssim(opened(output.data), reference) >= 0.99, spec.name
+
+
+def test_required_size_is_what_the_largest_output_needs():
+    assert required_size((4000, 3000), [OutputSpec("a", 800, 800, "pad"), OutputSpec("b", 150, 150)]) == (
+        800,
+        600,
+    )
+    assert required_size((4000, 3000), [OutputSpec("f", 1080, 1920, "fill")]) == (2560, 1920)
+    assert required_size((1000, 750), [OutputSpec("z", 2000, 2000, "pad")]) == (1000, 750)
+
+
+def test_pipeline_decodes_at_draft_scale_yet_renders_full_quality(monkeypatch):
+    from jobs import rendering
+
+    decoded = {}
+    real = rendering.decode_image
+
+    def spy(data, **kwargs):
+        image = real(data, **kwargs)
+        decoded["size"] = image.size
+        return image
+
+    monkeypatch.setattr(rendering, "decode_image", spy)
+    source = images.jpeg(images.gradient(3200, 2400), quality=95)
+    result = run_pipeline(source, [], [OutputSpec("p", 800, 800, "fit"), OutputSpec("t", 150, 150, "fit")])
+    assert decoded["size"] == (800, 600)  # 1/4 scale instead of the full 3200×2400
+    reference = images.gradient(3200, 2400).resize((800, 600), Image.Resampling.LANCZOS)
+    assert ssim(opened(result.outputs[0].data), reference) >= 0.99
+
+
+def test_fill_crops_around_the_focus():
+    scene = images.product_scene(1200, 600, centre=(0.85, 0.5), size=0.6)
+    focused = build_operation("smart_crop", {}).apply(scene.image, OperationContext.default())
+    assert focused.info[FOCUS_KEY][0] > 0.7
+    [output] = render_outputs(focused, [OutputSpec("sq", 300, 300, "fill", "png")])
+    pixels = np.asarray(opened(output.data)).astype(int)
+    assert (pixels[..., 2] - pixels[..., 0] > 60).sum() > 1000  # the blue product is in the square
+
+
+def test_pipeline_records_timings_and_names_the_failing_step():
+    steps = [build_operation("enhance", {}), build_operation("remove_background", {})]
+    with pytest.raises(PermanentError) as error:
+        run_pipeline(images.jpeg(images.photo(300, 200)), steps, [OutputSpec("x", 100, 100)])
+    assert error.value.step == "remove_background"
+    result = run_pipeline(images.jpeg(images.photo(300, 200)), steps[:1], [OutputSpec("x", 100, 100)])
+    assert {"decode", "enhance", "render"} <= set(result.timings)
+    assert opened(result.preview).format == "WEBP"
+
+
+@pytest.mark.parametrize(
+    ("data", "mentions"),
+    [
+        ({"name": "Bad Name", "width": 10, "height": 10}, "slug"),
+        ({"name": "x", "width": 0, "height": 10}, "width"),
+        ({"name": "x", "width": 10, "height": 10, "fit": "stretch"}, "fit"),
+        ({"name": "x", "width": 10, "height": 10, "format": "bmp"}, "format"),
+        ({"name": "x", "width": 10, "height": 10, "quality": 101}, "quality"),
+        ({"name": "x", "width": 10, "height": 10, "background": "transparent"}, "JPEG"),
+    ],
+)
+def test_invalid_output_specs_name_the_field(data, mentions):
+    with pytest.raises(OutputSpecError, match=mentions):
+        OutputSpec.from_dict(data)
