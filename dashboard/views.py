@@ -91,7 +91,7 @@ def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
     if report.duplicates:
         messages.info(request, f"{len(report.duplicates)} already in this campaign, skipped.")
     for refusal in report.refused[:REFUSALS_SHOWN]:
-        messages.error(request, f"Refused {refusal.name}: {refusal.reason}.")
+        messages.error(request, f"Refused {refusal.name}: {refusal.reason.rstrip('.')}.")
     if len(report.refused) > REFUSALS_SHOWN:
         messages.error(request, f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")
     if request.headers.get("HX-Request") or request.headers.get("Accept") == "application/json":

@@ -34,6 +34,8 @@ def pytest_configure(config) -> None:
     os.environ["PIXELMILL_MEDIA_ROOT"] = str(media)
     settings.MEDIA_ROOT = media
     settings.STORAGES["default"]["OPTIONS"]["location"] = media
+    # Persistent connections from the live server's threads would keep the test database busy at teardown.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Retries in tests should not wait seconds.
     settings.PIXELMILL_RETRY_BASE_SECONDS = 0.05
     settings.PIXELMILL_RETRY_MAX_SECONDS = 0.2

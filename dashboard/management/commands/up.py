@@ -60,9 +60,9 @@ class Command(BaseCommand):
                     "--timeout", "300", "--access-logfile", "-",
                 ],
             ),
-            Child("scheduler", [*manage, "rqcron", "jobs.cron"]),
+            Child("scheduler", [*manage, "rqcron", "jobs.cron", "--logging-level", "WARNING"]),
         ] + [
-            Child(f"worker-{n}", [*manage, "rqworker", "control", "default", "--with-scheduler"])
+            Child(f"worker-{n}", [*manage, "rqworker", "control", "default", "--with-scheduler", "--verbosity", "0"])
             for n in range(1, workers + 1)
         ]  # fmt: skip
 
