@@ -139,8 +139,10 @@ DATA_UPLOAD_MAX_NUMBER_FILES = int(os.environ.get("PIXELMILL_MAX_UPLOAD_FILES", 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_TEMP_DIR = None
 
-# Redis is transport, the database is the source of truth.
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Redis is transport, the database is the source of truth. Unset, it is the embedded Redis that
+# `manage.py up` (make run) starts, so commands run from another terminal reach the same queues.
+PIXELMILL_REDIS_PORT = int(os.environ.get("PIXELMILL_REDIS_PORT", "6390"))
+REDIS_URL = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{PIXELMILL_REDIS_PORT}/0")
 RQ_QUEUES = {
     "control": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -17,6 +20,7 @@ from dashboard import services
 from dashboard.exports import campaign_zip
 from dashboard.imports import import_directory
 from dashboard.models import Campaign, Progress, Recipe, Task, Team
+from dashboard.redis_server import EmbeddedRedis
 from jobs.queueing import get_process_queue
 
 
@@ -46,6 +50,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, directory: Path, recipe: list[str], **options) -> None:
+        with self.redis_available():
+            self.run(directory, recipe, options)
+
+    @contextmanager
+    def redis_available(self) -> Iterator[None]:
+        """Use the configured Redis; with none configured and none running, bring an embedded one for the run."""
+        try:
+            get_process_queue().connection.ping()
+        except redis.ConnectionError:
+            if "REDIS_URL" in os.environ:
+                raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.") from None
+            self.stdout.write("No Redis running; starting an embedded one for this run.")
+            with EmbeddedRedis(port=settings.PIXELMILL_REDIS_PORT, data_dir=settings.DATA_DIR / "redis"):
+                yield
+            return
+        yield
+
+    def run(self, directory: Path, recipe: list[str], options: dict) -> None:
         if not directory.is_dir():
             raise CommandError(f"{directory} is not a directory.")
         recipes = list(Recipe.objects.filter(slug__in=recipe, is_active=True))
@@ -78,7 +100,9 @@ class Command(BaseCommand):
         enqueued_at = time.monotonic()
         self.wait_for(tasks, options["workers"])
         elapsed = time.monotonic() - enqueued_at
+        self.summarise(campaign, tasks, report, started, elapsed, options["export"])
 
+    def summarise(self, campaign, tasks, report, started: float, elapsed: float, export: Path | None) -> None:
         progress = Progress.for_tasks(tasks)
         rate = progress.total / elapsed if elapsed else 0.0
         self.stdout.write(
@@ -91,12 +115,12 @@ class Command(BaseCommand):
                 f"  {task.get_state_display().lower()} {task.source.display_name} "
                 f"[{task.recipe_version.recipe.slug}] at {task.error_step or '?'}: {task.error_message}"
             )
-        if options["export"]:
+        if export:
             archive = campaign_zip(campaign)
-            with options["export"].open("wb") as handle:
+            with export.open("wb") as handle:
                 for chunk in archive:
                     handle.write(chunk)
-            self.stdout.write(f"Wrote {options['export']} ({options['export'].stat().st_size:,} bytes).")
+            self.stdout.write(f"Wrote {export} ({export.stat().st_size:,} bytes).")
         if report.refused or progress.failed:
             sys.exit(1)
 

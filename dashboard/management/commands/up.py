@@ -45,7 +45,7 @@ class Command(BaseCommand):
         redis_server = None
         if "REDIS_URL" not in os.environ:
             redis_server = EmbeddedRedis(
-                port=int(os.environ.get("PIXELMILL_REDIS_PORT", "6390")), data_dir=settings.DATA_DIR / "redis"
+                port=settings.PIXELMILL_REDIS_PORT, data_dir=settings.DATA_DIR / "redis"
             )
             env["REDIS_URL"] = redis_server.start()
             self.stdout.write(f"Embedded Redis on {env['REDIS_URL']} (data in {redis_server.data_dir})")
