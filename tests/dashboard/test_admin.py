@@ -1,0 +1,66 @@
+"""Recipe admin: steps and outputs are validated by the operation registry, and every save is a new version."""
+
+from __future__ import annotations
+
+import json
+
+from django.urls import reverse
+
+from dashboard.models import Recipe
+
+
+def recipe_form(recipe: Recipe, **step_overrides) -> dict:
+    """The change form's POST data for `recipe`, as the admin page would send it."""
+    data = {
+        "name": recipe.name,
+        "slug": recipe.slug,
+        "description": recipe.description,
+        "is_active": "on",
+        "steps-TOTAL_FORMS": str(recipe.steps.count()),
+        "steps-INITIAL_FORMS": str(recipe.steps.count()),
+        "outputs-TOTAL_FORMS": str(recipe.outputs.count()),
+        "outputs-INITIAL_FORMS": str(recipe.outputs.count()),
+    }
+    for n, step in enumerate(recipe.steps.all()):
+        data |= {
+            f"steps-{n}-id": str(step.pk),
+            f"steps-{n}-recipe": str(recipe.pk),
+            f"steps-{n}-position": str(step.position),
+            f"steps-{n}-operation": step.operation,
+            f"steps-{n}-params": step_overrides.get(step.operation, json.dumps(step.params)),
+        }
+    for n, output in enumerate(recipe.outputs.all()):
+        data |= {
+            f"outputs-{n}-id": str(output.pk),
+            f"outputs-{n}-recipe": str(recipe.pk),
+            f"outputs-{n}-position": str(output.position),
+            f"outputs-{n}-name": output.name,
+            f"outputs-{n}-width": str(output.width),
+            f"outputs-{n}-height": str(output.height),
+            f"outputs-{n}-fit": output.fit,
+            f"outputs-{n}-format": output.format,
+            f"outputs-{n}-quality": "" if output.quality is None else str(output.quality),
+            f"outputs-{n}-background": output.background,
+        }
+    return data
+
+
+def test_saving_a_recipe_in_the_admin_publishes_a_new_version(admin_client, ready_recipes):
+    recipe = ready_recipes["sale-banner"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    assert "Operations and their parameters" in admin_client.get(url).content.decode()
+    response = admin_client.post(url, recipe_form(recipe, text_overlay='{"text": "30% OFF"}'))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    recipe.refresh_from_db()
+    assert recipe.version == 2
+    assert recipe.current_version().definition["steps"][1]["params"]["text"] == "30% OFF"
+
+
+def test_invalid_step_params_are_refused_with_the_registry_message(admin_client, ready_recipes):
+    recipe = ready_recipes["sale-banner"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    response = admin_client.post(url, recipe_form(recipe, watermark='{"opacity": 3}'))
+    assert response.status_code == 200
+    assert "opacity" in response.content.decode()
+    recipe.refresh_from_db()
+    assert recipe.version == 1
