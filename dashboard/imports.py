@@ -21,7 +21,9 @@ from jobs.errors import PermanentError
 from jobs.imaging import decode_image, make_thumbnail, probe_image
 
 ARCHIVE_SUFFIXES = {".zip"}
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp"}
+EXTENSIONS = {
+    "JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "AVIF": "avif", "HEIF": "heic"
+}  # fmt: skip
 CHUNK = 1024 * 1024
 
 
@@ -167,10 +169,10 @@ def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
 
 def store_source(campaign: Campaign, incoming: IncomingFile, origin: str) -> SourceImage | None:
     """Validate and store one file; None when the campaign already holds these bytes."""
-    info = probe_image(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     sha256 = hashlib.sha256(incoming.data).hexdigest()
     if SourceImage.objects.filter(campaign=campaign, sha256=sha256).exists():
         return None
+    info = probe_image(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     extension = EXTENSIONS.get(info.format, "img")
     key = f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.{extension}"
     stored = default_storage.save(key, ContentFile(incoming.data))

@@ -68,8 +68,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "campaign": campaign,
             "progress": campaign.progress(),
             "page": page,
-            "upload_form": UploadForm(),
-            "process_form": ProcessForm(initial={"recipes": campaign.recipes.all()}),
+            "selected_recipes": set(campaign.recipes.values_list("pk", flat=True)),
             "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
             "failures": Task.objects.for_campaign(campaign)
             .failed()

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from jobs.errors import PermanentError
@@ -18,7 +19,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Formats we agree to parse. Pillow can open many more (EPS would start Ghostscript, FITS, PSD,
 # ...); an upload dashboard has no use for them and each parser is attack surface. Multi-picture
 # JPEGs (MPO, from phones) come in through the JPEG opener.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF", "HEIF")
 
 # Keys of `Image.info` that carry our own geometry hints between steps (see jobs.operations).
 FOCUS_KEY = "pixelmill.focus"
@@ -166,11 +167,18 @@ def fitted_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
 
 
+@functools.cache
+def register_heif() -> None:
+    """HEIC/HEIF (phone photos) through pillow-heif; its AVIF opener stays off, Pillow has its own."""
+    pillow_heif.register_heif_opener()
+
+
 def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     if not data:
         raise PermanentError("The file is empty.", code="unreadable")
     # `formats=` looks plugins up by name, so they must all be registered (idempotent, cheap).
     Image.init()
+    register_heif()
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only be noise.
@@ -180,7 +188,7 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         raise PermanentError("The image has too many pixels to process safely.", code="too_large") from exc
     except UnidentifiedImageError as exc:
         raise PermanentError(
-            "This is not an image Pillow can read (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF).",
+            "This is not an image Pillow can read (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, HEIC).",
             code="unreadable",
         ) from exc
     except Exception as exc:

@@ -752,6 +752,8 @@ _SALIENCY_LONG_SIDE = 160
 
 def locate_subject(image: Image.Image, method: str = "auto") -> tuple[float, float, float, float]:
     """Normalised (x0, y0, x1, y1) of the subject: alpha bounding box, backdrop contrast or saliency."""
+    if min(image.size) < 3:
+        return (0.0, 0.0, 1.0, 1.0)  # too small to hold a subject of its own: all of it is the subject
     if method in ("auto", "subject") and image.mode == "RGBA":
         box = image.getchannel("A").point(lambda v: 255 if v > 16 else 0).getbbox()
         if box:
