@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rq import get_current_job
@@ -48,22 +50,8 @@ def process_task(task_id: int, attempt: int) -> str:
         step = name
 
     try:
-        steps = task.recipe_version.build_steps()
-        specs = task.recipe_version.build_specs()
-        with default_storage.open(task.source.file.name, "rb") as handle:
-            source_bytes = handle.read()
-        result = run_pipeline(
-            source_bytes, steps, specs, max_pixels=settings.PIXELMILL_MAX_PIXELS, on_step=enter_step
-        )
-        step = "store"
-        store_started = time.perf_counter()
-        store_result(task, result)
-        timings = dict(result.timings)
-        timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 1)
-        task.mark_succeeded(attempt, timings=timings)
-        log_attempt(task, attempt, step="done", outcome="succeeded", started=started)
-        return "succeeded"
+        with LeaseKeeper(task.pk, attempt):
+            return run_attempt(task, attempt, started, enter_step)
     except StepError as error:
         record_failure(task, attempt, error, getattr(error, "step", None) or step, started)
         return error.code
@@ -79,6 +67,56 @@ def process_task(task_id: int, attempt: int) -> str:
         error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
         record_failure(task, attempt, error, step, started)
         return error.code
+
+
+def run_attempt(task: Task, attempt: int, started: float, enter_step: Callable[[str], None]) -> str:
+    """Load, run the pipeline, store every output, and only then mark the task succeeded."""
+    steps = task.recipe_version.build_steps()
+    specs = task.recipe_version.build_specs()
+    with default_storage.open(task.source.file.name, "rb") as handle:
+        source_bytes = handle.read()
+    result = run_pipeline(
+        source_bytes, steps, specs, max_pixels=settings.PIXELMILL_MAX_PIXELS, on_step=enter_step
+    )
+    enter_step("store")
+    store_started = time.perf_counter()
+    store_result(task, result)
+    timings = dict(result.timings)
+    timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
+    timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+    task.mark_succeeded(attempt, timings=timings)
+    log_attempt(task, attempt, step="done", outcome="succeeded", started=started)
+    return "succeeded"
+
+
+class LeaseKeeper:
+    """Renews a running attempt's lease from a thread, so only a worker that died lets it expire."""
+
+    def __init__(self, task_id: int, attempt: int) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.lease = settings.PIXELMILL_TASK_LEASE_SECONDS
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.renew_until_stopped, name=f"lease-{task_id}", daemon=True)
+
+    def renew_until_stopped(self) -> None:
+        try:
+            while not self.stopped.wait(self.lease / 3):
+                Task.objects.filter(pk=self.task_id, state=Task.State.RUNNING, attempts=self.attempt).update(
+                    lease_expires_at=timezone.now() + timedelta(seconds=self.lease)
+                )
+        except Exception:
+            logger.exception("lease renewal failed", extra={"task": self.task_id, "attempt": self.attempt})
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def store_result(task: Task, result: PipelineResult) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -13,10 +19,11 @@ from rq.job import Job
 from dashboard.models import SourceImage, Task
 from dashboard.services import process_campaign
 from jobs import tasks as task_module
-from jobs.errors import TransientError
+from jobs.errors import PermanentError, TransientError
 from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for
+from jobs.samples import product_jpeg
 from jobs.tasks import process_task, reconcile_task
-from tests.conftest import run_burst_worker
+from tests.conftest import run_burst_worker, worker_environment
 from tests.jobs.images import jpeg, photo, product_on_white
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
@@ -147,3 +154,62 @@ def test_bulk_enqueue_uses_attempt_job_ids(campaign, ready_recipes, redis_conn):
     pairs = [(pk, 1) for pk in campaign.tasks.values_list("pk", flat=True)]
     assert enqueue_attempts(pairs) == 5
     assert redis_conn.llen("rq:queue:default") == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_worker_keeps_renewing_its_lease(queued_task, monkeypatch, settings):
+    settings.PIXELMILL_TASK_LEASE_SECONDS = 0.6
+    leases = []
+
+    def slow_step(*args, **kwargs):
+        leases.append(Task.objects.get(pk=queued_task.pk).lease_expires_at)
+        time.sleep(1.0)
+        leases.append(Task.objects.get(pk=queued_task.pk).lease_expires_at)
+        raise PermanentError("stopped by the test", code="test")
+
+    monkeypatch.setattr(task_module, "run_pipeline", slow_step)
+    process_task(queued_task.pk, 1)
+    assert leases[1] > leases[0] + timedelta(seconds=0.3)
+
+
+def child_pids(parent: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_loses_nothing(campaign, ready_recipes, redis_conn, monkeypatch):
+    """SIGKILL a worker (parent and work-horse) mid-task: the lease expires, the reconciler requeues, it succeeds."""
+    add_source(campaign, product_jpeg(4000, 3000, seed=5))
+    process_campaign(campaign, [ready_recipes["ecommerce-pack"]])
+    task = campaign.tasks.get()
+    monkeypatch.setenv("PIXELMILL_TASK_LEASE_SECONDS", "1.5")
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "default", "--verbosity", "0"],
+        env={**worker_environment(), "PIXELMILL_TASK_LEASE_SECONDS": "1.5"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while Task.objects.get(pk=task.pk).state != "running":
+            assert time.monotonic() < deadline, "the worker never started the task"
+            time.sleep(0.02)
+        # RQ puts the work-horse in a session of its own: kill it by parentage, then the worker.
+        for pid in child_pids(worker.pid) + [worker.pid]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        worker.wait(10)
+    assert Task.objects.get(pk=task.pk).state == "running"  # left in limbo by the dead worker
+    time.sleep(1.6)  # the lease runs out: nobody renews it
+    assert reconcile_task()["worker_lost"] == 1
+    run_burst_worker()
+    task.refresh_from_db()
+    assert (task.state, task.attempts) == ("succeeded", 2)
+    assert task.outputs.count() == 6
