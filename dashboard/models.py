@@ -270,6 +270,7 @@ class Task(models.Model):
                 fields=["source", "recipe_version"], name="unique_task_per_source_version"
             )
         ]
+        permissions = [("view_queues", "Can see the RQ queue and worker pages")]
         indexes = [
             models.Index(fields=["campaign", "state"]),
             models.Index(fields=["state", "lease_expires_at"]),

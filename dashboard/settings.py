@@ -163,7 +163,7 @@ RQ_QUEUES = {
     "control": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
-RQ_SHOW_ADMIN_LINK = True
+RQ_SHOW_ADMIN_LINK = False  # its admin entry checks only is_staff; the pages live at /admin/rq/
 
 # Pixelmill's own settings.
 PIXELMILL_MAX_ATTEMPTS = int(os.environ.get("PIXELMILL_MAX_ATTEMPTS", "5"))

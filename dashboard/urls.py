@@ -1,10 +1,21 @@
 """URL map of the dashboard."""
 
+import django_rq.urls
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.contrib.auth.decorators import permission_required
+from django.urls import include, path, re_path
 
 from dashboard import views
+
+# django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
+queue_view = permission_required("dashboard.view_queues", raise_exception=True)
+queue_urls = [
+    re_path(str(pattern.pattern), queue_view(pattern.callback), name=pattern.name)
+    for pattern in django_rq.urls.get_api_urlpatterns()
+] + django_rq.urls.get_admin_urlpatterns(view_wrapper=queue_view)
+
+handler400 = "dashboard.views.bad_request"
 
 urlpatterns = [
     path("", views.campaign_list, name="campaign-list"),
@@ -21,7 +32,7 @@ urlpatterns = [
     path("outputs/<int:pk>/", views.output_download, name="output-download"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("admin/rq/", include("django_rq.urls")),
+    path("admin/rq/", include((queue_urls, "django_rq"))),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
@@ -241,6 +243,24 @@ def campaign_download(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     filename = f"pixelmill-campaign-{campaign.pk}.zip"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Too many files or too much form data is a 413 with a way out, not a bare 400."""
+    if isinstance(exception, (TooManyFilesSent, TooManyFieldsSent, RequestDataTooBig)):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        message = f"That upload is too large for one request (at most {limit} files). Send it in batches or as .zip archives."
+        if request.headers.get("Accept") == "application/json":
+            return JsonResponse({"error": message}, status=413)
+        return render(
+            request, "dashboard/error.html", {"title": "Upload too large", "message": message}, status=413
+        )
+    return render(
+        request,
+        "dashboard/error.html",
+        {"title": "Bad request", "message": "The request could not be understood."},
+        status=400,
+    )
 
 
 @login_not_required

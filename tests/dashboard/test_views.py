@@ -214,3 +214,24 @@ def test_another_teams_campaign_answers_404(processed_campaign, django_user_mode
         assert client.get(url).status_code == 404, url
     assert client.post(reverse("task-requeue", args=[output.task_id])).status_code == 404
     assert processed_campaign.get_absolute_url() not in client.get(reverse("campaign-list")).content.decode()
+
+
+def test_rq_pages_need_their_own_permission(db, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("sam", password="pw-sam-12345", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    url = reverse("django_rq:home")
+    assert client.get(url).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_queues"))
+    assert client.get(url).status_code == 200
+
+
+def test_too_many_files_is_a_413_with_a_way_out(marketer_client, campaign, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = [upload(f"{n}.jpg", jpeg(photo(20, 20, seed=n))) for n in range(3)]
+    response = marketer_client.post(reverse("campaign-upload", args=[campaign.pk]), {"files": files})
+    assert response.status_code == 413
+    assert "at most 2 files" in response.content.decode()
+    assert campaign.sources.count() == 0
