@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import stat
 import unicodedata
 import zipfile
@@ -17,6 +19,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from dashboard.models import Campaign, SourceImage
+from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, make_thumbnail, probe_image
 
@@ -223,5 +226,37 @@ def import_uploads(campaign: Campaign, files: Iterable) -> ImportReport:
 def import_directory(campaign: Campaign, directory: Path) -> ImportReport:
     refused: list[Refusal] = []
     report = import_images(campaign, iter_directory(directory, refused), SourceImage.Origin.COMMAND)
+    report.refused = refused + report.refused
+    return report
+
+
+def parse_url_list(text: str) -> list[str]:
+    """URLs from a pasted list or a CSV whose first column holds them; blanks, comments and a header skipped."""
+    urls = []
+    for row in csv.reader(io.StringIO(text)):
+        cell = row[0].strip() if row else ""
+        if cell and not cell.startswith("#") and cell.lower() not in {"url", "image_url"}:
+            urls.append(cell)
+    return urls
+
+
+def import_urls(campaign: Campaign, urls: list[str]) -> ImportReport:
+    """Download each URL (SSRF-safe) and import it; a URL that fails is refused with its reason."""
+    refused: list[Refusal] = []
+    limit = settings.PIXELMILL_URL_IMPORT_MAX_URLS
+    if len(urls) > limit:
+        refused.append(Refusal(f"{len(urls) - limit} more URLs", f"at most {limit} URLs per import"))
+        urls = urls[:limit]
+
+    def fetched() -> Iterator[IncomingFile]:
+        for url in urls:
+            try:
+                image = fetch_image(url)
+            except PermanentError as error:
+                refused.append(Refusal(url, error.message))
+                continue
+            yield IncomingFile(sanitize_display_name(image.name), image.data)
+
+    report = import_images(campaign, fetched(), SourceImage.Origin.URL)
     report.refused = refused + report.refused
     return report

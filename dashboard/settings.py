@@ -178,6 +178,11 @@ PIXELMILL_MAX_PIXELS = int(os.environ.get("PIXELMILL_MAX_PIXELS", str(100_000_00
 PIXELMILL_ZIP_MAX_MEMBERS = int(os.environ.get("PIXELMILL_ZIP_MAX_MEMBERS", "5000"))
 PIXELMILL_ZIP_MAX_TOTAL_BYTES = int(os.environ.get("PIXELMILL_ZIP_MAX_TOTAL_BYTES", str(4 * 1024**3)))
 
+# Import by URL: public addresses only, unless an operator trusts a network (e.g. "10.20.0.0/16").
+PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS = env_list("PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS", "")
+PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS = float(os.environ.get("PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS", "10"))
+PIXELMILL_URL_IMPORT_MAX_URLS = int(os.environ.get("PIXELMILL_URL_IMPORT_MAX_URLS", "100"))
+
 LOG_LEVEL = os.environ.get("PIXELMILL_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import services
 from dashboard.exports import campaign_zip
 from dashboard.forms import CampaignForm, ProcessForm, UploadForm
-from dashboard.imports import import_uploads
+from dashboard.imports import ImportReport, import_uploads, import_urls, parse_url_list
 from dashboard.models import Campaign, Output, Recipe, SourceImage, Task
 
 GALLERY_PAGE_SIZE = 24
@@ -87,14 +87,7 @@ def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "Choose at least one image or .zip archive to upload.")
         return redirect(campaign)
     report = import_uploads(campaign, form.cleaned_data["files"])
-    if report.accepted:
-        messages.success(request, f"Added {len(report.accepted)} image(s).")
-    if report.duplicates:
-        messages.info(request, f"{len(report.duplicates)} already in this campaign, skipped.")
-    for refusal in report.refused[:REFUSALS_SHOWN]:
-        messages.error(request, f"Refused {refusal.name}: {refusal.reason.rstrip('.')}.")
-    if len(report.refused) > REFUSALS_SHOWN:
-        messages.error(request, f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")
+    report_import(request, report)
     if request.headers.get("HX-Request") or request.headers.get("Accept") == "application/json":
         return JsonResponse(
             {
@@ -105,6 +98,29 @@ def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
             status=200 if report.accepted or not report.refused else 422,
         )
     return redirect(campaign)
+
+
+@require_POST
+def campaign_import_urls(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    urls = parse_url_list(request.POST.get("urls", ""))
+    if not urls:
+        messages.error(request, "Paste at least one image URL (one per line, or a CSV with the URL first).")
+        return redirect(campaign)
+    report_import(request, import_urls(campaign, urls))
+    return redirect(campaign)
+
+
+def report_import(request: HttpRequest, report: ImportReport) -> None:
+    """One message for what came in, one per refused file naming it and the reason."""
+    if report.accepted:
+        messages.success(request, f"Added {len(report.accepted)} image(s).")
+    if report.duplicates:
+        messages.info(request, f"{len(report.duplicates)} already in this campaign, skipped.")
+    for refusal in report.refused[:REFUSALS_SHOWN]:
+        messages.error(request, f"Refused {refusal.name}: {refusal.reason.rstrip('.')}.")
+    if len(report.refused) > REFUSALS_SHOWN:
+        messages.error(request, f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")
 
 
 @require_POST

@@ -1,0 +1,135 @@
+"""Fetching images by URL without becoming a proxy into our own network (SSRF-safe)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+from django.conf import settings
+
+from jobs.errors import PermanentError
+
+MAX_REDIRECTS = 3
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    url: str
+    name: str
+    data: bytes
+
+
+def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Extra networks an operator trusts (e.g. an intranet image library); empty by default."""
+    return [ipaddress.ip_network(net) for net in settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS]
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """Why we refuse to connect to `address`, or None when it is a public unicast address."""
+    if any(address in network for network in allowed_networks()):
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None:
+            return address_problem(embedded)
+    if address.is_loopback:
+        return "points at this server (loopback)"
+    if address.is_link_local:
+        return "points at a link-local address (such as a cloud metadata service)"
+    if address.is_multicast:
+        return "points at a multicast address"
+    if address.is_private or not address.is_global:
+        return "points at a private or reserved network address"
+    return None
+
+
+def resolve_public(host: str, port: int) -> IPAddress:
+    """Resolve `host` and insist every address is public; return the one we will connect to."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        problem = address_problem(address)
+        if problem:
+            # One bad answer is enough: a rebinding attacker would serve both kinds.
+            raise PermanentError(f"the address {problem}", code="url_forbidden")
+    return addresses[0]
+
+
+def pinned_request(client: httpx.Client, url: str) -> httpx.Response:
+    """Send a GET to the address we checked, not to a second DNS answer (no DNS rebinding)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise PermanentError("only http and https URLs can be imported", code="url_scheme")
+    if not parts.hostname:
+        raise PermanentError("the URL has no host", code="url_invalid")
+    if parts.username or parts.password:
+        raise PermanentError("URLs with a user name or password are not imported", code="url_invalid")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = resolve_public(parts.hostname, port)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    target = parts._replace(netloc=f"{literal}:{port}").geturl()
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    request = client.build_request(
+        "GET",
+        target,
+        headers={"Host": host_header, "Accept": "image/*"},
+        # TLS still verifies the certificate against the real host name.
+        extensions={"sni_hostname": parts.hostname} if parts.scheme == "https" else {},
+    )
+    return client.send(request, stream=True)
+
+
+def read_body(response: httpx.Response, limit: int) -> bytes:
+    """The body of a 200 answer, stopping as soon as it passes `limit` bytes."""
+    if response.status_code != 200:
+        raise PermanentError(f"the server answered HTTP {response.status_code}", code="url_status")
+    if int(response.headers.get("content-length") or 0) > limit:
+        raise PermanentError("the image is larger than the upload limit", code="too_large")
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise PermanentError("the image is larger than the upload limit", code="too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage:
+    """Download one image URL, re-checking every redirect, with a size cap and timeouts."""
+    limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
+    own_client = client is None
+    client = client or httpx.Client(
+        timeout=httpx.Timeout(settings.PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS), follow_redirects=False
+    )
+    try:
+        current = url.strip()
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = pinned_request(client, current)
+                try:
+                    if response.is_redirect:
+                        current = urljoin(current, response.headers.get("location", ""))
+                        continue
+                    data = read_body(response, limit)
+                finally:
+                    response.close()
+            except httpx.TimeoutException as error:
+                raise PermanentError("the server did not answer in time", code="url_timeout") from error
+            except httpx.HTTPError as error:
+                raise PermanentError(
+                    f"the download failed ({type(error).__name__})", code="url_failed"
+                ) from error
+            name = PurePosixPath(unquote(urlsplit(current).path)).name or "image"
+            return FetchedImage(url=current, name=name, data=data)
+        raise PermanentError(f"more than {MAX_REDIRECTS} redirects", code="url_redirects")
+    finally:
+        if own_client:
+            client.close()

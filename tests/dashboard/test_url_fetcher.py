@@ -1,0 +1,189 @@
+"""Import by URL: only public addresses, every spelling of a private one refused before any connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.urls import reverse
+
+from dashboard import url_fetcher
+from dashboard.imports import import_urls, parse_url_list
+from jobs.errors import PermanentError
+from tests.jobs.images import jpeg, photo
+
+IMAGE = jpeg(photo(64, 48, seed=3))
+
+
+class CountingListener:
+    """A TCP listener on loopback that only counts the connections that reach it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    server = CountingListener()
+    yield server
+    server.close()
+
+
+def test_no_spelling_of_loopback_or_private_reaches_a_listener(listener):
+    port = listener.port
+    urls = [
+        f"http://127.0.0.1:{port}/a.jpg",
+        f"http://localhost:{port}/a.jpg",
+        f"http://2130706433:{port}/a.jpg",  # decimal
+        f"http://0x7f000001:{port}/a.jpg",  # hex
+        f"http://0177.0.0.1:{port}/a.jpg",  # octal
+        f"http://127.1:{port}/a.jpg",
+        f"http://[::1]:{port}/a.jpg",
+        f"http://[::ffff:127.0.0.1]:{port}/a.jpg",  # IPv4-mapped IPv6
+        f"https://127.0.0.1:{port}/a.jpg",
+    ]
+    for url in urls:
+        with pytest.raises(PermanentError) as error:
+            url_fetcher.fetch_image(url)
+        assert error.value.code == "url_forbidden", url
+    assert listener.accepted == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.1.2.3/a.jpg", "private"),
+        ("http://192.168.0.10/a.jpg", "private"),
+        ("http://172.16.5.4/a.jpg", "private"),
+        ("http://100.64.0.1/a.jpg", "private or reserved"),  # carrier-grade NAT
+        ("http://224.0.0.1/a.jpg", "multicast"),
+        ("http://0.0.0.0/a.jpg", "reserved"),
+        ("http://[fe80::1]/a.jpg", "link-local"),
+        ("http://[::ffff:10.0.0.1]/a.jpg", "private"),
+        ("ftp://example.com/a.jpg", "only http and https"),
+        ("file:///etc/passwd", "only http and https"),
+        ("http://user:pw@example.com/a.jpg", "user name"),
+    ],
+)
+def test_forbidden_urls_are_refused_with_a_reason(url, reason):
+    with pytest.raises(PermanentError, match=reason):
+        url_fetcher.fetch_image(url)
+
+
+class ImageServer(BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    hosts: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.hosts.append(self.headers.get("Host", ""))
+        status, headers, body = self.routes.get(self.path, (404, {}, b"missing"))
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def trusted_server(settings):
+    """An image server on loopback, which an operator has explicitly trusted for this test."""
+    settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
+    base = f"http://127.0.0.1:{server.server_port}"
+    ImageServer.hosts = []
+    ImageServer.routes = {
+        "/shoe.jpg": (200, {"Content-Type": "image/jpeg"}, IMAGE),
+        "/to-metadata": (302, {"Location": "http://169.254.169.254/latest/"}, b""),
+        "/hop1": (302, {"Location": "/hop2"}, b""),
+        "/hop2": (302, {"Location": "/hop3"}, b""),
+        "/hop3": (302, {"Location": "/hop4"}, b""),
+        "/hop4": (302, {"Location": "/shoe.jpg"}, b""),
+        "/moved": (301, {"Location": "/shoe.jpg"}, b""),
+        "/huge.jpg": (200, {}, b"\xff" * 5000),
+    }
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield base
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_is_followed_and_each_hop_rechecked(trusted_server):
+    assert url_fetcher.fetch_image(f"{trusted_server}/moved").data == IMAGE
+    with pytest.raises(PermanentError, match="link-local"):
+        url_fetcher.fetch_image(f"{trusted_server}/to-metadata")
+    with pytest.raises(PermanentError, match="more than 3 redirects"):
+        url_fetcher.fetch_image(f"{trusted_server}/hop1")
+
+
+def test_a_body_over_the_limit_is_refused(trusted_server, settings):
+    settings.PIXELMILL_MAX_UPLOAD_BYTES = 1000
+    with pytest.raises(PermanentError, match="larger than the upload limit"):
+        url_fetcher.fetch_image(f"{trusted_server}/huge.jpg")
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(trusted_server, monkeypatch):
+    """The name is resolved once, checked, and the request sent to that address with the original Host."""
+    port = trusted_server.rsplit(":", 1)[1]
+    lookups = []
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        lookups.append(host)
+        return real("127.0.0.1" if host == "images.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(url_fetcher.socket, "getaddrinfo", resolver)
+    fetched = url_fetcher.fetch_image(f"http://images.example:{port}/shoe.jpg")
+    assert fetched.data == IMAGE and fetched.name == "shoe.jpg"
+    # The name is looked up once; the socket is opened on the literal address that was checked.
+    assert lookups.count("images.example") == 1 and set(lookups) <= {"images.example", "127.0.0.1"}
+    assert ImageServer.hosts == [f"images.example:{port}"]
+
+
+def test_import_urls_adds_images_and_names_each_refusal(campaign, trusted_server):
+    text = f"url\n{trusted_server}/shoe.jpg\n# a comment\n\n{trusted_server}/nothing-here.jpg\nhttp://10.0.0.7/x.jpg\n"
+    report = import_urls(campaign, parse_url_list(text))
+    assert [source.display_name for source in report.accepted] == ["shoe.jpg"]
+    assert report.accepted[0].origin == "url"
+    reasons = {r.name: r.reason for r in report.refused}
+    assert "HTTP 404" in reasons[f"{trusted_server}/nothing-here.jpg"]
+    assert "private" in reasons["http://10.0.0.7/x.jpg"]
+
+
+def test_the_campaign_page_imports_a_pasted_list(marketer_client, campaign, trusted_server):
+    response = marketer_client.post(
+        reverse("campaign-import-urls", args=[campaign.pk]),
+        {"urls": f"{trusted_server}/shoe.jpg\nhttp://169.254.169.254/"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Added 1 image(s)." in page and "Refused http://169.254.169.254/" in page
