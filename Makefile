@@ -4,13 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format chaos clean
 
 run: $(STAMP)
 	$(PY) manage.py up
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The long chaos run (the suite runs a 40-task version): work-horses SIGKILLed, Redis flushed mid-run.
+chaos: $(STAMP)
+	PIXELMILL_CHAOS_TASKS=$${PIXELMILL_CHAOS_TASKS:-2000} PIXELMILL_CHAOS_KILLS=$${PIXELMILL_CHAOS_KILLS:-10} \
+	PIXELMILL_CHAOS_WORKERS=$${PIXELMILL_CHAOS_WORKERS:-4} $(PY) -m pytest tests/jobs/test_chaos.py -s -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -26,6 +26,7 @@ from jobs.rendering import PipelineResult, run_pipeline
 from jobs.retry import backoff_delay
 
 logger = logging.getLogger("pixelmill.tasks")
+RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "started", "deferred"}
 
 
 def output_key(task: Task, name: str, extension: str) -> str:
@@ -215,13 +216,19 @@ def reconcile_task() -> dict[str, int]:
 
 
 def missing_attempts(attempts: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The (task, attempt) pairs whose job Redis no longer holds, checked in pipelined batches."""
+    """The (task, attempt) pairs whose job will never run: gone from Redis, or failed/stopped there.
+
+    A work-horse killed before it claimed its task leaves the job marked failed while the task is
+    still queued; "the job exists" is not enough.
+    """
     queue = get_process_queue()
     missing: list[tuple[int, int]] = []
     for start in range(0, len(attempts), 1000):
         batch = attempts[start : start + 1000]
         pipe = queue.connection.pipeline(transaction=False)
         for task_id, attempt in batch:
-            pipe.exists(Job.key_for(job_id_for(task_id, attempt)))
-        missing.extend(pair for pair, exists in zip(batch, pipe.execute(), strict=True) if not exists)
+            pipe.hget(Job.key_for(job_id_for(task_id, attempt)), "status")
+        for pair, status in zip(batch, pipe.execute(), strict=True):
+            if status is None or status.decode() not in RUNNABLE_JOB_STATUSES:
+                missing.append(pair)
     return missing

@@ -213,3 +213,12 @@ def test_a_killed_worker_loses_nothing(campaign, ready_recipes, redis_conn, monk
     task.refresh_from_db()
     assert (task.state, task.attempts) == ("succeeded", 2)
     assert task.outputs.count() == 6
+
+
+def test_reconciler_requeues_a_task_whose_job_failed_before_the_claim(queued_task, redis_conn):
+    """A work-horse killed before claiming leaves the job failed in RQ and the task queued."""
+    Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
+    job = Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn)
+    job.set_status("failed")
+    assert reconcile_task()["queue_lost"] == 1
+    assert Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn).get_status() == "queued"
