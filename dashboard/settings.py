@@ -117,7 +117,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+    # A file (not memory) so worker subprocesses share it; per process so two test runs never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -173,6 +174,8 @@ PIXELMILL_RETRY_MAX_SECONDS = float(os.environ.get("PIXELMILL_RETRY_MAX_SECONDS"
 PIXELMILL_TASK_LEASE_SECONDS = float(os.environ.get("PIXELMILL_TASK_LEASE_SECONDS", "60"))
 PIXELMILL_RECONCILE_INTERVAL_SECONDS = int(os.environ.get("PIXELMILL_RECONCILE_INTERVAL_SECONDS", "30"))
 PIXELMILL_RECONCILE_GRACE_SECONDS = int(os.environ.get("PIXELMILL_RECONCILE_GRACE_SECONDS", "60"))
+# RQ refreshes a started job's heartbeat every 30 s; a job silent for longer lost its whole worker.
+PIXELMILL_STARTED_JOB_SILENCE_SECONDS = int(os.environ.get("PIXELMILL_STARTED_JOB_SILENCE_SECONDS", "90"))
 PIXELMILL_MAX_UPLOAD_BYTES = int(os.environ.get("PIXELMILL_MAX_UPLOAD_BYTES", str(200 * 1024 * 1024)))
 PIXELMILL_MAX_PIXELS = int(os.environ.get("PIXELMILL_MAX_PIXELS", str(100_000_000)))
 PIXELMILL_ZIP_MAX_MEMBERS = int(os.environ.get("PIXELMILL_ZIP_MAX_MEMBERS", "5000"))

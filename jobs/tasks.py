@@ -18,6 +18,8 @@ from django.utils import timezone
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
+from rq.utils import now as utcnow
+from rq.utils import utcparse
 
 from dashboard.models import Output, Task
 from jobs.errors import PermanentError, StepError, TransientError
@@ -216,19 +218,27 @@ def reconcile_task() -> dict[str, int]:
 
 
 def missing_attempts(attempts: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The (task, attempt) pairs whose job will never run: gone from Redis, or failed/stopped there.
+    """The (task, attempt) pairs whose job will never run: gone from Redis, failed or stopped there,
+    or "started" by a worker that stopped sending heartbeats (killed whole, horse and all).
 
-    A work-horse killed before it claimed its task leaves the job marked failed while the task is
-    still queued; "the job exists" is not enough.
+    A work-horse killed before it claimed its task leaves the job failed while the task is still
+    queued, so "the job exists" is not enough.
     """
     queue = get_process_queue()
+    silent_since = utcnow() - timedelta(seconds=settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS)
     missing: list[tuple[int, int]] = []
     for start in range(0, len(attempts), 1000):
         batch = attempts[start : start + 1000]
         pipe = queue.connection.pipeline(transaction=False)
         for task_id, attempt in batch:
-            pipe.hget(Job.key_for(job_id_for(task_id, attempt)), "status")
-        for pair, status in zip(batch, pipe.execute(), strict=True):
-            if status is None or status.decode() not in RUNNABLE_JOB_STATUSES:
+            pipe.hmget(Job.key_for(job_id_for(task_id, attempt)), ["status", "last_heartbeat"])
+        for pair, (status, heartbeat) in zip(batch, pipe.execute(), strict=True):
+            status = status.decode() if status else None
+            if (
+                status not in RUNNABLE_JOB_STATUSES
+                or status == "started"
+                and heartbeat
+                and utcparse(heartbeat.decode()) < silent_since
+            ):
                 missing.append(pair)
     return missing

@@ -74,3 +74,59 @@ def test_a_file_that_is_not_a_zip_is_refused_by_name(campaign):
     report = import_uploads(campaign, [upload("photos.zip", b"PK\x03\x04 nope")])
     assert report.refused[0].name == "photos.zip"
     assert "zip" in report.refused[0].reason
+
+
+def zip_with(build) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        build(archive)
+    return buffer.getvalue()
+
+
+def test_a_zip_bomb_member_is_refused_before_it_is_inflated(campaign):
+    archive = zip_with(lambda z: z.writestr("bomb.jpg", b"\0" * 50_000_000))
+    assert len(archive) < 100_000  # 50 MB of zeros squeezed into a few kilobytes
+    report = import_uploads(campaign, [upload("bomb.zip", archive)])
+    assert "compression ratio" in report.refused[0].reason
+    assert campaign.sources.count() == 0
+
+
+def test_symlink_and_encrypted_members_are_refused(campaign):
+    import zipfile
+
+    def build(archive):
+        link = zipfile.ZipInfo("link.jpg")
+        link.external_attr = (0o120777 << 16) | 0x20
+        archive.writestr(link, "/etc/passwd")
+        archive.writestr("ok.jpg", jpeg(photo(30, 30, seed=11)))
+
+    data = bytearray(zip_with(build))
+    report = import_uploads(campaign, [upload("mixed.zip", bytes(data))])
+    assert {r.name: r.reason for r in report.refused} == {"mixed.zip/link.jpg": "is a symbolic link"}
+    assert [s.display_name for s in report.accepted] == ["ok.jpg"]
+
+    # Mark the member encrypted (general purpose flag bit 0) in both headers.
+    encrypted = zip_with(lambda z: z.writestr("secret.jpg", jpeg(photo(30, 30, seed=12))))
+    encrypted = bytearray(encrypted)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = encrypted.find(signature)
+        encrypted[at + offset] |= 0x1
+    report = import_uploads(campaign, [upload("locked.zip", bytes(encrypted))])
+    assert report.refused[0].reason == "is encrypted"
+
+
+def test_zip_caps_on_member_count_and_total_size(campaign, settings):
+    settings.PIXELMILL_ZIP_MAX_MEMBERS = 2
+    archive = zip_with(lambda z: [z.writestr(f"{n}.jpg", jpeg(photo(20, 20, seed=n))) for n in range(3)])
+    report = import_uploads(campaign, [upload("many.zip", archive)])
+    assert "at most 2" in report.refused[0].reason and not report.accepted
+
+    settings.PIXELMILL_ZIP_MAX_MEMBERS = 100
+    settings.PIXELMILL_ZIP_MAX_TOTAL_BYTES = 1500
+    archive = zip_with(lambda z: [z.writestr(f"{n}.png", png(photo(30, 30, seed=n))) for n in range(5)])
+    report = import_uploads(campaign, [upload("big.zip", archive)])
+    assert "total size limit" in report.refused[-1].reason
+    assert len(report.accepted) < 5

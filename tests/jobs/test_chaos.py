@@ -44,6 +44,7 @@ def add_sources(campaign, count: int) -> None:
 def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_conn, monkeypatch, settings):
     monkeypatch.setenv("PIXELMILL_TASK_LEASE_SECONDS", str(LEASE))
     settings.PIXELMILL_RECONCILE_GRACE_SECONDS = 1
+    settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 5
     add_sources(campaign, TASKS)
     process_campaign(campaign, [ready_recipes["social-ads-pack"]])
     total = campaign.tasks.count()
@@ -71,10 +72,15 @@ def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_con
                 )
             running = [pk for pk, state in states.items() if state == "running"]
             if kills_left and running and done >= kill_points[KILLS - kills_left] * total:
-                horses = [pid for worker in workers for pid in child_pids(worker.pid)]
-                if horses:
+                busy = [(worker, child_pids(worker.pid)) for worker in workers]
+                busy = [(worker, horses) for worker, horses in busy if horses]
+                if busy:
+                    worker, horses = rng.choice(busy)
+                    # Every other kill takes the whole worker (parent first), not just its work-horse.
+                    victims = horses if kills_left % 2 else [worker.pid, *horses]
                     try:
-                        os.kill(rng.choice(horses), signal.SIGKILL)
+                        for pid in victims:
+                            os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         continue  # that horse had just finished; pick again
                     kills_left -= 1

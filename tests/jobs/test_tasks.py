@@ -222,3 +222,13 @@ def test_reconciler_requeues_a_task_whose_job_failed_before_the_claim(queued_tas
     job.set_status("failed")
     assert reconcile_task()["queue_lost"] == 1
     assert Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn).get_status() == "queued"
+
+
+def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task, redis_conn, settings):
+    Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
+    job = Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn)
+    job.set_status("started")
+    job.heartbeat(timezone.now() - timedelta(seconds=30), ttl=60)
+    assert reconcile_task()["queue_lost"] == 0  # a 30-second-old heartbeat is normal
+    settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 10
+    assert reconcile_task()["queue_lost"] == 1
