@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dashboard.models import Campaign, Recipe, Task
+from dashboard.models import Campaign, Recipe, Task, TaskQuerySet
 from jobs.queueing import enqueue_attempts
 
 
@@ -56,7 +56,7 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
     return ProcessReport(created=len(created), already_present=len(existing))
 
 
-def requeue_tasks(tasks) -> int:
+def requeue_tasks(tasks: TaskQuerySet) -> int:
     """failed/dead → queued with a fresh budget of attempts; returns how many were requeued."""
     with transaction.atomic():
         rows = list(tasks.failed().select_for_update().values_list("pk", "attempts"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -39,7 +40,7 @@ def output_key(task: Task, name: str, extension: str) -> str:
 def process_task(task_id: int, attempt: int) -> str:
     """Run one attempt of one task; a duplicate or stale delivery returns without doing anything."""
     job = get_current_job()
-    worker = (job.worker_name if job else None) or f"{socket.gethostname()}:{id(process_task)}"
+    worker = (job.worker_name if job else None) or f"{socket.gethostname()}:{os.getpid()}"
     if not Task.claim(task_id, attempt, worker):
         logger.info("attempt skipped", extra={"task": task_id, "attempt": attempt, "outcome": "skipped"})
         return "skipped"
