@@ -1,0 +1,78 @@
+"""How an AI provider's HTTP answer becomes one of our three errors (groundwork for the provider client)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from jobs.errors import PermanentError, RateLimitedError, TransientError
+
+DEFAULT_RETRY_AFTER = 1.0
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def provider_reason(response: httpx.Response) -> str:
+    """The provider's own words: remove.bg's errors[].title, or detail / message / error, else the status."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            title = errors[0].get("title") or errors[0].get("detail")
+            if title:
+                return str(title)
+        for key in ("detail", "message", "error"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key]
+    return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+def raise_for_provider_status(response: httpx.Response, provider: str) -> None:
+    """Nothing for a success; otherwise the error that says whether and when to try again."""
+    status = response.status_code
+    if status < 400:
+        return
+    reason = provider_reason(response)
+    if status == 429:
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        raise RateLimitedError(
+            f"{provider} is rate limiting us: {reason}",
+            retry_after=DEFAULT_RETRY_AFTER if wait is None else wait,
+            code="rate_limited",
+        )
+    if status == 402:
+        raise PermanentError(
+            f"{provider} says the account is out of credits: {reason}", code="credits_exhausted"
+        )
+    if status >= 500 or status == 408:
+        raise TransientError(f"{provider} had a problem ({status}): {reason}", code=f"http_{status}")
+    raise PermanentError(f"{provider} refused the image: {reason}", code="provider_rejected")
+
+
+def transient_for_exception(error: httpx.HTTPError, provider: str) -> TransientError:
+    """Timeouts and broken connections are worth another try."""
+    if isinstance(error, httpx.TimeoutException):
+        return TransientError(f"{provider} did not answer in time.", code="timeout")
+    return TransientError(
+        f"The connection to {provider} failed ({type(error).__name__}).", code="connection_failed"
+    )
