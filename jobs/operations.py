@@ -942,7 +942,8 @@ def _balance_white(rgb: Image.Image, visible: Image.Image | None) -> Image.Image
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     pixels = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.float32)
     peak, low = pixels.max(axis=-1), pixels.min(axis=-1)
-    neutral = (peak > 20) & (peak < 250) & ((peak - low) <= 0.3 * peak)
+    # 0.4 admits a grey under a cast as strong as the clamped gains can undo (1.25 / 0.8).
+    neutral = (peak > 20) & (peak < 250) & ((peak - low) <= 0.4 * peak)
     if visible is not None:
         neutral &= np.asarray(visible.resize(size, Image.Resampling.NEAREST)) > 0
     if np.count_nonzero(neutral) < 0.05 * neutral.size:

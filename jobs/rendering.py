@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError, features
 
 from jobs.errors import PermanentError, StepError
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, make_thumbnail, place_window, read_dimensions
+from jobs.imaging import (
+    DEFAULT_MAX_PIXELS,
+    FOCUS_KEY,
+    SUBJECT_KEY,
+    decode_image,
+    make_thumbnail,
+    place_window,
+    read_dimensions,
+)
 from jobs.operations import Operation, OperationContext, colour_rgb, normalise_colour
 
 FITS = ("fit", "fill", "pad")
@@ -59,6 +67,7 @@ class OutputSpec:
         if fit not in FITS:
             raise OutputSpecError(f"output {name}: 'fit' must be one of {', '.join(FITS)}")
         fmt = str(data.get("format") or "jpeg").lower()
+        fmt = "jpeg" if fmt == "jpg" else fmt
         if fmt not in FORMATS:
             raise OutputSpecError(f"output {name}: 'format' must be one of {', '.join(FORMATS)}")
         if fmt == "avif" and not features.check("avif"):
@@ -101,6 +110,10 @@ class OutputSpec:
             if self.fit == "fit":
                 scale = min(scale, 1.0)  # fit never enlarges; pad and fill always give the exact box
         return max(1, round(sw * scale)), max(1, round(sh * scale))
+
+
+# The dashboard's preview (imaging.make_thumbnail) must be served by the draft decode too.
+PREVIEW_SPEC = OutputSpec("preview", 320, 320, "fit", "webp")
 
 
 @dataclass(frozen=True)
@@ -214,13 +227,36 @@ def encode(image: Image.Image, spec: OutputSpec) -> bytes:
     return buffer.getvalue()
 
 
+def draft_size(
+    source: bytes,
+    steps: Sequence[Operation],
+    specs: Sequence[OutputSpec],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int] | None:
+    """The least decoded size of `source` that still serves every output and the preview at full
+    quality once `steps` have run; None when a step (a crop) makes that unknowable."""
+    scales = [op.source_scale() for op in steps]
+    if None in scales:
+        return None
+    factor = math.prod(scales)  # type: ignore[arg-type]
+    # The header is enough to know the size; decode_image then picks the DCT scale.
+    width, height = read_dimensions(source, max_pixels=max_pixels)
+    # Outputs are cut from the processed image, which an upscale makes larger than the source:
+    # size the processed image first, then the source that produces it.
+    processed = (max(1, round(width / factor)), max(1, round(height / factor)))
+    needed = required_size(processed, [*specs, PREVIEW_SPEC])
+    draft_width = min(width, max(1, math.ceil(needed[0] * factor)))
+    draft_height = min(height, max(1, math.ceil(needed[1] * factor)))
+    return draft_width, draft_height
+
+
 def run_pipeline(
     source: bytes,
     steps: Sequence[Operation],
     specs: Sequence[OutputSpec],
     *,
     context: OperationContext | None = None,
-    max_pixels: int = 100_000_000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_step: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Decode once (shrink-on-load to what the outputs need), apply the steps, render every spec."""
@@ -235,14 +271,9 @@ def run_pipeline(
         if on_step:
             on_step(step)
         started = time.perf_counter()
-        scales = [op.source_scale() for op in steps]
-        min_size = None
-        if None not in scales:
-            # The header is enough to know the size; decode_image then picks the DCT scale.
-            needed = required_size(read_dimensions(source, max_pixels=max_pixels), specs)
-            factor = math.prod(scales)  # type: ignore[arg-type]
-            min_size = (max(1, math.ceil(needed[0] * factor)), max(1, math.ceil(needed[1] * factor)))
-        image = decode_image(source, max_pixels=max_pixels, min_size=min_size)
+        image = decode_image(
+            source, max_pixels=max_pixels, min_size=draft_size(source, steps, specs, max_pixels)
+        )
         timed("decode", started)
         for operation in steps:
             step = operation.name
@@ -256,7 +287,7 @@ def run_pipeline(
             on_step(step)
         started = time.perf_counter()
         outputs = render_outputs(image, specs)
-        preview = make_thumbnail(image)
+        preview = make_thumbnail(image, PREVIEW_SPEC.width)
         timed("render", started)
     except StepError as error:
         error.step = step  # type: ignore[attr-defined]

@@ -79,6 +79,16 @@ def product_scene(
     return ProductScene(image, mask, bbox)
 
 
+def enlarged(scene: ProductScene, factor: int) -> ProductScene:
+    """`scene` blown up `factor` times: a 12 MP scene in a tenth of the time it takes to draw one."""
+    size = (scene.image.width * factor, scene.image.height * factor)
+    image = scene.image.resize(size, Image.Resampling.BICUBIC)
+    mask_image = Image.fromarray((scene.mask * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    mask = np.asarray(mask_image) > 127
+    box = tuple(v * factor for v in scene.box)
+    return ProductScene(image, mask, box)  # type: ignore[arg-type]
+
+
 def product_on_white(width: int = 640, height: int = 480, **options: object) -> Image.Image:
     """The product scene's image alone (see `product_scene`)."""
     return product_scene(width, height, **options).image  # type: ignore[arg-type]

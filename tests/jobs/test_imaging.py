@@ -6,10 +6,18 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from jobs.errors import PermanentError
-from jobs.imaging import decode_image, make_thumbnail, probe_image, read_dimensions
+from jobs.imaging import (
+    FOCUS_KEY,
+    SUBJECT_KEY,
+    decode_image,
+    encode_intermediate,
+    make_thumbnail,
+    probe_image,
+    read_dimensions,
+)
 from tests.jobs import images
 
 
@@ -96,3 +104,82 @@ def test_draft_decodes_a_jpeg_smaller_but_never_below_the_request():
 def test_thumbnail_is_webp_within_the_box():
     thumb = Image.open(io.BytesIO(make_thumbnail(images.photo(640, 480), 320)))
     assert thumb.format == "WEBP" and thumb.size == (320, 240)
+
+
+def test_draft_request_is_turned_with_the_picture_for_sideways_orientations():
+    """Orientation 6 stores the picture on its side: the request must be swapped before drafting,
+    or the decoded width would come out below what was asked for."""
+    data = images.exif_rotated_jpeg(images.photo(1600, 1200), orientation=6)
+    image = decode_image(data, min_size=(400, 160))
+    # Stored 1600×1200 at 1/2 scale is 800×600; shown upright that is 600×800. Without the swap
+    # Pillow would pick 1/4 scale and hand back 300×400, narrower than the 400 requested.
+    assert image.size == (600, 800)
+
+
+def test_draft_is_ignored_for_formats_without_dct_scaling():
+    image = decode_image(images.png(images.photo(640, 480)), min_size=(80, 60))
+    assert image.size == (640, 480)
+
+
+def test_a_broken_icc_profile_is_ignored_not_fatal():
+    data = images.jpeg_with_icc(
+        Image.new("RGB", (16, 16), (200, 30, 30)), b"definitely not an ICC profile" * 8
+    )
+    r, g, b = decode_image(data).getpixel((8, 8))
+    assert r > 180 and g < 60 and b < 60
+
+
+def test_metadata_is_stripped_and_the_result_is_no_longer_the_file():
+    """EXIF/XMP/ICC leave `info`, and re-applying orientation to the result must not turn it again."""
+    data = images.exif_rotated_jpeg(images.quadrants(200, 100), orientation=6)
+    image = decode_image(data)
+    assert image.info == {}
+    assert ImageOps.exif_transpose(image).size == (100, 200)
+    gps = decode_image(images.jpeg_with_gps(images.photo(64, 48)))
+    assert gps.info == {} and not gps.getexif()
+
+
+def test_grey_with_alpha_becomes_rgba_keeping_the_alpha():
+    image = decode_image(images.la_png(120, 80))
+    assert image.mode == "RGBA"
+    assert image.getpixel((10, 10)) == (90, 90, 90, 255) and image.getpixel((110, 10))[3] == 0
+
+
+def test_fully_opaque_alpha_is_dropped():
+    image = decode_image(images.png(images.photo(40, 30).convert("RGBA")))
+    assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["I;16B", "I"])
+def test_big_endian_and_32_bit_greyscale_tiffs_are_scaled_to_8_bits(mode):
+    ramp = np.linspace(0, 65535, 256).round().astype(np.uint16)
+    pixels = np.tile(ramp, (4, 1))
+    if mode == "I;16B":
+        source = Image.frombytes("I;16B", (256, 4), pixels.astype(">u2").tobytes())
+    else:
+        source = Image.fromarray(pixels.astype(np.int32))
+    image = decode_image(images.encode(source, "TIFF"))
+    row = np.asarray(image.convert("L"))[0]
+    assert image.mode == "RGB" and row[0] == 0 and row[-1] == 255
+    assert abs(int(row[128]) - 128) <= 1  # mid-grey stays mid-grey: scaled, not clipped or shifted
+
+
+def test_probe_reports_the_stored_mode_and_the_upright_size():
+    info = probe_image(images.cmyk_jpeg(images.photo(120, 90)))
+    assert (info.width, info.height, info.format, info.mode) == (120, 90, "JPEG", "CMYK")
+    sideways = probe_image(images.exif_rotated_jpeg(images.quadrants(200, 100)))
+    assert (sideways.width, sideways.height) == (100, 200)
+
+
+def test_thumbnail_keeps_transparency_and_never_enlarges():
+    thumb = Image.open(io.BytesIO(make_thumbnail(images.product_cutout(160, 120), 320)))
+    assert thumb.size == (160, 120) and thumb.mode == "RGBA"
+    assert thumb.getpixel((1, 1))[3] == 0
+
+
+def test_intermediates_keep_the_focus_hints_through_a_cache_round_trip():
+    image = images.photo(80, 60)
+    image.info = {FOCUS_KEY: (0.25, 0.75), SUBJECT_KEY: (0.1, 0.5, 0.4, 1.0)}
+    restored = decode_image(encode_intermediate(image))
+    assert restored.info == {FOCUS_KEY: (0.25, 0.75), SUBJECT_KEY: (0.1, 0.5, 0.4, 1.0)}
+    assert np.array_equal(np.asarray(restored), np.asarray(image))

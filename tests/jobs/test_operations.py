@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,3 +163,143 @@ def test_watermark_is_stamped_in_the_chosen_corner_with_opacity():
     ys, xs = np.nonzero(changed)
     assert xs.min() > 400 and ys.min() > 300
     assert not changed[:300, :400].any()
+
+
+def test_operations_describe_themselves_honestly():
+    assert {name for name, op in OPERATIONS.items() if op.remote_capable} == {
+        "remove_background",
+        "enhance",
+        "upscale",
+    }
+    assert "Lanczos" in OPERATIONS["upscale"].description and "AI" in OPERATIONS["upscale"].description
+    assert "plain or studio backdrop" in OPERATIONS["remove_background"].description
+    for operation in OPERATIONS.values():
+        assert operation.label and operation.description.endswith(".")
+
+
+def test_unknown_parameters_are_refused_listing_the_expected_ones():
+    with pytest.raises(OperationParamsError, match="unknown parameter 'factr'; expected: factor"):
+        build_operation("upscale", {"factr": 2})
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        ("upscale", {"factor": 2}, 0.5),
+        ("upscale", {"factor": 4}, 0.25),
+        ("enhance", {}, 1.0),
+        ("remove_background", {}, 1.0),
+        ("watermark", {}, 1.0),
+        ("smart_crop", {}, 1.0),
+        ("smart_crop", {"aspect": "1:1"}, None),
+        ("canvas", {"trim": True}, None),
+        ("canvas", {"trim": False, "margin": 0.1}, 0.8),
+    ],
+)
+def test_source_scale_says_how_much_resolution_a_step_needs(name, params, expected):
+    assert build_operation(name, params).source_scale() == expected
+
+
+def test_params_round_trip_through_their_canonical_form():
+    for name, params in EXAMPLE_PARAMS.items():
+        operation = build_operation(name, params)
+        assert build_operation(name, operation.params()) == operation
+    assert build_operation("smart_crop", {"aspect": "1200:628"}).params()["aspect"] == "300:157"
+
+
+def test_remove_background_keeps_what_was_already_transparent():
+    scene = images.product_scene(320, 240)
+    image = scene.image.convert("RGBA")
+    hole = Image.new("L", (40, 40), 0)
+    alpha = image.getchannel("A")
+    x0, y0, x1, y1 = scene.box
+    alpha.paste(hole, ((x0 + x1) // 2 - 20, y0 + 5))  # punch a hole into the product itself
+    image.putalpha(alpha)
+    result = build_operation("remove_background", {"feather": 0}).apply(image, CONTEXT)
+    assert result.getpixel(((x0 + x1) // 2, y0 + 25))[3] == 0
+
+
+def test_enhance_neutralises_a_colour_cast_and_keeps_alpha():
+    grey_card = np.full((120, 160, 3), 128.0)
+    grey_card[40:80, 50:110] = (200, 60, 60)  # a red object must not be what gets "corrected"
+    warm = Image.fromarray(np.clip(grey_card * (1.15, 1.0, 0.8), 0, 255).astype(np.uint8)).convert("RGBA")
+    warm.putalpha(Image.new("L", warm.size, 200))
+    result = build_operation("enhance", {"cutoff": 0, "sharpen": 0}).apply(warm, CONTEXT)
+    assert result.mode == "RGBA" and result.getchannel("A").getextrema() == (200, 200)
+    r, g, b, _ = result.getpixel((5, 5))
+    before = warm.getpixel((5, 5))
+    assert abs(r - b) < abs(before[0] - before[2]) / 3  # the grey background is grey again
+
+
+def test_upscale_keeps_transparency():
+    result = build_operation("upscale", {"factor": 2}).apply(images.product_cutout(120, 90), CONTEXT)
+    assert result.mode == "RGBA" and result.size == (240, 180) and result.getpixel((1, 1))[3] == 0
+
+
+def test_canvas_on_transparent_keeps_the_cut_out_and_moves_the_focus_with_it():
+    cutout = images.product_cutout(400, 300)
+    focused = build_operation("smart_crop", {}).apply(cutout, CONTEXT)
+    result = build_operation("canvas", {"background": "transparent", "margin": 0.2}).apply(focused, CONTEXT)
+    assert result.mode == "RGBA" and result.getpixel((0, 0))[3] == 0
+    x0, y0, x1, y1 = result.info[SUBJECT_KEY]
+    # Trimmed to the subject and padded by 20% on each side: the subject fills the middle 60%.
+    assert x0 == pytest.approx(0.2, abs=0.02) and x1 == pytest.approx(0.8, abs=0.02)
+    assert y0 == pytest.approx(0.2, abs=0.02) and y1 == pytest.approx(0.8, abs=0.02)
+
+
+def test_smart_crop_on_a_cut_out_uses_its_alpha():
+    cutout = images.product_cutout(480, 360)
+    result = build_operation("smart_crop", {"focus": "subject"}).apply(cutout, CONTEXT)
+    scene = images.product_scene(480, 360)
+    x0, y0, x1, y1 = result.info[SUBJECT_KEY]
+    assert (round(x0 * 480), round(x1 * 480)) == (scene.box[0], scene.box[2])
+    assert (round(y0 * 360), round(y1 * 360)) == (scene.box[1], scene.box[3])
+
+
+def test_long_text_is_shrunk_to_stay_inside_the_image():
+    plain = Image.new("RGB", (300, 200), (20, 20, 20))
+    text = "Everything must go, final clearance, this weekend only!"
+    result = build_operation("text_overlay", {"text": text, "size": 0.3, "position": "center"}).apply(
+        plain, CONTEXT
+    )
+    changed = (np.asarray(result).astype(int) != 20).any(axis=2)
+    ys, xs = np.nonzero(changed)
+    margin = round(0.03 * 200)
+    assert xs.min() >= margin and xs.max() < 300 - margin and ys.min() >= margin and ys.max() < 200 - margin
+
+
+def test_text_without_a_box_draws_only_the_letters():
+    plain = Image.new("RGB", (400, 200), (20, 20, 20))
+    result = build_operation(
+        "text_overlay", {"text": "NEW", "background": "none", "color": "#0f0", "position": "bottom"}
+    ).apply(plain, CONTEXT)
+    pixels = np.asarray(result).astype(int)
+    green = (pixels[..., 1] > 200) & (pixels[..., 0] < 80)
+    ys, xs = np.nonzero(green)
+    assert green.sum() > 100 and ys.min() > 100 and abs(xs.mean() - 200) < 30
+    assert not ((pixels[..., 0] > 150) & (pixels[..., 1] < 80)).any()  # no red box
+
+
+def test_watermark_opacity_blends_with_the_picture():
+    plain = Image.new("RGB", (800, 600), (255, 255, 255))
+    opaque = build_operation("watermark", {"opacity": 1}).apply(plain, CONTEXT)
+    faint = build_operation("watermark", {"opacity": 0.3}).apply(plain, CONTEXT)
+    darkest_opaque = np.asarray(opaque).min()
+    darkest_faint = np.asarray(faint).min()
+    assert darkest_opaque < 80 and darkest_faint > 150
+
+
+def test_watermark_with_a_missing_logo_is_a_permanent_error():
+    with pytest.raises(PermanentError) as error:
+        build_operation("watermark", {"logo": "no-such-logo.png"}).apply(images.photo(200, 100), CONTEXT)
+    assert error.value.code == "missing_asset"
+
+
+def test_remove_background_on_a_twelve_megapixel_photo_stays_fast():
+    scene = images.enlarged(images.product_scene(1000, 750, backdrop="studio", size=0.7), 4)
+    started = time.perf_counter()
+    result = build_operation("remove_background", {}).apply(scene.image, CONTEXT)
+    elapsed = time.perf_counter() - started
+    alpha = np.asarray(result.getchannel("A")) > 127
+    assert (alpha & scene.mask).sum() / (alpha | scene.mask).sum() > 0.98
+    assert elapsed < 2.0  # ~0.3 s on two cores; the bound only catches a per-pixel Python loop

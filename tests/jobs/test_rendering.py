@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY
-from jobs.operations import OperationContext, build_operation
+from jobs.operations import Operation, OperationContext, build_operation
 from jobs.rendering import OutputSpec, OutputSpecError, render_outputs, required_size, run_pipeline
 from tests.jobs import images
 
@@ -158,3 +158,98 @@ def test_pipeline_records_timings_and_names_the_failing_step():
 def test_invalid_output_specs_name_the_field(data, mentions):
     with pytest.raises(OutputSpecError, match=mentions):
         OutputSpec.from_dict(data)
+
+
+def decoded_size_spy(monkeypatch) -> dict:
+    from jobs import rendering
+
+    decoded: dict = {}
+    real = rendering.decode_image
+
+    def spy(data, **kwargs):
+        image = real(data, **kwargs)
+        decoded["size"] = image.size
+        return image
+
+    monkeypatch.setattr(rendering, "decode_image", spy)
+    return decoded
+
+
+def test_an_upscale_step_makes_the_draft_keep_the_pixels_it_will_enlarge(monkeypatch):
+    """Upscale ×2 then a 2000 px zoom from a 1000 px source needs every source pixel: shrinking on
+    load to 500 px would throw away detail the upscale was asked to keep."""
+    decoded = decoded_size_spy(monkeypatch)
+    source = images.jpeg(images.gradient(1000, 750))
+    run_pipeline(source, [build_operation("upscale", {"factor": 2})], [OutputSpec("zoom", 2000, 2000, "pad")])
+    assert decoded["size"] == (1000, 750)
+    run_pipeline(source, [build_operation("upscale", {"factor": 2})], [OutputSpec("p", 800, 800, "pad")])
+    assert decoded["size"] == (500, 375)  # 400 px upscaled to 800: half the source is plenty
+
+
+def test_the_draft_still_serves_the_preview(monkeypatch):
+    decoded = decoded_size_spy(monkeypatch)
+    source = images.jpeg(images.gradient(2400, 1800))
+    result = run_pipeline(source, [], [OutputSpec("t", 150, 150, "pad")])
+    assert decoded["size"] == (600, 450)  # 1/4: 1/8 (300×225) would leave the 320 px preview short
+    assert opened(result.preview).size == (320, 240)
+
+
+def test_a_crop_step_turns_the_draft_off(monkeypatch):
+    decoded = decoded_size_spy(monkeypatch)
+    source = images.jpeg(images.gradient(1600, 1200))
+    run_pipeline(source, [build_operation("smart_crop", {"aspect": "1:1"})], [OutputSpec("t", 100, 100)])
+    assert decoded["size"] == (1600, 1200)
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF encoder")
+def test_avif_outputs_decode_as_avif_with_alpha():
+    spec = OutputSpec.from_dict({"name": "a", "width": 200, "height": 200, "fit": "pad", "format": "avif"})
+    [output] = render_outputs(images.product_cutout(300, 200), [spec])
+    assert opened(output.data).format == "AVIF" and spec.extension == "avif"
+
+
+def test_avif_is_refused_when_pillow_cannot_write_it(monkeypatch):
+    from jobs import rendering
+
+    monkeypatch.setattr(rendering.features, "check", lambda feature: False)
+    with pytest.raises(OutputSpecError, match="AVIF"):
+        OutputSpec.from_dict({"name": "a", "width": 10, "height": 10, "format": "avif"})
+
+
+def test_specs_round_trip_and_name_their_extension():
+    spec = OutputSpec.from_dict(
+        {"name": "zoom", "width": 2000, "height": 2000, "fit": "pad", "format": "jpg"}
+    )
+    assert spec.format == "jpeg" and spec.extension == "jpg"
+    assert OutputSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(OutputSpecError, match="unknown"):
+        OutputSpec.from_dict({**spec.to_dict(), "dpi": 300})
+
+
+def test_png_outputs_embed_no_colour_profile():
+    source = images.jpeg_with_icc(images.photo(200, 150), images.swapped_channels_profile())
+    result = run_pipeline(source, [], [OutputSpec("p", 100, 100, "fit", "png")])
+    assert b"iCCP" not in result.outputs[0].data and "icc_profile" not in opened(result.outputs[0].data).info
+
+
+def test_steps_are_announced_in_order_and_pillow_errors_become_permanent():
+    class Explodes(Operation):
+        name = "explodes"
+        label = "Explodes"
+        description = "Fails the way Pillow does."
+
+        @classmethod
+        def from_params(cls, params):
+            return cls()
+
+        def apply(self, image, context):
+            raise OSError("cannot write mode P as JPEG")
+
+    heard: list[str] = []
+    steps = [build_operation("enhance", {}), Explodes()]
+    with pytest.raises(PermanentError) as error:
+        run_pipeline(
+            images.jpeg(images.photo(120, 90)), steps, [OutputSpec("x", 50, 50)], on_step=heard.append
+        )
+    assert heard == ["decode", "enhance", "explodes"]
+    assert error.value.step == "explodes" and "cannot write mode P" in error.value.message
