@@ -51,11 +51,6 @@ class ImportReport:
     duplicates: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
 
-    def merge(self, other: ImportReport) -> None:
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.refused += other.refused
-
 
 def sanitize_display_name(name: str) -> str:
     """A name safe to show and to put in a ZIP: no path, no control or bidi characters, bounded length."""

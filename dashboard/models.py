@@ -280,14 +280,6 @@ class Task(models.Model):
     def __str__(self) -> str:
         return f"Task {self.pk} ({self.state})"
 
-    @property
-    def next_job_attempt(self) -> int:
-        return self.attempts + 1
-
-    @property
-    def is_retrying(self) -> bool:
-        return self.state == self.State.QUEUED and self.attempts > 0 and bool(self.error_message)
-
     @classmethod
     def claim(cls, task_id: int, attempt: int, worker_name: str) -> bool:
         """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""

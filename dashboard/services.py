@@ -17,7 +17,6 @@ from jobs.queueing import enqueue_attempts
 @dataclass(frozen=True)
 class ProcessReport:
     created: int
-    already_present: int
 
 
 def enqueue_on_commit(attempts: list[tuple[int, int]]) -> None:
@@ -53,7 +52,7 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
         ]
         created = Task.objects.bulk_create(new_tasks, batch_size=1000)
         enqueue_on_commit([(task.pk, 1) for task in created])
-    return ProcessReport(created=len(created), already_present=len(existing))
+    return ProcessReport(created=len(created))
 
 
 def requeue_tasks(tasks: TaskQuerySet) -> int:

@@ -161,12 +161,6 @@ def place_window(length: int, window: int, focus: float, span: tuple[float, floa
     return int(round(min(max(start, 0.0), length - window)))
 
 
-def fitted_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    """The largest size with the aspect ratio of `size` that fits inside `box` (may enlarge)."""
-    scale = min(box[0] / size[0], box[1] / size[1])
-    return max(1, min(box[0], round(size[0] * scale))), max(1, min(box[1], round(size[1] * scale)))
-
-
 @functools.cache
 def register_heif() -> None:
     """HEIC/HEIF (phone photos) through pillow-heif; its AVIF opener stays off, Pillow has its own."""

@@ -7,7 +7,6 @@ from datetime import datetime
 
 import django_rq
 from rq import Queue
-from rq.job import Job
 
 PROCESS_QUEUE = "default"
 CONTROL_QUEUE = "control"
@@ -55,7 +54,3 @@ def schedule_attempt(task_id: int, attempt: int, at: datetime) -> None:
         failure_ttl=86400,
         description=f"process task {task_id} attempt {attempt}",
     )
-
-
-def job_exists(task_id: int, attempt: int) -> bool:
-    return Job.exists(job_id_for(task_id, attempt), connection=get_process_queue().connection)

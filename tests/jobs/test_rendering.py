@@ -107,17 +107,7 @@ def test_required_size_is_what_the_largest_output_needs():
 
 
 def test_pipeline_decodes_at_draft_scale_yet_renders_full_quality(monkeypatch):
-    from jobs import rendering
-
-    decoded = {}
-    real = rendering.decode_image
-
-    def spy(data, **kwargs):
-        image = real(data, **kwargs)
-        decoded["size"] = image.size
-        return image
-
-    monkeypatch.setattr(rendering, "decode_image", spy)
+    decoded = decoded_size_spy(monkeypatch)
     source = images.jpeg(images.gradient(3200, 2400), quality=95)
     result = run_pipeline(source, [], [OutputSpec("p", 800, 800, "fit"), OutputSpec("t", 150, 150, "fit")])
     assert decoded["size"] == (800, 600)  # 1/4 scale instead of the full 3200×2400
