@@ -6,14 +6,25 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from dashboard import services
-from dashboard.models import Campaign, Output, Recipe, RecipeOutput, RecipeStep, RecipeVersion, Task, Team
+from dashboard.models import (
+    Campaign,
+    Output,
+    Provider,
+    Recipe,
+    RecipeOutput,
+    RecipeStep,
+    RecipeVersion,
+    StepResult,
+    Task,
+    Team,
+)
 from jobs.operations import OPERATIONS
 
 
 class RecipeStepInline(admin.TabularInline):
     model = RecipeStep
     extra = 0
-    fields = ["position", "operation", "params"]
+    fields = ["position", "operation", "params", "provider", "fallback"]
 
 
 class RecipeOutputInline(admin.TabularInline):
@@ -136,3 +147,53 @@ class OutputAdmin(admin.ModelAdmin):
     list_display = ["task", "name", "width", "height", "format", "byte_size"]
     list_select_related = ["task"]
     readonly_fields = ["task", "name", "file", "width", "height", "format", "byte_size", "created_at"]
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    """Where the workers send remote steps; the key is read from the named environment variable."""
+
+    list_display = [
+        "name",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "key_present",
+        "requests_per_second",
+        "concurrency",
+        "is_active",
+    ]
+    list_filter = ["kind", "is_active"]
+    prepopulated_fields = {"slug": ["name"]}
+    fields = [
+        "name",
+        "slug",
+        "kind",
+        "base_url",
+        "api_key_env",
+        "requests_per_second",
+        "concurrency",
+        "timeout_seconds",
+        "price_per_call",
+        "options",
+        "is_active",
+    ]
+
+    @admin.display(description="Key set", boolean=True)
+    def key_present(self, provider: Provider) -> bool | None:
+        """Whether this web process sees the variable; workers read their own environment."""
+        return bool(provider.config().api_key()) if provider.api_key_env else None
+
+
+@admin.register(StepResult)
+class StepResultAdmin(admin.ModelAdmin):
+    list_display = ["key", "operation", "provider", "byte_size", "request_id", "created_at"]
+    list_filter = ["provider", "operation"]
+    search_fields = ["key", "request_id"]
+    readonly_fields = [f.name for f in StepResult._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -42,7 +42,19 @@ class Campaign(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     recipes = models.ManyToManyField("Recipe", blank=True, related_name="campaigns")
-    webhook_url = models.URLField(blank=True)
+    webhook_url = models.URLField(
+        blank=True, help_text="Receives a signed JSON summary each time a run of this campaign finishes."
+    )
+    webhook_secret = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="Signs webhook bodies; shown once to the owner."
+    )
+    run_number = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Counts Process and Requeue actions; one webhook per run."
+    )
+    remote_paused_reason = models.TextField(
+        blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
+    )
+    remote_paused_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CampaignQuerySet.as_manager()
@@ -80,6 +92,9 @@ class SourceImage(models.Model):
     format = models.CharField(max_length=16)
     byte_size = models.PositiveBigIntegerField()
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.UPLOAD)
+    generation = models.ForeignKey(
+        "Generation", null=True, blank=True, on_delete=models.SET_NULL, related_name="sources"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -90,6 +105,71 @@ class SourceImage(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+
+class Provider(models.Model):
+    """An AI image API the workers may call; the key stays in the environment, never in the database."""
+
+    class Kind(models.TextChoices):
+        PIXELPANDA = "pixelpanda", "PixelPanda-style REST"
+        REMOVEBG = "removebg", "remove.bg"
+        PHOTOROOM = "photoroom", "Photoroom"
+        REMBG = "rembg", "Self-hosted rembg server"
+        FAL = "fal", "fal queue (text-to-image)"
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    base_url = models.URLField(
+        max_length=300,
+        help_text="For example https://api.remove.bg, https://sdk.photoroom.com, https://queue.fal.run.",
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable that holds the key, e.g. REMOVEBG_API_KEY.",
+    )
+    requests_per_second = models.FloatField(default=5.0, help_text="Shared by every worker.")
+    concurrency = models.PositiveSmallIntegerField(default=4, help_text="Requests in flight at once, in all.")
+    timeout_seconds = models.FloatField(default=60.0)
+    price_per_call = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Kind-specific settings, e.g. {"paths": {"upscale": "/api/v2/upscale"}} or {"model": "u2net"}.',
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from jobs.providers import ProviderConfigError, config_from_fields
+
+        try:
+            config_from_fields(self.slug, self.kind, self.base_url, self.options)
+        except ProviderConfigError as error:
+            raise ValidationError({"options": str(error)}) from error
+
+    def config(self):
+        """The frozen settings a worker builds its client from."""
+        from jobs.providers import ProviderConfig
+
+        return ProviderConfig(
+            slug=self.slug,
+            name=self.name,
+            kind=self.kind,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            requests_per_second=self.requests_per_second,
+            concurrency=self.concurrency,
+            timeout_seconds=self.timeout_seconds,
+            options=dict(self.options or {}),
+        )
 
 
 class Recipe(models.Model):
@@ -111,10 +191,7 @@ class Recipe(models.Model):
     def definition(self) -> dict[str, Any]:
         """The canonical form of the current steps and outputs, as frozen into a version."""
         return {
-            "steps": [
-                {"operation": step.operation, "params": build_operation(step.operation, step.params).params()}
-                for step in self.steps.order_by("position", "pk")
-            ],
+            "steps": [step.definition() for step in self.steps.select_related("provider", "fallback")],
             "outputs": [spec.as_spec().to_dict() for spec in self.outputs.order_by("position", "pk")],
         }
 
@@ -135,6 +212,22 @@ class RecipeStep(models.Model):
     position = models.PositiveSmallIntegerField(default=0)
     operation = models.CharField(max_length=40, choices=[(name, op.label) for name, op in OPERATIONS.items()])
     params = models.JSONField(default=dict, blank=True)
+    provider = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty: run locally on the worker.",
+    )
+    fallback = models.ForeignKey(
+        Provider,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Used while the provider's circuit breaker is open.",
+    )
 
     class Meta:
         ordering = ["position", "pk"]
@@ -147,6 +240,24 @@ class RecipeStep(models.Model):
             build_operation(self.operation, self.params or {})
         except OperationParamsError as error:
             raise ValidationError({"params": str(error)}) from error
+        from jobs.providers import supports
+
+        for field in ("provider", "fallback"):
+            chosen = getattr(self, field)
+            if chosen is not None and not supports(chosen.kind, self.operation):
+                raise ValidationError(
+                    {field: f"{chosen.name} ({chosen.get_kind_display()}) cannot {self.operation}."}
+                )
+        if self.fallback_id and not self.provider_id:
+            raise ValidationError({"fallback": "A fallback needs a provider to fall back from."})
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "params": build_operation(self.operation, self.params).params(),
+            "provider": self.provider.slug if self.provider else None,
+            "fallback": self.fallback.slug if self.fallback else None,
+        }
 
 
 class RecipeOutput(models.Model):
@@ -210,7 +321,19 @@ class RecipeVersion(models.Model):
         return f"{self.recipe.name} v{self.number}"
 
     def build_steps(self) -> list[Operation]:
-        return [build_operation(step["operation"], step["params"]) for step in self.definition["steps"]]
+        """Local steps as they are; a step with a provider wrapped so that it runs remotely."""
+        from jobs.remote import RemoteStep
+
+        steps: list[Operation] = []
+        for step in self.definition["steps"]:
+            operation = build_operation(step["operation"], step["params"])
+            if step.get("provider"):
+                operation = RemoteStep(operation, step["provider"], step.get("fallback"))
+            steps.append(operation)
+        return steps
+
+    def uses_providers(self) -> bool:
+        return any(step.get("provider") for step in self.definition["steps"])
 
     def build_specs(self) -> list[OutputSpec]:
         return [OutputSpec.from_dict(spec) for spec in self.definition["outputs"]]
@@ -234,6 +357,7 @@ class Task(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
         QUEUED = "queued", "Queued"
+        PAUSED = "paused", "Paused"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
@@ -246,6 +370,9 @@ class Task(models.Model):
     recipe_version = models.ForeignKey(RecipeVersion, on_delete=models.PROTECT, related_name="tasks")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
+    deferrals = models.PositiveSmallIntegerField(
+        default=0, help_text="Attempts handed back unrun (rate limits, a paused campaign); not failures."
+    )
     max_attempts = models.PositiveSmallIntegerField(default=5)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -254,7 +381,9 @@ class Task(models.Model):
     error_message = models.TextField(blank=True)
     error_step = models.CharField(max_length=40, blank=True)
     timings = models.JSONField(default=dict, blank=True)
-    provider_request_ids = models.JSONField(default=list, blank=True)
+    provider_calls = models.JSONField(
+        default=list, blank=True, help_text="One entry per remote step: provider, request id, cached or not."
+    )
     preview = models.FileField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -322,6 +451,37 @@ class Task(models.Model):
                 error_code=code[:40],
                 error_message=message,
                 error_step=step[:40],
+            )
+        )
+
+    @property
+    def failed_attempts(self) -> int:
+        return self.attempts - self.deferrals
+
+    def defer(self, attempt: int, *, at, message: str) -> bool:
+        """Hand the attempt back unrun (a shared rate limit said wait): it does not count as a failure."""
+        return bool(
+            self._running_attempt(attempt).update(
+                state=self.State.QUEUED,
+                queued_at=timezone.now(),
+                next_attempt_at=at,
+                lease_expires_at=None,
+                deferrals=F("deferrals") + 1,
+                error_message=message,
+            )
+        )
+
+    def park(self, attempt: int, *, message: str) -> bool:
+        """Wait, without a job, until someone resumes the campaign's remote work."""
+        return bool(
+            self._running_attempt(attempt).update(
+                state=self.State.PAUSED,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                deferrals=F("deferrals") + 1,
+                error_code="paused",
+                error_message=message,
+                error_step="",
             )
         )
 
@@ -402,3 +562,108 @@ class Output(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of task {self.task_id}"
+
+
+class StepResult(models.Model):
+    """A remote step's result, addressed by what was asked: a retry or re-run never pays twice."""
+
+    key = models.CharField(
+        max_length=64, unique=True, help_text="sha256 of input, operation, params, provider."
+    )
+    provider = models.CharField(max_length=50)
+    operation = models.CharField(max_length=40)
+    file = models.FileField(max_length=300)
+    byte_size = models.PositiveBigIntegerField()
+    request_id = models.CharField(max_length=200, blank=True)
+    meta = models.JSONField(default=dict, blank=True, help_text="What the provider said about it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.operation} by {self.provider} ({self.key[:12]})"
+
+
+class Generation(models.Model):
+    """One prompt sent to a text-to-image provider; its images become the campaign's source images."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        DEAD = "dead", "Dead"
+        CANCELLED = "cancelled", "Cancelled"
+
+    TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD, State.CANCELLED)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generations")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="+")
+    prompt = models.TextField()
+    seed = models.BigIntegerField(null=True, blank=True)
+    image_size = models.CharField(max_length=40, default="square_hd")
+    num_images = models.PositiveSmallIntegerField(default=1)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    deferrals = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=5)
+    request_id = models.CharField(
+        max_length=200, blank=True, help_text="Set once submitted: never paid twice."
+    )
+    status_url = models.URLField(max_length=500, blank=True)
+    response_url = models.URLField(max_length=500, blank=True)
+    cancel_url = models.URLField(max_length=500, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["campaign", "state"]), models.Index(fields=["request_id"])]
+
+    def __str__(self) -> str:
+        return f"Generation {self.pk} ({self.state}): {self.prompt[:40]}"
+
+
+class WebhookDelivery(models.Model):
+    """One signed POST of a campaign event to the campaign's webhook URL, with every try recorded."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=40, default="campaign.run.finished")
+    webhook_secret = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="Signs webhook bodies; shown once to the owner."
+    )
+    run_number = models.PositiveIntegerField()
+    url = models.URLField(max_length=500)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True, help_text="One entry per try: time, status, error.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "event", "run_number"], name="one_delivery_per_campaign_event_run"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.run_number} of {self.campaign} ({self.state})"

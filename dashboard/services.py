@@ -30,6 +30,7 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
     recipes = list(recipes)
     with transaction.atomic():
         campaign.recipes.add(*recipes)
+        Campaign.objects.filter(pk=campaign.pk).update(run_number=F("run_number") + 1)
         versions = [recipe.current_version() for recipe in recipes]
         existing = set(
             Task.objects.filter(campaign=campaign, recipe_version__in=versions).values_list(
@@ -58,14 +59,14 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
 def requeue_tasks(tasks: TaskQuerySet) -> int:
     """failed/dead → queued with a fresh budget of attempts; returns how many were requeued."""
     with transaction.atomic():
-        rows = list(tasks.failed().select_for_update().values_list("pk", "attempts"))
+        rows = list(tasks.failed().select_for_update().values_list("pk", "attempts", "campaign_id"))
         if not rows:
             return 0
         Task.objects.filter(
-            pk__in=[pk for pk, _ in rows], state__in=[Task.State.FAILED, Task.State.DEAD]
+            pk__in=[pk for pk, _, _ in rows], state__in=[Task.State.FAILED, Task.State.DEAD]
         ).update(
             state=Task.State.QUEUED,
-            max_attempts=F("attempts") + settings.PIXELMILL_MAX_ATTEMPTS,
+            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
             queued_at=timezone.now(),
             next_attempt_at=None,
             finished_at=None,
@@ -73,5 +74,29 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
             error_message="",
             error_step="",
         )
+        Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).update(
+            run_number=F("run_number") + 1
+        )
+        enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
+    return len(rows)
+
+
+def resume_remote_work(campaign: Campaign) -> int:
+    """Lift a pause (credits topped up): parked tasks go back on the queue; returns how many."""
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).update(remote_paused_reason="", remote_paused_at=None)
+        rows = list(
+            Task.objects.filter(campaign=campaign, state=Task.State.PAUSED)
+            .select_for_update()
+            .values_list("pk", "attempts")
+        )
+        Task.objects.filter(pk__in=[pk for pk, _ in rows], state=Task.State.PAUSED).update(
+            state=Task.State.QUEUED,
+            queued_at=timezone.now(),
+            next_attempt_at=None,
+            error_code="",
+            error_message="",
+        )
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
+    campaign.remote_paused_reason = ""
     return len(rows)

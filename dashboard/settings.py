@@ -186,6 +186,20 @@ PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS = env_list("PIXELMILL_URL_IMPORT_ALLOWED_N
 PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS = float(os.environ.get("PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS", "10"))
 PIXELMILL_URL_IMPORT_MAX_URLS = int(os.environ.get("PIXELMILL_URL_IMPORT_MAX_URLS", "100"))
 
+# Providers: a call retries inside the attempt while the wait is short; a longer wait hands the task
+# back to the scheduler instead of holding a worker.
+PIXELMILL_PROVIDER_TRIES = int(os.environ.get("PIXELMILL_PROVIDER_TRIES", "3"))
+PIXELMILL_PROVIDER_MAX_INLINE_WAIT = float(os.environ.get("PIXELMILL_PROVIDER_MAX_INLINE_WAIT", "10"))
+PIXELMILL_PROVIDER_BACKOFF_SECONDS = float(os.environ.get("PIXELMILL_PROVIDER_BACKOFF_SECONDS", "0.5"))
+PIXELMILL_MAX_DEFERRALS = int(os.environ.get("PIXELMILL_MAX_DEFERRALS", "200"))
+# The circuit opens when, within one window, at least MIN_CALLS calls were made and FAILURE_RATE of them
+# failed (5xx, timeouts, resets); it stays open OPEN_SECONDS.
+PIXELMILL_BREAKER_WINDOW_SECONDS = int(os.environ.get("PIXELMILL_BREAKER_WINDOW_SECONDS", "30"))
+PIXELMILL_BREAKER_MIN_CALLS = int(os.environ.get("PIXELMILL_BREAKER_MIN_CALLS", "10"))
+PIXELMILL_BREAKER_FAILURE_RATE = float(os.environ.get("PIXELMILL_BREAKER_FAILURE_RATE", "0.6"))
+PIXELMILL_BREAKER_OPEN_SECONDS = float(os.environ.get("PIXELMILL_BREAKER_OPEN_SECONDS", "30"))
+PIXELMILL_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("PIXELMILL_WEBHOOK_MAX_ATTEMPTS", "8"))
+
 LOG_LEVEL = os.environ.get("PIXELMILL_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -26,6 +26,7 @@ urlpatterns = [
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/failures/", views.campaign_failures, name="campaign-failures"),
     path("campaigns/<int:pk>/failures/requeue/", views.requeue_failed, name="campaign-requeue-failed"),
+    path("campaigns/<int:pk>/resume-remote/", views.campaign_resume_remote, name="campaign-resume-remote"),
     path("campaigns/<int:pk>/download.zip", views.campaign_download, name="campaign-download"),
     path("tasks/<int:pk>/requeue/", views.task_requeue, name="task-requeue"),
     path("tasks/<int:pk>/preview.webp", views.task_preview, name="task-preview"),

@@ -166,17 +166,30 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
+    """Failures grouped by cause, so a whole group can be requeued once its cause is fixed."""
     campaign = visible_campaign(request, pk)
-    failures = Task.objects.for_campaign(campaign).failed().select_related("source", "recipe_version__recipe")
+    failures = Task.objects.for_campaign(campaign).failed()
+    groups = failures.order_by().values("error_code").annotate(n=Count("pk")).order_by("-n", "error_code")
+    code = request.GET.get("code")
+    if code is not None:
+        failures = failures.filter(error_code=code)
+    failures = failures.select_related("source", "recipe_version__recipe")
     page = Paginator(failures, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "dashboard/failures.html", {"campaign": campaign, "page": page})
+    return render(
+        request,
+        "dashboard/failures.html",
+        {"campaign": campaign, "page": page, "groups": groups, "code": code},
+    )
 
 
 @require_http_methods(["GET", "POST"])
 def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET, act on POST (the django-rq and admin-action pattern)."""
+    """Confirm on GET, act on POST (the django-rq and admin-action pattern); `code` narrows to one cause."""
     campaign = visible_campaign(request, pk)
     failures = Task.objects.for_campaign(campaign).failed()
+    code = request.GET.get("code")
+    if code is not None:
+        failures = failures.filter(error_code=code)
     if request.method == "POST":
         count = services.requeue_tasks(failures)
         messages.success(request, f"Requeued {count} task(s).")
@@ -184,8 +197,17 @@ def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "dashboard/confirm_requeue.html",
-        {"campaign": campaign, "count": failures.count(), "action": request.path},
+        {"campaign": campaign, "count": failures.count(), "action": request.get_full_path(), "code": code},
     )
+
+
+@require_POST
+def campaign_resume_remote(request: HttpRequest, pk: int) -> HttpResponse:
+    """The provider's credits were topped up: paused tasks go back on the queue."""
+    campaign = visible_campaign(request, pk)
+    count = services.resume_remote_work(campaign)
+    messages.success(request, f"Remote work resumed; {count} waiting task(s) are back on the queue.")
+    return redirect(campaign)
 
 
 @require_http_methods(["GET", "POST"])

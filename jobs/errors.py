@@ -7,6 +7,9 @@ class StepError(Exception):
     """A step failed; `code` is a stable slug, `message` is written for a marketer."""
 
     code = "step_failed"
+    # Set when the error came from a provider: which one, and the HTTP status it answered (if any).
+    provider: str | None = None
+    http_status: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -35,3 +38,19 @@ class RateLimitedError(TransientError):
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class DeferredError(StepError):
+    """Not a failure: the work was handed back unrun (a shared limit or an open circuit said wait)."""
+
+    code = "deferred"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class CreditsExhaustedError(StepError):
+    """The provider's account has no credits left (HTTP 402): the campaign's remote work pauses."""
+
+    code = "credits_exhausted"

@@ -49,9 +49,10 @@ def load_builtin_asset(name: str) -> bytes:
 
 @dataclass(frozen=True)
 class OperationContext:
-    """What an operation may need from outside the image: for now, a way to fetch logo bytes."""
+    """What an operation may need from outside the image: logo bytes, and a way to run a step remotely."""
 
     load_asset: Callable[[str], bytes]
+    remote: Callable[[Operation, Image.Image], Image.Image] | None = None
 
     @classmethod
     def default(cls) -> OperationContext:
@@ -245,7 +246,7 @@ class RemoveBackground(Operation):
             # Whatever was already transparent stays transparent.
             alpha = ImageChops.multiply(alpha, image.getchannel("A"))
         result.putalpha(alpha)
-        return _carry_hints(image, result)
+        return carry_hints(image, result)
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ class Enhance(Operation):
             rgb = rgb.filter(
                 ImageFilter.UnsharpMask(radius=radius, percent=round(self.sharpen * 100), threshold=2)
             )
-        return _carry_hints(image, _join_alpha(rgb, alpha))
+        return carry_hints(image, _join_alpha(rgb, alpha))
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ class Upscale(Operation):
         rgb, alpha = _split_alpha(image.resize(size, Image.Resampling.LANCZOS))
         # Lanczos leaves edges soft at this magnification; a small-radius mask restores crispness.
         rgb = rgb.filter(ImageFilter.UnsharpMask(radius=0.5 * self.factor, percent=50, threshold=2))
-        return _carry_hints(image, _join_alpha(rgb, alpha))
+        return carry_hints(image, _join_alpha(rgb, alpha))
 
     def source_scale(self) -> float | None:
         return 1 / self.factor
@@ -458,7 +459,7 @@ class Watermark(Operation):
         logo = logo.resize(size, Image.Resampling.LANCZOS)
         if self.opacity < 1:
             logo.putalpha(logo.getchannel("A").point(lambda v: round(v * self.opacity)))
-        return _carry_hints(image, _stamp(image, logo, _anchor(self.position, image.size, size, margin)))
+        return carry_hints(image, _stamp(image, logo, _anchor(self.position, image.size, size, margin)))
 
 
 @dataclass(frozen=True)
@@ -527,7 +528,7 @@ class TextOverlay(Operation):
             stroke_fill=colour,
         )
         position = _anchor(self.position, image.size, layout.size, margin)
-        return _carry_hints(image, _stamp(image, layer, position))
+        return carry_hints(image, _stamp(image, layer, position))
 
 
 OPERATIONS: dict[str, type[Operation]] = {
@@ -858,7 +859,7 @@ def _join_alpha(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
     return result
 
 
-def _carry_hints(source: Image.Image, result: Image.Image) -> Image.Image:
+def carry_hints(source: Image.Image, result: Image.Image) -> Image.Image:
     """Give `result` (same geometry as `source`) the source's focus hints and nothing else."""
     result.info = {key: source.info[key] for key in (FOCUS_KEY, SUBJECT_KEY) if key in source.info}
     return result

@@ -1,4 +1,4 @@
-"""How an AI provider's HTTP answer becomes one of our three errors (groundwork for the provider client)."""
+"""How an AI provider's HTTP answer becomes one of our errors, and whether and when to try again."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from jobs.errors import PermanentError, RateLimitedError, TransientError
+from jobs.errors import CreditsExhaustedError, PermanentError, RateLimitedError, StepError, TransientError
 
 DEFAULT_RETRY_AFTER = 1.0
 
@@ -49,24 +49,29 @@ def provider_reason(response: httpx.Response) -> str:
 
 def raise_for_provider_status(response: httpx.Response, provider: str) -> None:
     """Nothing for a success; otherwise the error that says whether and when to try again."""
-    status = response.status_code
-    if status < 400:
+    if response.status_code < 400:
         return
+    error = error_for_status(response, provider)
+    error.provider = provider
+    error.http_status = response.status_code
+    raise error
+
+
+def error_for_status(response: httpx.Response, provider: str) -> StepError:
+    status = response.status_code
     reason = provider_reason(response)
     if status == 429:
         wait = parse_retry_after(response.headers.get("retry-after"))
-        raise RateLimitedError(
+        return RateLimitedError(
             f"{provider} is rate limiting us: {reason}",
             retry_after=DEFAULT_RETRY_AFTER if wait is None else wait,
             code="rate_limited",
         )
     if status == 402:
-        raise PermanentError(
-            f"{provider} says the account is out of credits: {reason}", code="credits_exhausted"
-        )
+        return CreditsExhaustedError(f"{provider} says the account is out of credits: {reason}")
     if status >= 500 or status == 408:
-        raise TransientError(f"{provider} had a problem ({status}): {reason}", code=f"http_{status}")
-    raise PermanentError(f"{provider} refused the image: {reason}", code="provider_rejected")
+        return TransientError(f"{provider} had a problem ({status}): {reason}", code=f"http_{status}")
+    return PermanentError(f"{provider} refused the image: {reason}", code="provider_rejected")
 
 
 def transient_for_exception(error: httpx.HTTPError, provider: str) -> TransientError:

@@ -48,6 +48,13 @@ end
 return redis.call('PTTL', KEYS[1])
 """
 
+# Re-date a lease (only if it is still held) by Redis's clock, like ACQUIRE does.
+HOLD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+"""
+
 
 @dataclass(frozen=True)
 class ProviderLimits:
@@ -67,6 +74,7 @@ class ProviderLimiter:
         self.keys = [f"{prefix}:bucket", f"{prefix}:leases", f"{prefix}:cooldown"]
         self._acquire = connection.register_script(ACQUIRE)
         self._cool_down = connection.register_script(COOL_DOWN)
+        self._hold = connection.register_script(HOLD)
 
     def try_acquire(self, holder: str) -> float:
         """Take a token and a slot: 0.0 when granted, otherwise the seconds to wait before asking again."""
@@ -91,3 +99,7 @@ class ProviderLimiter:
 
     def in_flight(self) -> int:
         return self.connection.zcard(self.keys[1])
+
+    def hold(self, holder: str, seconds: float) -> None:
+        """Keep a slot taken for `seconds` more: a request that timed out may still be running remotely."""
+        self._hold(keys=[self.keys[1]], args=[holder, int(seconds * 1000)])

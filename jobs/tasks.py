@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -22,9 +23,18 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now as utcnow
 from rq.utils import utcparse
 
-from dashboard.models import Output, Task
-from jobs.errors import PermanentError, StepError, TransientError
+from dashboard.models import Campaign, Output, Task
+from jobs.errors import (
+    CreditsExhaustedError,
+    DeferredError,
+    PermanentError,
+    RateLimitedError,
+    StepError,
+    TransientError,
+)
+from jobs.operations import OperationContext
 from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, schedule_attempt
+from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
 from jobs.retry import backoff_delay
 
@@ -45,17 +55,35 @@ def process_task(task_id: int, attempt: int) -> str:
         logger.info("attempt skipped", extra={"task": task_id, "attempt": attempt, "outcome": "skipped"})
         return "skipped"
 
-    task = Task.objects.select_related("source", "recipe_version__recipe").get(pk=task_id)
+    task = Task.objects.select_related("source", "recipe_version__recipe", "campaign").get(pk=task_id)
     step = "load"
     started = time.perf_counter()
+    remote = task.recipe_version.uses_providers()
+    if remote and task.campaign.remote_paused_reason:
+        return park(task, attempt, task.campaign.remote_paused_reason, started)
 
     def enter_step(name: str) -> None:
         nonlocal step
         step = name
 
+    runner = RemoteRunner(
+        connection=get_process_queue().connection,
+        campaign_id=task.campaign_id,
+        log_context={"task": task.pk, "attempt": attempt, "job_id": job_id_for(task.pk, attempt)},
+    )
     try:
-        with LeaseKeeper(task.pk, attempt):
-            return run_attempt(task, attempt, started, enter_step)
+        with LeaseKeeper(task.pk, attempt), runner:
+            return run_attempt(task, attempt, started, enter_step, runner if remote else None)
+    except CreditsExhaustedError as error:
+        Campaign.objects.filter(pk=task.campaign_id, remote_paused_reason="").update(
+            remote_paused_reason=error.message, remote_paused_at=timezone.now()
+        )
+        return park(task, attempt, error.message, started)
+    except (DeferredError, RateLimitedError) as error:
+        if task.deferrals < settings.PIXELMILL_MAX_DEFERRALS:
+            return defer(task, attempt, error, step, started)
+        record_failure(task, attempt, TransientError(error.message, code=error.code), step, started)
+        return error.code
     except StepError as error:
         record_failure(task, attempt, error, getattr(error, "step", None) or step, started)
         return error.code
@@ -71,16 +99,33 @@ def process_task(task_id: int, attempt: int) -> str:
         error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
         record_failure(task, attempt, error, step, started)
         return error.code
+    finally:
+        if runner.calls:
+            record_calls(task.pk, attempt, runner.calls)
 
 
-def run_attempt(task: Task, attempt: int, started: float, enter_step: Callable[[str], None]) -> str:
+def run_attempt(
+    task: Task,
+    attempt: int,
+    started: float,
+    enter_step: Callable[[str], None],
+    runner: RemoteRunner | None = None,
+) -> str:
     """Load, run the pipeline, store every output, and only then mark the task succeeded."""
     steps = task.recipe_version.build_steps()
     specs = task.recipe_version.build_specs()
     with default_storage.open(task.source.file.name, "rb") as handle:
         source_bytes = handle.read()
+    context = OperationContext.default()
+    if runner is not None:
+        context = OperationContext(load_asset=context.load_asset, remote=runner)
     result = run_pipeline(
-        source_bytes, steps, specs, max_pixels=settings.PIXELMILL_MAX_PIXELS, on_step=enter_step
+        source_bytes,
+        steps,
+        specs,
+        context=context,
+        max_pixels=settings.PIXELMILL_MAX_PIXELS,
+        on_step=enter_step,
     )
     enter_step("store")
     store_started = time.perf_counter()
@@ -142,9 +187,36 @@ def store_result(task: Task, result: PipelineResult) -> None:
     Task.objects.filter(pk=task.pk).update(preview=preview)
 
 
+def record_calls(task_id: int, attempt: int, calls: list[dict]) -> None:
+    """Keep what each provider call returned (request ids, credits, scores) with the task, newest last."""
+    task = Task.objects.filter(pk=task_id).only("provider_calls").first()
+    if task is not None:
+        entries = [*task.provider_calls, *({"attempt": attempt, **call} for call in calls)][-50:]
+        Task.objects.filter(pk=task_id).update(provider_calls=entries)
+
+
+def defer(
+    task: Task, attempt: int, error: DeferredError | RateLimitedError, step: str, started: float
+) -> str:
+    """Give the attempt back without counting it as a failure, due again after the wait."""
+    delay = error.retry_after + random.uniform(0, max(1.0, error.retry_after * 0.1))
+    at = timezone.now() + timedelta(seconds=delay)
+    if task.defer(attempt, at=at, message=error.message):
+        transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))
+    log_attempt(task, attempt, step=step, outcome="deferred", started=started, error=error, retry_in=delay)
+    return "deferred"
+
+
+def park(task: Task, attempt: int, reason: str, started: float) -> str:
+    """The campaign's remote work is paused: wait, without a job, until someone resumes it."""
+    task.park(attempt, message=f"Waiting: remote work for this campaign is paused. {reason}")
+    log_attempt(task, attempt, step="load", outcome="paused", started=started)
+    return "paused"
+
+
 def record_failure(task: Task, attempt: int, error: StepError, step: str, started: float) -> None:
     permanent = isinstance(error, PermanentError)
-    if permanent or attempt >= task.max_attempts:
+    if permanent or attempt - task.deferrals >= task.max_attempts:
         task.mark_failed(attempt, code=error.code, message=error.message, step=step, permanent=permanent)
         outcome = "failed" if permanent else "dead"
         log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
@@ -180,6 +252,8 @@ def log_attempt(
             "step": step,
             "outcome": outcome,
             "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
+            "provider": error.provider if error else None,
+            "http_status": error.http_status if error else None,
             "error_code": error.code if error else None,
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
         },
@@ -196,7 +270,7 @@ def reconcile_task() -> dict[str, int]:
         error = TransientError(
             "The worker processing this image stopped before finishing (worker lost).", code="worker_lost"
         )
-        if task.attempts >= task.max_attempts:
+        if task.failed_attempts >= task.max_attempts:
             if task.mark_failed(
                 task.attempts, code=error.code, message=error.message, step="", permanent=False
             ):

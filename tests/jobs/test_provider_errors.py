@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from jobs.errors import PermanentError, RateLimitedError, TransientError
+from jobs.errors import CreditsExhaustedError, PermanentError, RateLimitedError, TransientError
 from jobs.provider_errors import parse_retry_after, raise_for_provider_status, transient_for_exception
 
 
@@ -33,9 +33,9 @@ def test_429_is_rate_limited_for_at_least_retry_after():
     assert error.value.retry_after == 12.0
 
 
-def test_402_means_credits_are_exhausted():
+def test_402_means_credits_are_exhausted_which_pauses_rather_than_fails():
     body = {"errors": [{"title": "Insufficient credits", "code": "insufficient_credits"}]}
-    with pytest.raises(PermanentError) as error:
+    with pytest.raises(CreditsExhaustedError) as error:
         raise_for_provider_status(answer(402, json=body), "remove.bg")
     assert error.value.code == "credits_exhausted" and "Insufficient credits" in error.value.message
 

@@ -1,0 +1,221 @@
+"""One httpx client per provider, built when a task runs: auth, shared limits, retries, error mapping, logs.
+
+Every request to a provider goes through `ProviderClient.send`, which
+
+1. refuses while the provider's circuit is open (the caller may fall back to another provider);
+2. takes a token and a concurrency slot from the limits every worker shares, waiting inline only for
+   short waits and otherwise handing the task back to the scheduler (`DeferredError`);
+3. maps the answer to our errors: a 429 sets a cool-down for every worker until its Retry-After,
+   5xx/timeouts/resets retry with exponential backoff and jitter, other 4xx fail permanently with the
+   provider's own reason, 402 pauses the campaign;
+4. writes one JSON log line per HTTP request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from redis import Redis
+
+from jobs.breaker import BreakerPolicy, CircuitBreaker
+from jobs.errors import DeferredError, RateLimitedError, StepError, TransientError
+from jobs.provider_errors import raise_for_provider_status, transient_for_exception
+from jobs.providers import ProviderConfig
+from jobs.ratelimit import ProviderLimiter, ProviderLimits
+
+logger = logging.getLogger("pixelmill.providers")
+USER_AGENT = "Pixelmill/1.0 (+https://github.com/pixelmill)"
+# A result file is small next to this; anything larger is not an image we asked for.
+MAX_RESPONSE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """How hard one call tries before the task-level retry takes over."""
+
+    tries: int = 3
+    max_inline_wait: float = 10.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    # 429s are a signal to slow down, not a failure; they get their own, larger allowance.
+    rate_limited_tries: int = 10
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+
+    @classmethod
+    def from_settings(cls) -> ClientPolicy:
+        from django.conf import settings
+
+        return cls(
+            tries=settings.PIXELMILL_PROVIDER_TRIES,
+            max_inline_wait=settings.PIXELMILL_PROVIDER_MAX_INLINE_WAIT,
+            backoff_base=settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS,
+            breaker=BreakerPolicy(
+                window_seconds=settings.PIXELMILL_BREAKER_WINDOW_SECONDS,
+                min_calls=settings.PIXELMILL_BREAKER_MIN_CALLS,
+                failure_rate=settings.PIXELMILL_BREAKER_FAILURE_RATE,
+                open_seconds=settings.PIXELMILL_BREAKER_OPEN_SECONDS,
+            ),
+        )
+
+
+class ProviderClient:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        connection: Redis,
+        policy: ClientPolicy | None = None,
+        log_context: Mapping[str, Any] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.policy = policy or ClientPolicy()
+        self.log_context = dict(log_context or {})
+        self.sleep = sleep
+        self.http = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(10.0, config.timeout_seconds)),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+            transport=transport,
+        )
+        self.limiter = ProviderLimiter(
+            connection,
+            config.slug,
+            ProviderLimits(
+                requests_per_second=config.requests_per_second,
+                concurrency=config.concurrency,
+                # A dead worker's slot frees itself once the longest request it could have made is over.
+                lease_seconds=config.timeout_seconds * 2 + 10,
+            ),
+        )
+        self.breaker = CircuitBreaker(connection, config.slug, self.policy.breaker)
+
+    def __enter__(self) -> ProviderClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def circuit_open_for(self) -> float:
+        return self.breaker.open_for()
+
+    def send(
+        self, method: str, url: str, *, endpoint: str, limited: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """One logical call, retried inline while that is cheap; returns a successful, fully read response."""
+        failures = rate_limited = 0
+        while True:
+            open_for = self.breaker.open_for()
+            if open_for:
+                raise DeferredError(
+                    f"{self.name} keeps failing, so calls to it pause for {open_for:.0f} s (circuit open).",
+                    retry_after=open_for,
+                    code="circuit_open",
+                )
+            holder = self._acquire() if limited else None
+            started = time.perf_counter()
+            response: httpx.Response | None = None
+            try:
+                response = self.http.request(method, url, **kwargs)
+                if len(response.content) > MAX_RESPONSE_BYTES:
+                    raise TransientError(f"{self.name} sent an answer over the size limit.", code="too_large")
+                raise_for_provider_status(response, self.name)
+            except httpx.HTTPError as exc:
+                if holder and isinstance(exc, httpx.TimeoutException):
+                    # The provider may still be working on it: keep its slot taken for a while.
+                    self.limiter.hold(holder, self.config.timeout_seconds)
+                    holder = None
+                error: StepError = transient_for_exception(exc, self.name)
+            except StepError as exc:
+                error = exc
+            else:
+                self._finish(holder, endpoint, started, response, outcome="ok")
+                self.breaker.record(failed=False, now=time.time())
+                return response
+            error.provider = error.provider or self.config.slug
+
+            if isinstance(error, RateLimitedError):
+                rate_limited += 1
+                in_force = self.limiter.cool_down(error.retry_after)
+                self._finish(holder, endpoint, started, response, outcome="rate_limited", retry_in=in_force)
+                if rate_limited >= self.policy.rate_limited_tries or in_force > self.policy.max_inline_wait:
+                    raise error
+                continue  # the next _acquire waits for the shared cool-down
+            if isinstance(error, TransientError):
+                failures += 1
+                if self.breaker.record(failed=True, now=time.time()):
+                    logger.warning("circuit opened", extra={"provider": self.config.slug})
+                delay = self._backoff(failures) if failures < self.policy.tries else None
+                self._finish(holder, endpoint, started, response, outcome=error.code, retry_in=delay)
+                if delay is None:
+                    raise error
+                self.sleep(delay)
+                continue
+            self._finish(holder, endpoint, started, response, outcome=error.code)
+            raise error
+
+    def download(self, url: str, *, endpoint: str = "download") -> httpx.Response:
+        """A result file the provider points us to (a CDN URL): retried like a call, not rate limited."""
+        return self.send("GET", url, endpoint=endpoint, limited=False)
+
+    def _acquire(self) -> str:
+        holder = f"{self.log_context.get('job_id', 'call')}:{uuid.uuid4().hex[:12]}"
+        waited = 0.0
+        while (wait := self.limiter.try_acquire(holder)) > 0:
+            if waited + wait > self.policy.max_inline_wait:
+                raise DeferredError(
+                    f"Waiting for {self.name}'s shared rate limit ({wait:.1f} s more).",
+                    retry_after=wait,
+                    code="rate_limit_wait",
+                )
+            # A little jitter so the workers that waited together do not all ask at the same instant.
+            pause = wait + random.uniform(0, 0.01)
+            self.sleep(pause)
+            waited += pause
+        return holder
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: uniform over [base, base·2^(n-1)], capped."""
+        ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (failures - 1))
+        return random.uniform(min(self.policy.backoff_base, ceiling), ceiling)
+
+    def _finish(
+        self,
+        holder: str | None,
+        endpoint: str,
+        started: float,
+        response: httpx.Response | None,
+        *,
+        outcome: str,
+        retry_in: float | None = None,
+    ) -> None:
+        if holder:
+            self.limiter.release(holder)
+        logger.info(
+            "provider call",
+            extra={
+                **self.log_context,
+                "provider": self.config.slug,
+                "endpoint": endpoint,
+                "http_status": response.status_code if response is not None else None,
+                "outcome": outcome,
+                "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
+                "retry_in": round(retry_in, 2) if retry_in is not None else None,
+            },
+        )
