@@ -200,6 +200,17 @@ PIXELMILL_BREAKER_FAILURE_RATE = float(os.environ.get("PIXELMILL_BREAKER_FAILURE
 PIXELMILL_BREAKER_OPEN_SECONDS = float(os.environ.get("PIXELMILL_BREAKER_OPEN_SECONDS", "30"))
 PIXELMILL_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("PIXELMILL_WEBHOOK_MAX_ATTEMPTS", "8"))
 
+# Generation from prompts (fal queue): a worker polls a submitted request every POLL_SECONDS for at most
+# POLL_WINDOW_SECONDS, then frees itself and looks again RECHECK_SECONDS later. With a public base URL
+# (e.g. https://pixelmill.example.com) fal also POSTs to our webhook when a request is done; empty = poll only.
+PIXELMILL_GENERATION_POLL_SECONDS = float(os.environ.get("PIXELMILL_GENERATION_POLL_SECONDS", "1"))
+PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = float(
+    os.environ.get("PIXELMILL_GENERATION_POLL_WINDOW_SECONDS", "30")
+)
+PIXELMILL_GENERATION_RECHECK_SECONDS = float(os.environ.get("PIXELMILL_GENERATION_RECHECK_SECONDS", "5"))
+PIXELMILL_GENERATION_MAX_PROMPTS = int(os.environ.get("PIXELMILL_GENERATION_MAX_PROMPTS", "500"))
+PIXELMILL_FAL_WEBHOOK_BASE_URL = os.environ.get("PIXELMILL_FAL_WEBHOOK_BASE_URL", "")
+
 LOG_LEVEL = os.environ.get("PIXELMILL_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
@@ -216,5 +227,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "rq.worker": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
+        # httpx logs every URL at INFO, and providers hand out signed result URLs: keep them out of logs.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

@@ -148,7 +148,7 @@ class ProviderClient:
                 self._finish(holder, endpoint, started, response, outcome="ok")
                 self.breaker.record(failed=False, now=time.time())
                 return response
-            error.provider = error.provider or self.config.slug
+            error.provider = self.config.slug
 
             if isinstance(error, RateLimitedError):
                 rate_limited += 1
