@@ -1,5 +1,5 @@
 # One production image. Web:    docker run IMAGE
-#                       Worker: docker run IMAGE python manage.py rqworker control default --with-scheduler
+#                       Worker: docker run IMAGE python manage.py rqworker control default --with-scheduler --max-jobs 1000
 #                       Cron:   docker run IMAGE python manage.py rqcron jobs.cron
 FROM python:3.11-slim-bookworm
 

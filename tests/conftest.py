@@ -141,8 +141,12 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def start_worker_process(*queues: str, burst: bool = True) -> subprocess.Popen:
+def start_worker_process(
+    *queues: str, burst: bool = True, worker_class: str | None = None
+) -> subprocess.Popen:
     argv = [sys.executable, "manage.py", "rqworker", *(queues or ("control", "default")), "--with-scheduler"]
     if burst:
         argv.append("--burst")
+    if worker_class:
+        argv += ["--worker-class", worker_class]
     return subprocess.Popen(argv, env=worker_environment(), cwd=Path(__file__).resolve().parent.parent)

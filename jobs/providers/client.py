@@ -13,14 +13,17 @@ Every request to a provider goes through `ProviderClient.send`, which
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import certifi
 import httpx
 from redis import Redis
 
@@ -28,12 +31,18 @@ from jobs.breaker import BreakerPolicy, CircuitBreaker
 from jobs.errors import DeferredError, RateLimitedError, StepError, TransientError
 from jobs.provider_errors import raise_for_provider_status, transient_for_exception
 from jobs.providers import ProviderConfig
-from jobs.ratelimit import ProviderLimiter, ProviderLimits
+from jobs.ratelimit import COOLING, GRANTED, ProviderLimiter, ProviderLimits
 
 logger = logging.getLogger("pixelmill.providers")
 USER_AGENT = "Pixelmill/1.0 (+https://github.com/pixelmill)"
 # A result file is small next to this; anything larger is not an image we asked for.
 MAX_RESPONSE_BYTES = 200 * 1024 * 1024
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one costs tens of milliseconds of CPU."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class ProviderClient:
             timeout=httpx.Timeout(config.timeout_seconds, connect=min(10.0, config.timeout_seconds)),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
+            verify=tls_context(),
             transport=transport,
         )
         self.limiter = ProviderLimiter(
@@ -175,20 +185,37 @@ class ProviderClient:
         return self.send("GET", url, endpoint=endpoint, limited=False)
 
     def _acquire(self) -> str:
+        """Book a send time on the shared schedule, sleep until it, then take a concurrency slot.
+
+        Waits inline while the total stays under `max_inline_wait`; beyond that the task is handed back.
+        """
         holder = f"{self.log_context.get('job_id', 'call')}:{uuid.uuid4().hex[:12]}"
         waited = 0.0
-        while (wait := self.limiter.try_acquire(holder)) > 0:
-            if waited + wait > self.policy.max_inline_wait:
-                raise DeferredError(
-                    f"Waiting for {self.name}'s shared rate limit ({wait:.1f} s more).",
-                    retry_after=wait,
-                    code="rate_limit_wait",
-                )
-            # A little jitter so the workers that waited together do not all ask at the same instant.
-            pause = wait + random.uniform(0, 0.01)
-            self.sleep(pause)
-            waited += pause
-        return holder
+        while True:
+            reservation = self.limiter.reserve(self.policy.max_inline_wait - waited)
+            if not reservation.granted:
+                raise self._deferral(reservation.wait)
+            self.sleep(reservation.wait)
+            waited += reservation.wait
+            while True:
+                state, wait = self.limiter.take_slot(holder)
+                if state == GRANTED:
+                    return holder
+                if state == COOLING:
+                    break  # a 429 arrived meanwhile: book again, after its cool-down
+                if waited + wait > self.policy.max_inline_wait:
+                    raise self._deferral(wait)
+                self.sleep(wait)
+                waited += wait
+
+    def _deferral(self, wait: float) -> DeferredError:
+        cooling = self.limiter.cooling_for()
+        reason = "a Retry-After it sent" if cooling else "its shared rate and concurrency limits"
+        return DeferredError(
+            f"Waiting for {self.name} ({reason}): about {max(wait, cooling):.0f} s.",
+            retry_after=max(wait, cooling, 0.5),
+            code="rate_limit_wait",
+        )
 
     def _backoff(self, failures: int) -> float:
         """Full jitter: uniform over [base, base·2^(n-1)], capped."""

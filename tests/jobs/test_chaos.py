@@ -49,7 +49,10 @@ def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_con
     process_campaign(campaign, [ready_recipes["social-ads-pack"]])
     total = campaign.tasks.count()
     rng = random.Random(7)
-    workers = [start_worker_process("default") for _ in range(WORKERS)]
+    # Half the workers fork a work-horse per job, half run jobs in-process (the default class).
+    classes = ["jobs.worker.ForkingPixelmillWorker", "jobs.worker.PixelmillWorker"]
+    workers = [start_worker_process("default", worker_class=classes[n % 2]) for n in range(WORKERS)]
+    worker_class = {worker.pid: classes[n % 2] for n, worker in enumerate(workers)}
     # Kills land at random points spread over the run, not all at the start.
     kill_points = sorted(rng.uniform(0.05, 0.9) for _ in range(KILLS))
     kills_left, flushed, killed_at = KILLS, False, {}
@@ -72,12 +75,19 @@ def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_con
                 )
             running = [pk for pk, state in states.items() if state == "running"]
             if kills_left and running and done >= kill_points[KILLS - kills_left] * total:
-                busy = [(worker, child_pids(worker.pid)) for worker in workers]
-                busy = [(worker, horses) for worker, horses in busy if horses]
-                if busy:
+                forking = [(w, child_pids(w.pid)) for w in workers if "Forking" in worker_class[w.pid]]
+                busy = [(worker, horses) for worker, horses in forking if horses]
+                in_process = [w for w in workers if "Forking" not in worker_class[w.pid]]
+                # Every other kill takes a work-horse alone; the others a whole worker mid-job.
+                if kills_left % 2 and busy:
                     worker, horses = rng.choice(busy)
-                    # Every other kill takes the whole worker (parent first), not just its work-horse.
-                    victims = horses if kills_left % 2 else [worker.pid, *horses]
+                    victims = horses
+                elif busy or in_process:
+                    worker, horses = rng.choice(busy + [(w, []) for w in in_process])
+                    victims = [worker.pid, *horses]
+                else:
+                    victims = []
+                if victims:
                     try:
                         for pid in victims:
                             os.kill(pid, signal.SIGKILL)
@@ -89,7 +99,10 @@ def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_con
             if not flushed and done >= total // 2:
                 redis_conn.flushall()  # Redis restarted empty
                 flushed = True
-            workers = [w if w.poll() is None else start_worker_process("default") for w in workers]
+            for n, w in enumerate(workers):
+                if w.poll() is not None:
+                    workers[n] = start_worker_process("default", worker_class=worker_class[w.pid])
+                    worker_class[workers[n].pid] = worker_class[w.pid]
             reconcile_task()
             time.sleep(0.25)
     finally:

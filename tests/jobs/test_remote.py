@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dashboard.models import Campaign, StepResult, Task
-from dashboard.services import process_campaign, requeue_tasks, resume_remote_work
+from dashboard.services import process_campaign, requeue_tasks
 from jobs.errors import DeferredError, PermanentError, TransientError
 from jobs.operations import build_operation
 from jobs.providers import ProviderConfig
@@ -47,7 +47,9 @@ def product_png():
 
 
 @pytest.mark.parametrize("kind", ["pixelpanda", "removebg", "photoroom", "rembg"])
-def test_each_adapter_removes_a_background_in_its_providers_wire_format(simulator, redis_conn, kind, product_png):
+def test_each_adapter_removes_a_background_in_its_providers_wire_format(
+    simulator, redis_conn, kind, product_png
+):
     with ProviderClient(config_for(simulator, kind), connection=redis_conn, policy=FAST) as client:
         result = adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
 
@@ -65,31 +67,41 @@ def test_each_adapter_removes_a_background_in_its_providers_wire_format(simulato
 
 def test_pixelpanda_upscale_sends_the_scale_factor_and_downloads_the_processed_url(simulator, redis_conn):
     with ProviderClient(config_for(simulator, "pixelpanda"), connection=redis_conn, policy=FAST) as client:
-        result = adapter_for(client).run(build_operation("upscale", {"factor": 2}), png(product_on_white(100, 80)), "image/png")
+        result = adapter_for(client).run(
+            build_operation("upscale", {"factor": 2}), png(product_on_white(100, 80)), "image/png"
+        )
     assert Image.open(io.BytesIO(result.data)).size == (200, 160)
     assert result.request_id and result.meta["execution_time_ms"] is not None
     assert [entry["endpoint"] for entry in calls(simulator, "pixelpanda")][-1].endswith("upscale")
 
 
-def test_a_wrong_key_is_a_permanent_error_with_the_providers_words(simulator, redis_conn, monkeypatch, product_png):
+def test_a_wrong_key_is_a_permanent_error_with_the_providers_words(
+    simulator, redis_conn, monkeypatch, product_png
+):
     monkeypatch.setenv(SIM_KEY_ENV, "not-the-key")
-    with ProviderClient(config_for(simulator, "removebg"), connection=redis_conn, policy=FAST) as client:
-        with pytest.raises(PermanentError) as error:
-            adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
+    with (
+        ProviderClient(config_for(simulator, "removebg"), connection=redis_conn, policy=FAST) as client,
+        pytest.raises(PermanentError) as error,
+    ):
+        adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
     assert error.value.http_status == 403 and error.value.provider == "sim-removebg"
     assert len(calls(simulator, "removebg")) == 1
 
 
 def test_a_400_fails_after_exactly_one_call_showing_the_providers_reason(simulator, redis_conn, product_png):
     simulator.configure(provider="removebg", fail_next=["400"])
-    with ProviderClient(config_for(simulator, "removebg"), connection=redis_conn, policy=FAST) as client:
-        with pytest.raises(PermanentError) as error:
-            adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
+    with (
+        ProviderClient(config_for(simulator, "removebg"), connection=redis_conn, policy=FAST) as client,
+        pytest.raises(PermanentError) as error,
+    ):
+        adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
     assert "Could not identify foreground" in error.value.message
     assert len(calls(simulator, "removebg")) == 1
 
 
-def test_5xx_resets_and_timeouts_are_retried_with_backoff_until_one_succeeds(simulator, redis_conn, product_png):
+def test_5xx_resets_and_timeouts_are_retried_with_backoff_until_one_succeeds(
+    simulator, redis_conn, product_png
+):
     simulator.configure(provider="photoroom", fail_next=["503", "reset", "timeout"], hang_seconds=1.0)
     config = config_for(simulator, "photoroom", timeout_seconds=0.5)
     with ProviderClient(config, connection=redis_conn, policy=FAST) as client:
@@ -100,12 +112,16 @@ def test_5xx_resets_and_timeouts_are_retried_with_backoff_until_one_succeeds(sim
     assert outcomes[:3] == ["http_503", "reset", "timeout"] and outcomes[-1] == "ok"
 
 
-def test_transient_errors_beyond_the_inline_tries_surface_for_a_task_level_retry(simulator, redis_conn, product_png):
+def test_transient_errors_beyond_the_inline_tries_surface_for_a_task_level_retry(
+    simulator, redis_conn, product_png
+):
     simulator.configure(provider="rembg", fail_next=["503"] * 4)
     policy = ClientPolicy(tries=2, backoff_base=0.01, backoff_cap=0.02)
-    with ProviderClient(config_for(simulator, "rembg"), connection=redis_conn, policy=policy) as client:
-        with pytest.raises(TransientError) as error:
-            adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
+    with (
+        ProviderClient(config_for(simulator, "rembg"), connection=redis_conn, policy=policy) as client,
+        pytest.raises(TransientError) as error,
+    ):
+        adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
     assert error.value.code == "http_503" and len(calls(simulator, "rembg")) == 2
 
 
@@ -124,17 +140,23 @@ def test_the_cool_down_a_429_sets_is_seen_by_another_worker(simulator, redis_con
     simulator.configure(provider="removebg", fail_next=["429"], retry_after_seconds=5.0)
     config = config_for(simulator, "removebg")
     policy = ClientPolicy(tries=2, max_inline_wait=0.5, backoff_base=0.01)
-    with ProviderClient(config, connection=redis_conn, policy=policy) as first:
-        with pytest.raises(Exception) as error:
-            adapter_for(first).run(build_operation("remove_background", {}), product_png, "image/png")
+    with (
+        ProviderClient(config, connection=redis_conn, policy=policy) as first,
+        pytest.raises(Exception) as error,
+    ):
+        adapter_for(first).run(build_operation("remove_background", {}), product_png, "image/png")
     assert error.value.code == "rate_limited" and error.value.retry_after >= 4
-    other = ProviderLimiter(redis_conn, "sim-removebg", ProviderLimits(requests_per_second=100, concurrency=4))
+    other = ProviderLimiter(
+        redis_conn, "sim-removebg", ProviderLimits(requests_per_second=100, concurrency=4)
+    )
     assert other.try_acquire("another-worker") >= 4.0
     assert len(calls(simulator, "removebg")) == 1
 
 
 def test_a_long_shared_wait_hands_the_call_back_instead_of_sleeping(simulator, redis_conn, product_png):
-    limiter = ProviderLimiter(redis_conn, "sim-removebg", ProviderLimits(requests_per_second=100, concurrency=4))
+    limiter = ProviderLimiter(
+        redis_conn, "sim-removebg", ProviderLimits(requests_per_second=100, concurrency=4)
+    )
     limiter.cool_down(30)
     with ProviderClient(config_for(simulator, "removebg"), connection=redis_conn, policy=FAST) as client:
         started = time.monotonic()
@@ -170,7 +192,9 @@ def test_a_recipe_with_two_remote_steps_renders_its_outputs(simulator, make_prov
     assert StepResult.objects.count() == 2
 
 
-def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(simulator, make_provider, campaign, redis_conn):
+def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
+    simulator, make_provider, campaign, redis_conn
+):
     removebg, pixelpanda = make_provider("removebg"), make_provider("pixelpanda")
     recipe = make_remote_recipe(
         "Two remote", [("remove_background", {}, removebg), ("enhance", {}, pixelpanda)]
@@ -191,7 +215,9 @@ def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(simulator, m
     assert [c["cached"] for c in task.provider_calls if c["step"] == "remove_background"] == [False, True]
 
 
-def test_out_of_credits_pauses_the_campaign_until_resumed(simulator, make_provider, campaign, redis_conn, marketer_client):
+def test_out_of_credits_pauses_the_campaign_until_resumed(
+    simulator, make_provider, campaign, redis_conn, marketer_client
+):
     removebg = make_provider("removebg")
     recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
     for n in range(3):
@@ -203,7 +229,9 @@ def test_out_of_credits_pauses_the_campaign_until_resumed(simulator, make_provid
     campaign.refresh_from_db()
     assert "Insufficient credits" in campaign.remote_paused_reason
     assert set(campaign.tasks.values_list("state", flat=True)) == {Task.State.PAUSED}
-    assert len([e for e in calls(simulator, "removebg") if e["status"] == 402]) == 1, "one 402, then no more calls"
+    assert len([e for e in calls(simulator, "removebg") if e["status"] == 402]) == 1, (
+        "one 402, then no more calls"
+    )
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "Remote work is paused" in page and "Insufficient credits" in page
 
@@ -215,7 +243,9 @@ def test_out_of_credits_pauses_the_campaign_until_resumed(simulator, make_provid
     assert Campaign.objects.get(pk=campaign.pk).remote_paused_reason == ""
 
 
-def test_an_open_circuit_sends_the_step_to_the_fallback_provider(simulator, make_provider, campaign, redis_conn, settings):
+def test_an_open_circuit_sends_the_step_to_the_fallback_provider(
+    simulator, make_provider, campaign, redis_conn, settings
+):
     settings.PIXELMILL_BREAKER_MIN_CALLS = 2
     settings.PIXELMILL_BREAKER_FAILURE_RATE = 0.5
     settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS = 0.01
@@ -232,15 +262,19 @@ def test_an_open_circuit_sends_the_step_to_the_fallback_provider(simulator, make
     assert len(calls(simulator, "photoroom")) == 2, "the breaker opened after two failures"
 
 
-def test_a_long_rate_limit_wait_defers_the_task_without_spending_an_attempt(simulator, make_provider, campaign, redis_conn):
+def test_a_long_rate_limit_wait_defers_the_task_without_spending_an_attempt(
+    simulator, make_provider, campaign, redis_conn
+):
     removebg = make_provider("removebg")
     recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
     add_source(campaign, jpeg(product_on_white(240, 180)))
     process_campaign(campaign, [recipe])
-    ProviderLimiter(redis_conn, "sim-removebg", ProviderLimits(requests_per_second=1, concurrency=1)).cool_down(60)
+    ProviderLimiter(
+        redis_conn, "sim-removebg", ProviderLimits(requests_per_second=1, concurrency=1)
+    ).cool_down(60)
     run_burst_worker()
 
     task = Task.objects.get()
     assert (task.state, task.attempts, task.deferrals, task.failed_attempts) == (Task.State.QUEUED, 1, 1, 0)
-    assert "rate limit" in task.error_message and task.next_attempt_at is not None
+    assert "Retry-After" in task.error_message and task.next_attempt_at is not None
     assert calls(simulator, "removebg") == []

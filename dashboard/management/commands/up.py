@@ -62,7 +62,11 @@ class Command(BaseCommand):
             ),
             Child("scheduler", [*manage, "rqcron", "jobs.cron", "--logging-level", "WARNING"]),
         ] + [
-            Child(f"worker-{n}", [*manage, "rqworker", "control", "default", "--with-scheduler", "--verbosity", "0"])
+            Child(
+                f"worker-{n}",
+                [*manage, "rqworker", "control", "default", "--with-scheduler", "--verbosity", "0",
+                 "--max-jobs", str(settings.PIXELMILL_WORKER_MAX_JOBS)],
+            )
             for n in range(1, workers + 1)
         ]  # fmt: skip
 
@@ -95,7 +99,10 @@ class Command(BaseCommand):
                         self.stderr.write(f"{child.name} keeps exiting; stopping everything.")
                         stopping = True
                         break
-                    self.stderr.write(f"{child.name} exited with {child.process.returncode}; restarting.")
+                    if child.process.returncode == 0 and child.name.startswith("worker"):
+                        child.restarts.pop()  # it ran its --max-jobs: a planned recycle, not a crash
+                    else:
+                        self.stderr.write(f"{child.name} exited with {child.process.returncode}; restarting.")
                     child.process = subprocess.Popen(child.argv, env=env, cwd=settings.BASE_DIR)
         finally:
             self.stdout.write("Stopping…")

@@ -1,0 +1,171 @@
+"""Remote-bound throughput: how close the workers get to a provider's own limit.
+
+The provider simulator plays a provider that answers in 100 ms and allows 20 requests/s and 10 concurrent
+requests; the provider row in Pixelmill is configured with the same limits. N small product photos go
+through a recipe whose only expensive step is remote background removal, on W real rqworker processes.
+Throughput is measured from the simulator's request log (successful calls over the span from the first to
+the last call), and memory as the peak resident size of all worker processes (and their work-horses)
+sampled while the run goes.
+
+    python -m benchmarks.remote_throughput [--images 300] [--workers 4,8]
+
+Everything runs in a throwaway directory with its own embedded Redis and SQLite database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY_MS, RATE, CONCURRENCY = 100.0, 20.0, 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--workers", default="4,8", help="Comma-separated worker counts to compare.")
+    parser.add_argument("--worker-class", default=None, help="e.g. rq.SimpleWorker (no fork per job).")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.workers.split(",")]
+
+    workdir = Path(tempfile.mkdtemp(prefix="pixelmill-bench-remote-"))
+    sys.path.insert(0, str(ROOT))
+    from dashboard.redis_server import EmbeddedRedis
+
+    with EmbeddedRedis() as redis_server:
+        os.environ.update(
+            {
+                "REDIS_URL": redis_server.url,
+                "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+                "PIXELMILL_MEDIA_ROOT": str(workdir / "media"),
+                "PIXELMILL_DATA_DIR": str(workdir),
+                "PIXELMILL_LOG_LEVEL": "WARNING",
+                "PIXELMILL_BENCH_KEY": "sim-key",
+                "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            }
+        )
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        print(
+            f"Provider: {LATENCY_MS:.0f} ms latency, {RATE:.0f} requests/s, {CONCURRENCY} concurrent; "
+            f"{args.images} images per run; {os.cpu_count()} cores"
+        )
+        for workers in counts:
+            rate, peak_mb, rejected = run(args.images, workers, workdir, args.worker_class)
+            print(
+                f"  {workers} workers: {rate:5.1f} requests/s = {100 * rate / RATE:5.1f}% of the limit; "
+                f"429s from the provider: {rejected}; peak memory of all workers {peak_mb:.0f} MB "
+                f"({peak_mb / workers:.0f} MB per worker, {peak_mb / min(workers, CONCURRENCY):.0f} MB per "
+                f"request in flight)"
+            )
+
+
+def run(images: int, workers: int, workdir: Path, worker_class: str | None) -> tuple[float, float, int]:
+    import django_rq
+
+    from dashboard.models import Campaign, Provider, Recipe, StepResult, Task, Team
+    from dashboard.services import process_campaign
+    from jobs.simulator import ProviderSimulator, SimulatorConfig
+    from tests.jobs.conftest import add_source
+    from tests.jobs.images import jpeg, product_on_white
+
+    django_rq.get_connection("default").flushdb()
+    Campaign.objects.all().delete()
+    Recipe.objects.all().delete()
+    StepResult.objects.all().delete()  # each run pays for its calls: the point is to measure them
+    Provider.objects.all().delete()
+    team, _ = Team.objects.get_or_create(name="Bench")
+    config = SimulatorConfig(latency_ms=LATENCY_MS, rate_per_second=RATE, burst=2, concurrency=CONCURRENCY)
+    with ProviderSimulator(config) as simulator:
+        provider = Provider.objects.create(
+            name="Simulated remove.bg", slug="bench-removebg", kind="removebg",
+            base_url=simulator.url("removebg"), api_key_env="PIXELMILL_BENCH_KEY",
+            requests_per_second=RATE, concurrency=CONCURRENCY, timeout_seconds=10,
+        )  # fmt: skip
+        recipe = Recipe.objects.create(name="Bench cut-out", slug="bench-cut-out")
+        recipe.steps.create(position=0, operation="remove_background", params={}, provider=provider)
+        recipe.outputs.create(position=0, name="thumb", width=150, height=150, fit="pad", format="jpeg")
+        recipe.publish_version()
+        campaign = Campaign.objects.create(name=f"Bench {workers}", team=team)
+        for n in range(images):
+            add_source(campaign, jpeg(product_on_white(200, 150, seed=n)), f"{n}.jpg")
+        process_campaign(campaign, [recipe])
+
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "rqworker", "default", "--burst", "--verbosity", "0",
+                 *(["--worker-class", worker_class] if worker_class else [])],
+                cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+            )
+            for _ in range(workers)
+        ]  # fmt: skip
+        peak = PeakMemory([proc.pid for proc in procs])
+        peak.start()
+        try:
+            for proc in procs:
+                proc.wait()
+        finally:
+            peak.stop()
+        log = [entry for entry in simulator.log() if entry["provider"] == "removebg"]
+    done = Task.objects.filter(campaign=campaign, state=Task.State.SUCCEEDED).count()
+    if done != images:
+        print(f"    warning: {images - done} task(s) did not succeed")
+    ok = sorted(entry["started"] for entry in log if entry["outcome"] == "ok")
+    rejected = sum(entry["status"] == 429 for entry in log)
+    rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
+    return rate, peak.peak_kb / 1024, rejected
+
+
+class PeakMemory(threading.Thread):
+    """Samples the summed VmRSS of some processes and their children (work-horses) every 50 ms."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak_kb = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.05):
+            total = 0
+            for pid in self.pids:
+                for member in (pid, *children(pid)):
+                    total += rss_kb(member)
+            self.peak_kb = max(self.peak_kb, total)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    main()
