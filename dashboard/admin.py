@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from dashboard import services
 from dashboard.models import (
     Campaign,
+    Generation,
     Output,
     Provider,
     Recipe,
@@ -17,8 +22,10 @@ from dashboard.models import (
     StepResult,
     Task,
     Team,
+    WebhookDelivery,
 )
 from jobs.operations import OPERATIONS
+from jobs.webhooks import resend_deliveries
 
 
 class RecipeStepInline(admin.TabularInline):
@@ -197,3 +204,119 @@ class StepResultAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    """Prompts sent to fal; read-only, since the request id is what keeps a prompt from being paid twice."""
+
+    list_display = [
+        "pk",
+        "campaign",
+        "state",
+        "short_prompt",
+        "request_id",
+        "attempts",
+        "error_code",
+        "queued_at",
+    ]
+    list_filter = ["state", "error_code", "provider"]
+    search_fields = ["prompt", "request_id", "error_message"]
+    list_select_related = ["campaign", "provider"]
+    readonly_fields = [f.name for f in Generation._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Prompt")
+    def short_prompt(self, generation: Generation) -> str:
+        return generation.prompt[:80]
+
+
+@admin.action(description="Send again", permissions=["resend"])
+def send_again(modeladmin, request, queryset):
+    """Confirm first, then back to pending with fresh tries: for a receiver that was down or lost the event."""
+    if request.POST.get("post") != "yes":
+        return TemplateResponse(
+            request,
+            "admin/dashboard/webhookdelivery/confirm_send_again.html",
+            {
+                **modeladmin.admin_site.each_context(request),
+                "title": "Send these webhooks again?",
+                "opts": modeladmin.model._meta,
+                "deliveries": queryset.select_related("campaign"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+    count = resend_deliveries(queryset)
+    modeladmin.message_user(request, f"Sending {count} webhook(s) again.", messages.SUCCESS)
+    return None
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Every run-finished webhook and each try; read-only, apart from sending one again."""
+
+    list_display = [
+        "pk",
+        "campaign",
+        "run_number",
+        "event",
+        "state",
+        "attempts",
+        "last_status_code",
+        "created_at",
+    ]
+    list_filter = ["state", "event"]
+    search_fields = ["campaign__name", "last_error"]
+    list_select_related = ["campaign"]
+    fields = [
+        "campaign",
+        "event",
+        "run_number",
+        "url",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "payload_json",
+        "log_table",
+    ]
+    readonly_fields = fields
+    actions = [send_again]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_resend_permission(self, request) -> bool:
+        return request.user.has_perm("dashboard.change_webhookdelivery")
+
+    @admin.display(description="Payload")
+    def payload_json(self, delivery: WebhookDelivery) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, ensure_ascii=False))
+
+    @admin.display(description="Tries")
+    def log_table(self, delivery: WebhookDelivery) -> str:
+        rows = (
+            (
+                entry.get("attempt", ""),
+                entry.get("time", ""),
+                entry.get("status") or "–",
+                entry.get("duration_ms", ""),
+                entry.get("error") or "ok",
+            )
+            for entry in delivery.log
+        )
+        return format_html(
+            "<table><tr><th>try</th><th>time</th><th>HTTP</th><th>ms</th><th>result</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from django import forms
+import ipaddress
+from urllib.parse import urlsplit
 
-from dashboard.models import Campaign, Recipe, Team
+from django import forms
+from django.conf import settings
+from django.core.validators import URLValidator
+
+from dashboard.generations import (
+    MAX_IMAGES_PER_PROMPT,
+    PromptList,
+    PromptSpec,
+    check_image_size,
+    read_prompt_csv,
+    read_prompt_lines,
+)
+from dashboard.models import Campaign, Provider, Recipe, Team
+from dashboard.url_fetcher import address_problem
+from jobs.providers.fal import ImageSizeError
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -40,6 +55,43 @@ class CampaignForm(forms.ModelForm):
             self.initial["team"] = teams.first().pk
 
 
+class WebhookForm(forms.ModelForm):
+    """The campaign's webhook URL; empty turns the webhook off. The address is checked again at each try."""
+
+    webhook_url = forms.URLField(
+        label="Webhook URL",
+        required=False,
+        max_length=200,
+        assume_scheme="https",
+        validators=[URLValidator(schemes=["http", "https"])],
+        error_messages={"invalid": "Enter a full http:// or https:// URL."},
+        widget=forms.URLInput(attrs={"placeholder": "https://hooks.example.com/pixelmill"}),
+    )
+
+    class Meta:
+        model = Campaign
+        fields = ["webhook_url"]
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data["webhook_url"].strip()
+        if not url:
+            return ""
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            raise forms.ValidationError(
+                "Leave the user name and password out of the URL; check the Pixelmill-Signature header instead."
+            )
+        # Only a literal address can be judged here; a name is resolved and checked at every try.
+        host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
+        try:
+            problem = address_problem(ipaddress.ip_address(host))
+        except ValueError:
+            problem = None
+        if problem:
+            raise forms.ValidationError(f"Webhooks go only to public addresses; this one {problem}.")
+        return url
+
+
 class UploadForm(forms.Form):
     files = MultipleFileField(label="Images or .zip archives")
 
@@ -50,3 +102,89 @@ class ProcessForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one recipe to process."},
     )
+
+
+class GenerateForm(forms.Form):
+    """Prompts typed one per line and/or a CSV (prompt, seed, image_size, num_images; header optional)."""
+
+    MAX_CSV_BYTES = 2 * 1024 * 1024
+    ERRORS_SHOWN = 30
+
+    prompts = forms.CharField(
+        label="Prompts, one per line",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 5,
+                "placeholder": "red sneakers on a sunny beach, studio light\nA cozy cabin in snowy woods",
+            }
+        ),
+    )
+    csv_file = forms.FileField(
+        label="…or a CSV file (prompt, seed, image_size, num_images)",
+        required=False,
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+    )
+    provider = forms.ModelChoiceField(
+        queryset=Provider.objects.filter(kind=Provider.Kind.FAL, is_active=True), empty_label=None
+    )
+    image_size = forms.CharField(
+        label="Image size",
+        initial="square_hd",
+        max_length=40,
+        help_text="A preset such as square_hd or landscape_16_9, or WIDTHxHEIGHT such as 1024x768.",
+        widget=forms.TextInput(attrs={"list": "fal-image-sizes"}),
+    )
+    num_images = forms.IntegerField(
+        label="Images per prompt",
+        initial=1,
+        min_value=1,
+        max_value=MAX_IMAGES_PER_PROMPT,
+        error_messages={
+            "min_value": f"Images per prompt must be 1 to {MAX_IMAGES_PER_PROMPT}.",
+            "max_value": f"Images per prompt must be 1 to {MAX_IMAGES_PER_PROMPT}.",
+        },
+    )
+
+    def clean_image_size(self) -> str:
+        try:
+            return check_image_size(self.cleaned_data["image_size"])
+        except ImageSizeError as error:
+            raise forms.ValidationError(f"The {error}.") from error
+
+    def clean_csv_file(self) -> str:
+        upload = self.cleaned_data.get("csv_file")
+        if not upload:
+            return ""
+        data = upload.read(self.MAX_CSV_BYTES + 1)
+        if len(data) > self.MAX_CSV_BYTES:
+            raise forms.ValidationError(
+                f"The CSV file is larger than {self.MAX_CSV_BYTES // (1024 * 1024)} MB."
+            )
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise forms.ValidationError("The CSV file is not UTF-8 text; save it as “CSV UTF-8”.") from error
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if "image_size" not in cleaned or "num_images" not in cleaned:
+            return cleaned  # the defaults themselves are wrong; those errors say so
+        default = PromptSpec(prompt="", image_size=cleaned["image_size"], num_images=cleaned["num_images"])
+        found = PromptList()
+        read_prompt_lines(cleaned.get("prompts") or "", default, found)
+        read_prompt_csv(cleaned.get("csv_file") or "", default, found)
+        limit = settings.PIXELMILL_GENERATION_MAX_PROMPTS
+        total = len(found.specs) + len(found.errors)
+        if total > limit:
+            raise forms.ValidationError(f"At most {limit} prompts at once; this list has {total}.")
+        if found.errors:
+            shown = found.errors[: self.ERRORS_SHOWN]
+            if len(found.errors) > len(shown):
+                shown.append(f"…and {len(found.errors) - len(shown)} more lines with problems.")
+            raise forms.ValidationError(shown)
+        if not found.specs:
+            raise forms.ValidationError("Write at least one prompt, or choose a CSV file of prompts.")
+        cleaned["specs"] = found.specs
+        return cleaned

@@ -18,7 +18,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
-from dashboard.models import Campaign, SourceImage
+from dashboard.models import Campaign, Generation, SourceImage
 from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, make_thumbnail, probe_image
@@ -165,7 +165,9 @@ def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def store_source(campaign: Campaign, incoming: IncomingFile, origin: str) -> SourceImage | None:
+def store_source(
+    campaign: Campaign, incoming: IncomingFile, origin: str, *, generation: Generation | None = None
+) -> SourceImage | None:
     """Validate and store one file; None when the campaign already holds these bytes."""
     sha256 = hashlib.sha256(incoming.data).hexdigest()
     if SourceImage.objects.filter(campaign=campaign, sha256=sha256).exists():
@@ -191,6 +193,7 @@ def store_source(campaign: Campaign, incoming: IncomingFile, origin: str) -> Sou
                 format=info.format,
                 byte_size=len(incoming.data),
                 origin=origin,
+                generation=generation,
             )
     except IntegrityError:
         return None  # the same bytes arrived twice at once; the other request stored them

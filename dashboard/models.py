@@ -412,22 +412,24 @@ class Task(models.Model):
     @classmethod
     def claim(cls, task_id: int, attempt: int, worker_name: str) -> bool:
         """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""
-        now = timezone.now()
+        from jobs.leases import lease_expiry
+
         claimed = cls.objects.filter(pk=task_id, state=cls.State.QUEUED, attempts=attempt - 1).update(
             state=cls.State.RUNNING,
             attempts=attempt,
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=settings.PIXELMILL_TASK_LEASE_SECONDS),
+            started_at=timezone.now(),
+            lease_expires_at=lease_expiry(),
             worker_name=worker_name[:200],
         )
         return claimed == 1
 
-    def _running_attempt(self, attempt: int) -> TaskQuerySet:
+    def running_attempt(self, attempt: int) -> TaskQuerySet:
+        """This task, only while `attempt` is the one running: updates through it cannot clobber a newer one."""
         return Task.objects.filter(pk=self.pk, state=self.State.RUNNING, attempts=attempt)
 
     def mark_succeeded(self, attempt: int, *, timings: dict[str, float]) -> bool:
         return bool(
-            self._running_attempt(attempt).update(
+            self.running_attempt(attempt).update(
                 state=self.State.SUCCEEDED,
                 finished_at=timezone.now(),
                 lease_expires_at=None,
@@ -443,7 +445,7 @@ class Task(models.Model):
         """Record a failed attempt: permanent errors stop here, others become dead after the last try."""
         state = self.State.FAILED if permanent else self.State.DEAD
         return bool(
-            self._running_attempt(attempt).update(
+            self.running_attempt(attempt).update(
                 state=state,
                 finished_at=timezone.now(),
                 lease_expires_at=None,
@@ -461,7 +463,7 @@ class Task(models.Model):
     def defer(self, attempt: int, *, at, message: str) -> bool:
         """Hand the attempt back unrun (a shared rate limit said wait): it does not count as a failure."""
         return bool(
-            self._running_attempt(attempt).update(
+            self.running_attempt(attempt).update(
                 state=self.State.QUEUED,
                 queued_at=timezone.now(),
                 next_attempt_at=at,
@@ -474,7 +476,7 @@ class Task(models.Model):
     def park(self, attempt: int, *, message: str) -> bool:
         """Wait, without a job, until someone resumes the campaign's remote work."""
         return bool(
-            self._running_attempt(attempt).update(
+            self.running_attempt(attempt).update(
                 state=self.State.PAUSED,
                 lease_expires_at=None,
                 next_attempt_at=None,
@@ -488,7 +490,7 @@ class Task(models.Model):
     def schedule_retry(self, attempt: int, *, at, code: str, message: str, step: str) -> bool:
         """failed → queued again, due at `at`; the last error stays visible while it waits."""
         return bool(
-            self._running_attempt(attempt).update(
+            self.running_attempt(attempt).update(
                 state=self.State.QUEUED,
                 queued_at=timezone.now(),
                 next_attempt_at=at,

@@ -1,4 +1,4 @@
-"""Workflows that span models or enqueue work: process a campaign, requeue failures."""
+"""Workflows that span models or enqueue work: process a campaign, requeue failures, generate from prompts."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from dashboard.models import Campaign, Recipe, Task, TaskQuerySet
-from jobs.queueing import enqueue_attempts
+from dashboard.generations import PromptSpec
+from dashboard.models import Campaign, Generation, Provider, Recipe, RecipeVersion, Task, TaskQuerySet
+from jobs.queueing import GENERATIONS, enqueue_attempts
 
 
 @dataclass(frozen=True)
@@ -32,28 +33,42 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
         campaign.recipes.add(*recipes)
         Campaign.objects.filter(pk=campaign.pk).update(run_number=F("run_number") + 1)
         versions = [recipe.current_version() for recipe in recipes]
-        existing = set(
-            Task.objects.filter(campaign=campaign, recipe_version__in=versions).values_list(
-                "source_id", "recipe_version_id"
-            )
-        )
-        now = timezone.now()
-        new_tasks = [
-            Task(
-                campaign=campaign,
-                source_id=source_id,
-                recipe_version=version,
-                state=Task.State.QUEUED,
-                max_attempts=settings.PIXELMILL_MAX_ATTEMPTS,
-                queued_at=now,
-            )
-            for source_id in campaign.sources.values_list("pk", flat=True)
-            for version in versions
-            if (source_id, version.pk) not in existing
-        ]
-        created = Task.objects.bulk_create(new_tasks, batch_size=1000)
-        enqueue_on_commit([(task.pk, 1) for task in created])
+        created = queue_tasks(campaign, campaign.sources.values_list("pk", flat=True), versions)
     return ProcessReport(created=len(created))
+
+
+def process_new_sources(campaign: Campaign, source_ids: Iterable[int]) -> ProcessReport:
+    """Sources that joined a campaign after Process (generated images) go through its active recipes."""
+    with transaction.atomic():
+        versions = [recipe.current_version() for recipe in campaign.recipes.filter(is_active=True)]
+        created = queue_tasks(campaign, source_ids, versions)
+    return ProcessReport(created=len(created))
+
+
+def queue_tasks(campaign: Campaign, source_ids: Iterable[int], versions: list[RecipeVersion]) -> list[Task]:
+    """Queued tasks for the source × version pairs that have none yet, enqueued once the transaction commits."""
+    existing = set(
+        Task.objects.filter(campaign=campaign, recipe_version__in=versions).values_list(
+            "source_id", "recipe_version_id"
+        )
+    )
+    now = timezone.now()
+    new_tasks = [
+        Task(
+            campaign=campaign,
+            source_id=source_id,
+            recipe_version=version,
+            state=Task.State.QUEUED,
+            max_attempts=settings.PIXELMILL_MAX_ATTEMPTS,
+            queued_at=now,
+        )
+        for source_id in source_ids
+        for version in versions
+        if (source_id, version.pk) not in existing
+    ]
+    created = Task.objects.bulk_create(new_tasks, batch_size=1000)
+    enqueue_on_commit([(task.pk, 1) for task in created])
+    return created
 
 
 def requeue_tasks(tasks: TaskQuerySet) -> int:
@@ -100,3 +115,74 @@ def resume_remote_work(campaign: Campaign) -> int:
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
     campaign.remote_paused_reason = ""
     return len(rows)
+
+
+def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[PromptSpec]) -> int:
+    """One queued Generation per prompt, enqueued after commit; a new run of the campaign."""
+    now = timezone.now()
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).update(run_number=F("run_number") + 1)
+        created = Generation.objects.bulk_create(
+            [
+                Generation(
+                    campaign=campaign,
+                    provider=provider,
+                    prompt=spec.prompt,
+                    seed=spec.seed,
+                    image_size=spec.image_size,
+                    num_images=spec.num_images,
+                    max_attempts=settings.PIXELMILL_MAX_ATTEMPTS,
+                    queued_at=now,
+                )
+                for spec in specs
+            ],
+            batch_size=500,
+        )
+        attempts = [(generation.pk, 1) for generation in created]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, GENERATIONS))
+    return len(created)
+
+
+def requeue_generations(generations: QuerySet[Generation]) -> int:
+    """failed/dead → queued with fresh attempts. A dead one polls its paid request again; a failed one
+    (fal refused it or its result) is submitted anew."""
+    terminal = [Generation.State.FAILED, Generation.State.DEAD]
+    with transaction.atomic():
+        rows = list(
+            generations.filter(state__in=terminal)
+            .select_for_update()
+            .values_list("pk", "attempts", "campaign_id", "state")
+        )
+        if not rows:
+            return 0
+        fresh = {
+            "state": Generation.State.QUEUED,
+            "max_attempts": F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
+            "queued_at": timezone.now(),
+            "next_attempt_at": None,
+            "finished_at": None,
+            "error_code": "",
+            "error_message": "",
+        }
+        Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.DEAD).update(
+            **fresh
+        )
+        Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.FAILED).update(
+            **fresh, request_id="", status_url="", response_url="", cancel_url="", submitted_at=None
+        )
+        Campaign.objects.filter(pk__in={row[2] for row in rows}).update(run_number=F("run_number") + 1)
+        attempts = [(pk, done + 1) for pk, done, _, _ in rows]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, GENERATIONS))
+    return len(rows)
+
+
+def expedite_generation(generation: Generation) -> bool:
+    """fal says the request is done: run the waiting generation's next check now instead of when due.
+
+    Its scheduled job keeps the same id; whichever copy comes second finds it claimed and does nothing.
+    """
+    if generation.state != Generation.State.QUEUED:
+        return False  # a worker is polling it right now and will see it finish
+    attempt = (generation.pk, generation.attempts + 1)
+    transaction.on_commit(lambda: enqueue_attempts([attempt], GENERATIONS))
+    return True

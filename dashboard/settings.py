@@ -164,6 +164,10 @@ RQ_QUEUES = {
     "control": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
+# In-process jobs by default (see jobs/worker.py for why and what was measured); forking on request.
+# A worker exits after this many jobs and `manage.py up` starts a fresh one, so memory cannot creep.
+PIXELMILL_WORKER_MAX_JOBS = int(os.environ.get("PIXELMILL_WORKER_MAX_JOBS", "1000"))
+RQ = {"WORKER_CLASS": os.environ.get("PIXELMILL_WORKER_CLASS", "jobs.worker.PixelmillWorker")}
 RQ_SHOW_ADMIN_LINK = False  # its admin entry checks only is_staff; the pages live at /admin/rq/
 
 # Pixelmill's own settings.
@@ -198,7 +202,13 @@ PIXELMILL_BREAKER_WINDOW_SECONDS = int(os.environ.get("PIXELMILL_BREAKER_WINDOW_
 PIXELMILL_BREAKER_MIN_CALLS = int(os.environ.get("PIXELMILL_BREAKER_MIN_CALLS", "10"))
 PIXELMILL_BREAKER_FAILURE_RATE = float(os.environ.get("PIXELMILL_BREAKER_FAILURE_RATE", "0.6"))
 PIXELMILL_BREAKER_OPEN_SECONDS = float(os.environ.get("PIXELMILL_BREAKER_OPEN_SECONDS", "30"))
+# Campaign webhooks (signed POSTs when a run finishes): tries per delivery and the timeout of each try.
+# The receiver's address passes the same public-address check as URL import.
 PIXELMILL_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("PIXELMILL_WEBHOOK_MAX_ATTEMPTS", "8"))
+PIXELMILL_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("PIXELMILL_WEBHOOK_TIMEOUT_SECONDS", "10"))
+# Public base URL of the dashboard (e.g. https://pixelmill.example.com) for links in webhook payloads;
+# empty = paths only.
+PIXELMILL_BASE_URL = os.environ.get("PIXELMILL_BASE_URL", "")
 
 # Generation from prompts (fal queue): a worker polls a submitted request every POLL_SECONDS for at most
 # POLL_WINDOW_SECONDS, then frees itself and looks again RECHECK_SECONDS later. With a public base URL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
@@ -63,8 +64,15 @@ def resolve_public(host: str, port: int) -> IPAddress:
     return addresses[0]
 
 
-def pinned_request(client: httpx.Client, url: str) -> httpx.Response:
-    """Send a GET to the address we checked, not to a second DNS answer (no DNS rebinding)."""
+def pinned_request(
+    client: httpx.Client,
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """Send the request to the address we checked, not to a second DNS answer (no DNS rebinding)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise PermanentError("only http and https URLs can be imported", code="url_scheme")
@@ -78,9 +86,10 @@ def pinned_request(client: httpx.Client, url: str) -> httpx.Response:
     target = parts._replace(netloc=f"{literal}:{port}").geturl()
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     request = client.build_request(
-        "GET",
+        method,
         target,
-        headers={"Host": host_header, "Accept": "image/*"},
+        headers={**(headers or {}), "Host": host_header},
+        content=content,
         # TLS still verifies the certificate against the real host name.
         extensions={"sni_hostname": parts.hostname} if parts.scheme == "https" else {},
     )
@@ -113,7 +122,7 @@ def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage
         current = url.strip()
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = pinned_request(client, current)
+                response = pinned_request(client, current, headers={"Accept": "image/*"})
                 try:
                     if response.is_redirect:
                         current = urljoin(current, response.headers.get("location", ""))
@@ -133,3 +142,29 @@ def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage
     finally:
         if own_client:
             client.close()
+
+
+def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> int:
+    """POST `body` to a user-supplied URL (a webhook) under the same guard as import: public addresses only,
+    the connection pinned to the checked address, and no redirects (a 3xx is an answer, never followed).
+
+    Returns the HTTP status without reading the answer; a refused address, a timeout or a failed connection
+    raise PermanentError with a reason a marketer can read.
+    """
+    with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
+        try:
+            response = pinned_request(
+                client,
+                url.strip(),
+                method="POST",
+                headers={**headers, "Content-Type": "application/json"},
+                content=body,
+            )
+        except httpx.TimeoutException as error:
+            raise PermanentError(
+                f"the server did not answer within {timeout:g} s", code="url_timeout"
+            ) from error
+        except httpx.HTTPError as error:
+            raise PermanentError(f"the request failed ({type(error).__name__})", code="url_failed") from error
+        response.close()
+        return response.status_code

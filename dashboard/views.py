@@ -1,4 +1,5 @@
-"""The marketer's pages: campaigns, upload, process, live progress, failures, downloads."""
+"""The marketer's pages: campaigns, upload, generate from prompts, process, live progress, failures, downloads;
+and the webhook fal calls when a generation is done."""
 
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import services
 from dashboard.exports import campaign_zip
-from dashboard.forms import CampaignForm, ProcessForm, UploadForm
+from dashboard.forms import CampaignForm, GenerateForm, ProcessForm, UploadForm, WebhookForm
+from dashboard.generations import GenerationCounts
 from dashboard.imports import ImportReport, import_uploads, import_urls, parse_url_list
-from dashboard.models import Campaign, Output, Recipe, SourceImage, Task
+from dashboard.models import Campaign, Generation, Output, Provider, Recipe, SourceImage, Task
+from jobs.errors import StepError
+from jobs.generation import cancel_generation, web_policy, webhook_token
+from jobs.providers.client import ProviderClient
+from jobs.providers.fal import (
+    DEFAULT_JWKS_URL,
+    IMAGE_SIZE_PRESETS,
+    FalKeyring,
+    FalWebhook,
+    WebhookRejectedError,
+)
+from jobs.queueing import get_process_queue
+from jobs.webhooks import ensure_webhook_secret
 
 GALLERY_PAGE_SIZE = 24
 FAILURES_PAGE_SIZE = 50
@@ -55,7 +71,16 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    campaign = visible_campaign(request, pk)
+    return render_campaign(request, visible_campaign(request, pk))
+
+
+def render_campaign(
+    request: HttpRequest,
+    campaign: Campaign,
+    *,
+    generate_form: GenerateForm | None = None,
+    webhook_form: WebhookForm | None = None,
+) -> HttpResponse:
     sources = campaign.sources.prefetch_related(
         Prefetch(
             "tasks",
@@ -75,6 +100,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "failures": Task.objects.for_campaign(campaign)
             .failed()
             .select_related("source", "recipe_version__recipe")[:10],
+            **generation_context(request, campaign, generate_form),
+            "webhook_form": webhook_form or WebhookForm(instance=campaign),
+            "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
         },
     )
 
@@ -145,6 +173,7 @@ def campaign_process(request: HttpRequest, pk: int) -> HttpResponse:
 def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = visible_campaign(request, pk)
     progress = campaign.progress()
+    generations = GenerationCounts.for_campaign(campaign)
     if request.GET.get("format") == "json":
         return JsonResponse(
             {
@@ -155,10 +184,16 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
                 "retrying": progress.retrying,
                 "per_minute": round(progress.per_minute, 1),
                 "eta_seconds": progress.eta_seconds,
+                "generations": generations.as_dict(),
             }
         )
-    response = render(request, "dashboard/_progress.html", {"campaign": campaign, "progress": progress})
-    if request.GET.get("live") and progress.is_finished:
+    response = render(
+        request,
+        "dashboard/_progress.html",
+        {"campaign": campaign, "progress": progress, "generations": generations},
+    )
+    settled = progress.is_finished or (not progress.total and generations.total)
+    if request.GET.get("live") and settled and not generations.unfinished:
         # The run just finished under a watching page: reload it so the gallery shows the results.
         response["HX-Refresh"] = "true"
     return response
@@ -199,6 +234,25 @@ def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
         "dashboard/confirm_requeue.html",
         {"campaign": campaign, "count": failures.count(), "action": request.get_full_path(), "code": code},
     )
+
+
+@require_POST
+def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set or clear where the campaign's run-finished webhook goes; the signing secret exists from then on."""
+    campaign = visible_campaign(request, pk)
+    data = {"webhook_url": ""} if request.POST.get("action") == "clear" else request.POST
+    form = WebhookForm(data, instance=campaign)
+    if not form.is_valid():
+        response = render_campaign(request, campaign, webhook_form=form)
+        response.status_code = 400
+        return response
+    form.save()
+    if campaign.webhook_url:
+        ensure_webhook_secret(campaign)
+        messages.success(request, "Webhook saved: each finished run is sent there, signed.")
+    else:
+        messages.success(request, "Webhook removed.")
+    return redirect(campaign)
 
 
 @require_POST
@@ -305,3 +359,124 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+# Generation from prompts.
+
+GENERATIONS_PAGE_SIZE = 50
+
+
+def generation_context(
+    request: HttpRequest, campaign: Campaign, generate_form: GenerateForm | None
+) -> dict[str, object]:
+    """The form (only when a fal provider is set up), the counts and one page of the campaign's generations."""
+    if generate_form is None and Provider.objects.filter(kind=Provider.Kind.FAL, is_active=True).exists():
+        generate_form = GenerateForm()
+    generations = (
+        campaign.generations.select_related("provider").annotate(image_count=Count("sources")).order_by("pk")
+    )
+    return {
+        "generate_form": generate_form,
+        "image_size_presets": IMAGE_SIZE_PRESETS,
+        "generations": GenerationCounts.for_campaign(campaign),
+        "generation_page": Paginator(generations, GENERATIONS_PAGE_SIZE).get_page(request.GET.get("gpage")),
+    }
+
+
+@require_POST
+def campaign_generate(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    form = GenerateForm(request.POST, request.FILES)
+    if not form.is_valid():
+        # Shown again with the prompts as typed, so one bad line does not cost the whole list.
+        messages.error(
+            request, "Nothing was generated: some prompts need fixing (see “Generate from prompts” below)."
+        )
+        response = render_campaign(request, campaign, generate_form=form)
+        response.status_code = 400
+        return response
+    count = services.queue_generations(campaign, form.cleaned_data["provider"], form.cleaned_data["specs"])
+    messages.success(request, f"Generating images for {count} prompt{'s' if count != 1 else ''}.")
+    return redirect(campaign)
+
+
+def visible_generation(request: HttpRequest, pk: int) -> Generation:
+    return get_object_or_404(
+        Generation.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
+            "campaign", "provider"
+        ),
+        pk=pk,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm on GET; on POST stop it here and at fal."""
+    generation = visible_generation(request, pk)
+    if request.method == "POST":
+        if cancel_generation(generation):
+            messages.success(request, f"Cancelled “{generation.prompt[:60]}”.")
+        else:
+            messages.info(request, f"“{generation.prompt[:60]}” had already finished; nothing to cancel.")
+        return redirect(generation.campaign)
+    return render(
+        request,
+        "dashboard/confirm_generation.html",
+        {"campaign": generation.campaign, "generation": generation, "verb": "cancel", "action": request.path},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def generation_requeue(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm on GET; on POST a failed or dead generation goes back on the queue."""
+    generation = visible_generation(request, pk)
+    if request.method == "POST":
+        if services.requeue_generations(Generation.objects.filter(pk=generation.pk)):
+            messages.success(request, f"Requeued “{generation.prompt[:60]}”.")
+        else:
+            messages.info(request, f"“{generation.prompt[:60]}” is not failed; nothing to requeue.")
+        return redirect(generation.campaign)
+    return render(
+        request,
+        "dashboard/confirm_generation.html",
+        {
+            "campaign": generation.campaign,
+            "generation": generation,
+            "verb": "requeue",
+            "action": request.path,
+        },
+    )
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def fal_webhook(request: HttpRequest, token: str) -> HttpResponse:
+    """fal says a request finished. Verified as fal documents it (ED25519 over request id, user id,
+    timestamp and the body's SHA-256, keys from its JWKS); the work itself happens in a worker."""
+    if not constant_time_compare(token, webhook_token()):
+        raise Http404("Not found")
+    try:
+        webhook = FalWebhook.from_headers(request.headers)
+        webhook.check_timestamp()
+    except WebhookRejectedError as error:
+        return JsonResponse({"error": error.message}, status=error.status)
+    generation = Generation.objects.select_related("provider").filter(request_id=webhook.request_id).first()
+    if generation is None:
+        return JsonResponse({"error": "unknown request"}, status=404)
+    jwks_url = str(generation.provider.options.get("jwks_url") or DEFAULT_JWKS_URL)
+    connection = get_process_queue().connection
+    try:
+        with ProviderClient(
+            generation.provider.config(), connection=connection, policy=web_policy()
+        ) as client:
+            FalKeyring(client, jwks_url, connection).verify(webhook, request.body)
+    except WebhookRejectedError as error:
+        return JsonResponse({"error": error.message}, status=error.status)
+    except StepError as error:
+        # fal's keys are out of reach right now; fal delivers again later, and polling goes on meanwhile.
+        return JsonResponse({"error": f"cannot verify now: {error.message}"}, status=503)
+    if generation.state in Generation.TERMINAL_STATES:
+        return JsonResponse({"status": "already finished"})
+    services.expedite_generation(generation)
+    return JsonResponse({"status": "accepted"})

@@ -1,13 +1,23 @@
-"""Periodic jobs for `manage.py rqcron jobs.cron`: the reconciler runs on the control queue."""
+"""Periodic jobs for `manage.py rqcron jobs.cron`: the reconcilers run on the control queue."""
 
 from django.conf import settings
 from rq import cron
 
 from jobs.queueing import CONTROL_QUEUE
 from jobs.tasks import reconcile_task
+from jobs.webhooks import retry_due_webhooks
 
 cron.register(
     reconcile_task,
+    queue_name=CONTROL_QUEUE,
+    interval=settings.PIXELMILL_RECONCILE_INTERVAL_SECONDS,
+    job_timeout=120,
+    result_ttl=300,
+)
+
+# Webhook retries are scheduled in Redis; this sends again the ones Redis lost.
+cron.register(
+    retry_due_webhooks,
     queue_name=CONTROL_QUEUE,
     interval=settings.PIXELMILL_RECONCILE_INTERVAL_SECONDS,
     job_timeout=120,

@@ -44,7 +44,17 @@ def provider_reason(response: httpx.Response) -> str:
         for key in ("detail", "message", "error"):
             if isinstance(body.get(key), str) and body[key]:
                 return body[key]
+        # fal (and any FastAPI service) lists validation errors: [{"loc": ["body", "seed"], "msg": …}].
+        details = body.get("detail")
+        if isinstance(details, list) and details and all(isinstance(item, dict) for item in details):
+            return "; ".join(validation_message(item) for item in details[:5])
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+def validation_message(item: dict) -> str:
+    location = item.get("loc")
+    message = str(item.get("msg") or item.get("type") or "invalid")
+    return f"{location[-1]}: {message}" if isinstance(location, list) and location else message
 
 
 def raise_for_provider_status(response: httpx.Response, provider: str) -> None:

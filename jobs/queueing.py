@@ -1,40 +1,62 @@
-"""How work reaches Redis: job ids that carry the attempt, bulk enqueue, scheduled retries."""
+"""How work reaches Redis: job ids that carry the attempt, bulk enqueue, scheduled retries, and finding
+the attempts Redis lost. Tasks and generations are both "rows with numbered attempts"; a `JobKind` says
+which function runs them and how their job ids read."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import django_rq
+from django.conf import settings
 from rq import Queue
+from rq.job import Job
+from rq.utils import now as utcnow
+from rq.utils import utcparse
 
 PROCESS_QUEUE = "default"
 CONTROL_QUEUE = "control"
-PROCESS_FUNC = "jobs.tasks.process_task"
+RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "started", "deferred"}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    func: str
+    prefix: str
+    description: str
+
+    def job_id(self, pk: int, attempt: int) -> str:
+        """The job id names the attempt, so a stale or duplicate job can be recognised and dropped."""
+        return f"{self.prefix}-{pk}-a{attempt}"
+
+    def job_data(self, pk: int, attempt: int) -> dict:
+        return {
+            "job_id": self.job_id(pk, attempt),
+            "result_ttl": 600,
+            "failure_ttl": 86400,
+            "description": f"{self.description} {pk} attempt {attempt}",
+        }
+
+
+TASKS = JobKind("jobs.tasks.process_task", "task", "process task")
+GENERATIONS = JobKind("jobs.generation.run_generation", "generation", "generate images for generation")
 
 
 def job_id_for(task_id: int, attempt: int) -> str:
-    """The job id names the attempt, so a stale or duplicate job can be recognised and dropped."""
-    return f"task-{task_id}-a{attempt}"
+    return TASKS.job_id(task_id, attempt)
 
 
 def get_process_queue() -> Queue:
     return django_rq.get_queue(PROCESS_QUEUE)
 
 
-def enqueue_attempts(attempts: Iterable[tuple[int, int]]) -> int:
-    """Enqueue (task_id, attempt) pairs in one Redis pipeline; returns how many were sent."""
+def enqueue_attempts(attempts: Iterable[tuple[int, int]], kind: JobKind = TASKS) -> int:
+    """Enqueue (pk, attempt) pairs in one Redis pipeline per thousand; returns how many were sent."""
     queue = get_process_queue()
     jobs = [
-        Queue.prepare_data(
-            PROCESS_FUNC,
-            args=(task_id, attempt),
-            job_id=job_id_for(task_id, attempt),
-            result_ttl=600,
-            failure_ttl=86400,
-            description=f"process task {task_id} attempt {attempt}",
-        )
-        for task_id, attempt in attempts
+        Queue.prepare_data(kind.func, args=(pk, attempt), **kind.job_data(pk, attempt))
+        for pk, attempt in attempts
     ]
     sent = 0
     for start in range(0, len(jobs), 1000):
@@ -42,15 +64,33 @@ def enqueue_attempts(attempts: Iterable[tuple[int, int]]) -> int:
     return sent
 
 
-def schedule_attempt(task_id: int, attempt: int, at: datetime) -> None:
+def schedule_attempt(pk: int, attempt: int, at: datetime, kind: JobKind = TASKS) -> None:
     """Enqueue an attempt for later; the worker's scheduler (rqworker --with-scheduler) releases it."""
-    get_process_queue().enqueue_at(
-        at,
-        PROCESS_FUNC,
-        task_id,
-        attempt,
-        job_id=job_id_for(task_id, attempt),
-        result_ttl=600,
-        failure_ttl=86400,
-        description=f"process task {task_id} attempt {attempt}",
-    )
+    get_process_queue().enqueue_at(at, kind.func, pk, attempt, **kind.job_data(pk, attempt))
+
+
+def missing_attempts(attempts: list[tuple[int, int]], kind: JobKind = TASKS) -> list[tuple[int, int]]:
+    """The (pk, attempt) pairs whose job will never run: gone from Redis, failed or stopped there, or
+    "started" by a worker that stopped sending heartbeats (killed whole).
+
+    A worker killed before it claimed its row leaves the job failed while the row is still queued, so
+    "the job exists" is not enough.
+    """
+    queue = get_process_queue()
+    silent_since = utcnow() - timedelta(seconds=settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS)
+    missing: list[tuple[int, int]] = []
+    for start in range(0, len(attempts), 1000):
+        batch = attempts[start : start + 1000]
+        pipe = queue.connection.pipeline(transaction=False)
+        for pk, attempt in batch:
+            pipe.hmget(Job.key_for(kind.job_id(pk, attempt)), ["status", "last_heartbeat"])
+        for pair, (status, heartbeat) in zip(batch, pipe.execute(), strict=True):
+            status = status.decode() if status else None
+            if (
+                status not in RUNNABLE_JOB_STATUSES
+                or status == "started"
+                and heartbeat
+                and utcparse(heartbeat.decode()) < silent_since
+            ):
+                missing.append(pair)
+    return missing

@@ -6,7 +6,6 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,14 +13,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from rq import get_current_job
-from rq.job import Job
 from rq.timeouts import JobTimeoutException
-from rq.utils import now as utcnow
-from rq.utils import utcparse
 
 from dashboard.models import Campaign, Output, Task
 from jobs.errors import (
@@ -32,14 +28,16 @@ from jobs.errors import (
     StepError,
     TransientError,
 )
+from jobs.generation import reconcile_generations
+from jobs.leases import LeaseKeeper
 from jobs.operations import OperationContext
-from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, schedule_attempt
+from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, missing_attempts, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
 from jobs.retry import backoff_delay
+from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.tasks")
-RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "started", "deferred"}
 
 
 def output_key(task: Task, name: str, extension: str) -> str:
@@ -72,7 +70,7 @@ def process_task(task_id: int, attempt: int) -> str:
         log_context={"task": task.pk, "attempt": attempt, "job_id": job_id_for(task.pk, attempt)},
     )
     try:
-        with LeaseKeeper(task.pk, attempt), runner:
+        with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner:
             return run_attempt(task, attempt, started, enter_step, runner if remote else None)
     except CreditsExhaustedError as error:
         Campaign.objects.filter(pk=task.campaign_id, remote_paused_reason="").update(
@@ -134,38 +132,18 @@ def run_attempt(
     timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
     task.mark_succeeded(attempt, timings=timings)
-    log_attempt(task, attempt, step="done", outcome="succeeded", started=started)
+    providers = ",".join(dict.fromkeys(call["provider"] for call in runner.calls)) if runner else None
+    log_attempt(task, attempt, step="done", outcome="succeeded", started=started, provider=providers or None)
+    announce_if_run_finished(task.campaign_id)
     return "succeeded"
 
 
-class LeaseKeeper:
-    """Renews a running attempt's lease from a thread, so only a worker that died lets it expire."""
-
-    def __init__(self, task_id: int, attempt: int) -> None:
-        self.task_id = task_id
-        self.attempt = attempt
-        self.lease = settings.PIXELMILL_TASK_LEASE_SECONDS
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.renew_until_stopped, name=f"lease-{task_id}", daemon=True)
-
-    def renew_until_stopped(self) -> None:
-        try:
-            while not self.stopped.wait(self.lease / 3):
-                Task.objects.filter(pk=self.task_id, state=Task.State.RUNNING, attempts=self.attempt).update(
-                    lease_expires_at=timezone.now() + timedelta(seconds=self.lease)
-                )
-        except Exception:
-            logger.exception("lease renewal failed", extra={"task": self.task_id, "attempt": self.attempt})
-        finally:
-            connection.close()  # this thread's own connection
-
-    def __enter__(self) -> LeaseKeeper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stopped.set()
-        self.thread.join()
+def announce_if_run_finished(campaign_id: int) -> None:
+    """The last piece of a run to finish sends the campaign's webhook; a webhook problem never fails work."""
+    try:
+        campaign_run_finished(campaign_id)
+    except Exception:
+        logger.exception("webhook bookkeeping failed", extra={"campaign": campaign_id})
 
 
 def store_result(task: Task, result: PipelineResult) -> None:
@@ -220,6 +198,7 @@ def record_failure(task: Task, attempt: int, error: StepError, step: str, starte
         task.mark_failed(attempt, code=error.code, message=error.message, step=step, permanent=permanent)
         outcome = "failed" if permanent else "dead"
         log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
+        announce_if_run_finished(task.campaign_id)
         return
     delay = backoff_delay(
         attempt,
@@ -242,6 +221,7 @@ def log_attempt(
     started: float,
     error: StepError | None = None,
     retry_in: float | None = None,
+    provider: str | None = None,
 ) -> None:
     logger.info(
         "attempt finished",
@@ -252,7 +232,7 @@ def log_attempt(
             "step": step,
             "outcome": outcome,
             "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
-            "provider": error.provider if error else None,
+            "provider": error.provider if error else provider,
             "http_status": error.http_status if error else None,
             "error_code": error.code if error else None,
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
@@ -275,6 +255,7 @@ def reconcile_task() -> dict[str, int]:
                 task.attempts, code=error.code, message=error.message, step="", permanent=False
             ):
                 report["dead"] += 1
+                announce_if_run_finished(task.campaign_id)
         elif task.schedule_retry(task.attempts, at=now, code=error.code, message=error.message, step=""):
             report["worker_lost"] += 1
             transaction.on_commit(lambda pk=task.pk, n=task.attempts + 1: enqueue_attempts([(pk, n)]))
@@ -287,33 +268,7 @@ def reconcile_task() -> dict[str, int]:
     missing = missing_attempts([(pk, attempts + 1) for pk, attempts in waiting.iterator()])
     if missing:
         report["queue_lost"] = enqueue_attempts(missing)
+    report.update(reconcile_generations())
     if any(report.values()):
         logger.warning("reconciled", extra=report)
     return report
-
-
-def missing_attempts(attempts: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The (task, attempt) pairs whose job will never run: gone from Redis, failed or stopped there,
-    or "started" by a worker that stopped sending heartbeats (killed whole, horse and all).
-
-    A work-horse killed before it claimed its task leaves the job failed while the task is still
-    queued, so "the job exists" is not enough.
-    """
-    queue = get_process_queue()
-    silent_since = utcnow() - timedelta(seconds=settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS)
-    missing: list[tuple[int, int]] = []
-    for start in range(0, len(attempts), 1000):
-        batch = attempts[start : start + 1000]
-        pipe = queue.connection.pipeline(transaction=False)
-        for task_id, attempt in batch:
-            pipe.hmget(Job.key_for(job_id_for(task_id, attempt)), ["status", "last_heartbeat"])
-        for pair, (status, heartbeat) in zip(batch, pipe.execute(), strict=True):
-            status = status.decode() if status else None
-            if (
-                status not in RUNNABLE_JOB_STATUSES
-                or status == "started"
-                and heartbeat
-                and utcparse(heartbeat.decode()) < silent_since
-            ):
-                missing.append(pair)
-    return missing

@@ -1,0 +1,453 @@
+"""RQ entry point for text-to-image generations at fal: submit once, poll, store the images as sources.
+
+Generations follow the tasks' reliability model (see jobs/tasks.py): the row is the source of truth, a
+conditional UPDATE claims an attempt, a lease kept by a thread shows the worker is alive, transient
+errors retry with backoff and end `dead`, permanent ones end `failed` with fal's reason, waits hand the
+attempt back without counting it. What is particular to fal: submitting is the paid call, so the request
+id is committed the moment fal answers, and any later attempt only polls that request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import mimetypes
+import random
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from django.utils.text import slugify
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from dashboard import services
+from dashboard.imports import IncomingFile, sanitize_display_name, store_source
+from dashboard.models import Generation, SourceImage
+from jobs.errors import (
+    CreditsExhaustedError,
+    DeferredError,
+    PermanentError,
+    RateLimitedError,
+    StepError,
+    TransientError,
+)
+from jobs.leases import LeaseKeeper, lease_expiry
+from jobs.providers.client import ClientPolicy, ProviderClient
+from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
+from jobs.queueing import GENERATIONS, enqueue_attempts, get_process_queue, missing_attempts, schedule_attempt
+from jobs.retry import backoff_delay
+from jobs.webhooks import campaign_run_finished
+
+logger = logging.getLogger("pixelmill.generation")
+UNFINISHED_STATUSES = {"IN_QUEUE", "IN_PROGRESS"}
+
+
+def run_generation(generation_id: int, attempt: int) -> str:
+    """Run one attempt of one generation; a duplicate or stale delivery returns without doing anything."""
+    if not claim(generation_id, attempt):
+        logger.info("generation skipped", extra={"generation": generation_id, "attempt": attempt})
+        return "skipped"
+    generation = Generation.objects.select_related("provider", "campaign").get(pk=generation_id)
+    started = time.perf_counter()
+    try:
+        with (
+            LeaseKeeper(lambda: running(generation_id, attempt), f"generation-{generation_id}"),
+            client_for(generation, attempt) as client,
+        ):
+            return run_attempt(generation, attempt, fal_queue(generation, client), started)
+    except CreditsExhaustedError as error:
+        # Unlike a recipe step nothing waits on other work here: stop, and Requeue once credits are back.
+        record_failure(generation, attempt, PermanentError(error.message, code=error.code), started)
+        return error.code
+    except (DeferredError, RateLimitedError) as error:
+        if generation.deferrals < settings.PIXELMILL_MAX_DEFERRALS:
+            delay = error.retry_after + random.uniform(0, max(1.0, error.retry_after * 0.1))
+            hand_back(generation, attempt, delay, started, outcome="deferred")
+            return "deferred"
+        record_failure(generation, attempt, TransientError(error.message, code=error.code), started)
+        return error.code
+    except StepError as error:
+        record_failure(generation, attempt, error, started)
+        return error.code
+    except JobTimeoutException:
+        job = get_current_job()
+        error = TransientError(
+            f"Generating took longer than the {job.timeout if job else '?'} s limit.", code="timeout"
+        )
+        record_failure(generation, attempt, error, started)
+        return error.code
+    except Exception as exc:
+        logger.exception("unexpected error", extra={"generation": generation_id, "attempt": attempt})
+        error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+        record_failure(generation, attempt, error, started)
+        return error.code
+
+
+def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: float) -> str:
+    """Submit unless already submitted, poll for a while, then store the images or hand the attempt back."""
+    request = submitted_request(generation)
+    if request is None:
+        request = fal.submit(fal_arguments(generation), webhook_url=webhook_url())
+        if not save_request(generation, attempt, request):
+            # Cancelled while fal was answering: drop it there too rather than pay for images nobody wants.
+            fal.cancel(request)
+            log_attempt(generation, attempt, outcome="cancelled", started=started)
+            return "cancelled"
+    deadline = time.monotonic() + settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS
+    while (status := fal.status(request)) != "COMPLETED":
+        if status == "CANCELLED":
+            raise PermanentError(f"{fal.client.name} cancelled the request.", code="cancelled_at_provider")
+        if status not in UNFINISHED_STATUSES:
+            raise PermanentError(
+                f"{fal.client.name} reported an unknown status {status!r}.", code="bad_answer"
+            )
+        if not running(generation.pk, attempt).exists():
+            log_attempt(generation, attempt, outcome="cancelled", started=started)
+            return "cancelled"
+        if time.monotonic() >= deadline:
+            if generation.deferrals >= settings.PIXELMILL_MAX_DEFERRALS:
+                raise TransientError(
+                    f"{fal.client.name} has not finished after {generation.deferrals} checks.",
+                    code="not_finished",
+                )
+            # Still queued at fal: free this worker and look again later (or sooner, on fal's webhook).
+            hand_back(generation, attempt, settings.PIXELMILL_GENERATION_RECHECK_SECONDS, started, "waiting")
+            return "waiting"
+        time.sleep(settings.PIXELMILL_GENERATION_POLL_SECONDS)
+    images = list(download_images(fal, fal.result(request), display_name_stem(generation.prompt)))
+    return finish(generation, attempt, images, started)
+
+
+def finish(generation: Generation, attempt: int, images: list[IncomingFile], started: float) -> str:
+    """Sources, their tasks and the succeeded state commit together; a cancel that came first wins."""
+    with transaction.atomic():
+        if not mark_succeeded(generation.pk, attempt):
+            log_attempt(generation, attempt, outcome="cancelled", started=started)
+            return "cancelled"
+        for image in images:
+            store_source(generation.campaign, image, SourceImage.Origin.GENERATED, generation=generation)
+        report = services.process_new_sources(
+            generation.campaign, generation.sources.values_list("pk", flat=True)
+        )
+        transaction.on_commit(lambda: campaign_run_finished(generation.campaign_id))
+    log_attempt(generation, attempt, outcome="succeeded", started=started, tasks=report.created)
+    return "succeeded"
+
+
+def fal_queue(generation: Generation, client: ProviderClient) -> FalQueue:
+    provider = generation.provider
+    if provider.kind != provider.Kind.FAL or not provider.is_active:
+        raise PermanentError(f"The provider {provider.name} is switched off or cannot generate images.")
+    return FalQueue(client, str(provider.options.get("model") or DEFAULT_MODEL))
+
+
+def client_for(generation: Generation, attempt: int, policy: ClientPolicy | None = None) -> ProviderClient:
+    return ProviderClient(
+        generation.provider.config(),
+        connection=get_process_queue().connection,
+        policy=policy or ClientPolicy.from_settings(),
+        log_context={
+            "generation": generation.pk,
+            "attempt": attempt,
+            "job_id": GENERATIONS.job_id(generation.pk, attempt),
+        },
+    )
+
+
+def fal_arguments(generation: Generation) -> dict:
+    try:
+        image_size = fal_image_size(generation.image_size)
+    except ImageSizeError as error:
+        raise PermanentError(f"The {error}.", code="bad_params") from error
+    arguments = {"prompt": generation.prompt, "image_size": image_size, "num_images": generation.num_images}
+    if generation.seed is not None:
+        arguments["seed"] = generation.seed
+    return arguments
+
+
+def submitted_request(generation: Generation) -> FalRequest | None:
+    if not generation.request_id:
+        return None
+    return FalRequest(
+        request_id=generation.request_id,
+        status_url=generation.status_url,
+        response_url=generation.response_url,
+        cancel_url=generation.cancel_url,
+    )
+
+
+def download_images(fal: FalQueue, result: dict, stem: str) -> Iterator[IncomingFile]:
+    """Each image of the result, downloaded through the provider's client and named `stem`-n."""
+    images = result.get("images")
+    if not isinstance(images, list) or not images:
+        raise PermanentError(f"{fal.client.name} finished without any images.", code="no_images")
+    for index, image in enumerate(images, start=1):
+        url = image.get("url") if isinstance(image, dict) else None
+        if not url:
+            raise PermanentError(f"{fal.client.name} returned an image without a URL.", code="bad_answer")
+        if url.startswith("data:"):
+            content_type, data = decode_data_url(url)
+        else:
+            response = fal.client.download(url)
+            content_type, data = response.headers.get("content-type", ""), response.content
+        content_type = str(image.get("content_type") or content_type).split(";")[0].strip()
+        name = f"{stem}-{index}" if len(images) > 1 else stem
+        yield IncomingFile(name=sanitize_display_name(name + extension_for(content_type)), data=data)
+
+
+def decode_data_url(url: str) -> tuple[str, bytes]:
+    """fal's sync mode inlines the image as a base64 data URL."""
+    header, _, payload = url.partition(",")
+    try:
+        return header[5:].split(";")[0], base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise PermanentError(
+            "The provider returned an unreadable inline image.", code="bad_answer"
+        ) from error
+
+
+def extension_for(content_type: str) -> str:
+    return {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}.get(
+        content_type, mimetypes.guess_extension(content_type) or ""
+    )
+
+
+def display_name_stem(prompt: str) -> str:
+    return slugify(prompt, allow_unicode=True)[:80].strip("-_") or "generated"
+
+
+# Where the rows move: each UPDATE is conditional on the attempt still being this worker's.
+
+
+def claim(generation_id: int, attempt: int) -> bool:
+    """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""
+    return bool(
+        Generation.objects.filter(
+            pk=generation_id, state=Generation.State.QUEUED, attempts=attempt - 1
+        ).update(
+            state=Generation.State.RUNNING,
+            attempts=attempt,
+            lease_expires_at=lease_expiry(),
+        )
+    )
+
+
+def running(generation_id: int, attempt: int):
+    return Generation.objects.filter(pk=generation_id, state=Generation.State.RUNNING, attempts=attempt)
+
+
+def save_request(generation: Generation, attempt: int, request: FalRequest) -> bool:
+    """Commit the paid request at once, whatever happens next; False if the attempt is no longer ours."""
+    fields = {
+        "request_id": request.request_id[:200],
+        "status_url": request.status_url[:500],
+        "response_url": request.response_url[:500],
+        "cancel_url": request.cancel_url[:500],
+        "submitted_at": timezone.now(),
+    }
+    with transaction.atomic(durable=True):
+        Generation.objects.filter(pk=generation.pk, request_id="").update(**fields)
+    for name, value in fields.items():
+        setattr(generation, name, value)
+    return running(generation.pk, attempt).exists()
+
+
+def mark_succeeded(generation_id: int, attempt: int) -> bool:
+    return bool(
+        running(generation_id, attempt).update(
+            state=Generation.State.SUCCEEDED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            next_attempt_at=None,
+            error_code="",
+            error_message="",
+        )
+    )
+
+
+def mark_failed(generation_id: int, attempt: int, error: StepError) -> bool:
+    permanent = isinstance(error, PermanentError)
+    return bool(
+        running(generation_id, attempt).update(
+            state=Generation.State.FAILED if permanent else Generation.State.DEAD,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            next_attempt_at=None,
+            error_code=error.code[:40],
+            error_message=error.message,
+        )
+    )
+
+
+def requeue(generation_id: int, attempt: int, at: datetime, *, count_as_failure: bool, **errors: str) -> bool:
+    """Back to queued, due at `at`; a wait (fal still busy, a rate limit) is not counted as a failure."""
+    changes: dict = {
+        "state": Generation.State.QUEUED,
+        "queued_at": timezone.now(),
+        "next_attempt_at": at,
+        "lease_expires_at": None,
+        **errors,
+    }
+    if not count_as_failure:
+        changes["deferrals"] = F("deferrals") + 1
+    if running(generation_id, attempt).update(**changes):
+        transaction.on_commit(lambda: schedule_attempt(generation_id, attempt + 1, at, GENERATIONS))
+        return True
+    return False
+
+
+def hand_back(generation: Generation, attempt: int, delay: float, started: float, outcome: str) -> None:
+    requeue(generation.pk, attempt, timezone.now() + timedelta(seconds=delay), count_as_failure=False)
+    log_attempt(generation, attempt, outcome=outcome, started=started, retry_in=delay)
+
+
+def record_failure(generation: Generation, attempt: int, error: StepError, started: float) -> None:
+    """Permanent errors stop here; others retry with backoff until the attempts run out (dead)."""
+    permanent = isinstance(error, PermanentError)
+    if permanent or attempt - generation.deferrals >= generation.max_attempts:
+        if mark_failed(generation.pk, attempt, error):
+            transaction.on_commit(lambda: campaign_run_finished(generation.campaign_id))
+        outcome = "failed" if permanent else "dead"
+        log_attempt(generation, attempt, outcome=outcome, started=started, error=error)
+        return
+    delay = backoff_delay(
+        attempt,
+        base=settings.PIXELMILL_RETRY_BASE_SECONDS,
+        cap=settings.PIXELMILL_RETRY_MAX_SECONDS,
+        retry_after=getattr(error, "retry_after", None),
+    )
+    at = timezone.now() + timedelta(seconds=delay)
+    requeue(
+        generation.pk,
+        attempt,
+        at,
+        count_as_failure=True,
+        error_code=error.code[:40],
+        error_message=error.message,
+    )
+    log_attempt(generation, attempt, outcome="retry", started=started, error=error, retry_in=delay)
+
+
+def log_attempt(
+    generation: Generation,
+    attempt: int,
+    *,
+    outcome: str,
+    started: float,
+    error: StepError | None = None,
+    retry_in: float | None = None,
+    tasks: int | None = None,
+) -> None:
+    logger.info(
+        "generation attempt finished",
+        extra={
+            "generation": generation.pk,
+            "campaign": generation.campaign_id,
+            "job_id": GENERATIONS.job_id(generation.pk, attempt),
+            "request_id": generation.request_id or None,
+            "outcome": outcome,
+            "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
+            "provider": error.provider if error else None,
+            "http_status": error.http_status if error else None,
+            "error_code": error.code if error else None,
+            "retry_in": round(retry_in, 2) if retry_in is not None else None,
+            "tasks_created": tasks,
+        },
+    )
+
+
+# Entry points for the web process and the reconciler.
+
+
+def cancel_generation(generation: Generation) -> bool:
+    """Stop a generation that has not finished: cancelled here, and dropped at fal if it was submitted.
+
+    Returns False when it had already finished. A worker polling it notices at its next check.
+    """
+    stopped = (
+        Generation.objects.filter(pk=generation.pk)
+        .exclude(state__in=Generation.TERMINAL_STATES)
+        .update(
+            state=Generation.State.CANCELLED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            next_attempt_at=None,
+        )
+    )
+    if not stopped:
+        return False
+    generation.refresh_from_db()
+    request = submitted_request(generation)
+    if request is not None:
+        try:
+            with client_for(generation, generation.attempts, web_policy()) as client:
+                fal_queue(generation, client).cancel(request)
+        except StepError as error:
+            # Cancelled here all the same: a result that still arrives is never stored.
+            logger.warning("fal cancel failed", extra={"generation": generation.pk, "error_code": error.code})
+    transaction.on_commit(lambda: campaign_run_finished(generation.campaign_id))
+    return True
+
+
+def web_policy() -> ClientPolicy:
+    """For calls made while a person (or fal) waits on a web request: one try, no long inline waits."""
+    return dataclasses.replace(ClientPolicy.from_settings(), tries=1, max_inline_wait=2.0)
+
+
+def webhook_token() -> str:
+    """The secret path segment of our fal webhook URL, derived from SECRET_KEY: guessing it is hopeless."""
+    return salted_hmac("pixelmill.fal-webhook", "fal webhook path", algorithm="sha256").hexdigest()[:40]
+
+
+def webhook_url() -> str | None:
+    """Where fal should POST when a request finishes; None (poll only) unless a public base URL is set."""
+    base = settings.PIXELMILL_FAL_WEBHOOK_BASE_URL.rstrip("/")
+    return f"{base}{reverse('fal-webhook', args=[webhook_token()])}" if base else None
+
+
+def reconcile_generations() -> dict[str, int]:
+    """Repair generations Redis lost or a dead worker left running; the database says what should exist."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
+    report = {"generations_worker_lost": 0, "generations_queue_lost": 0, "generations_dead": 0}
+
+    for generation in Generation.objects.filter(state=Generation.State.RUNNING, lease_expires_at__lt=now):
+        error = TransientError(
+            "The worker generating these images stopped before finishing (worker lost).", code="worker_lost"
+        )
+        if generation.attempts - generation.deferrals >= generation.max_attempts:
+            if mark_failed(generation.pk, generation.attempts, error):
+                report["generations_dead"] += 1
+                transaction.on_commit(lambda c=generation.campaign_id: campaign_run_finished(c))
+        elif running(generation.pk, generation.attempts).update(
+            state=Generation.State.QUEUED,
+            queued_at=now,
+            next_attempt_at=now,
+            lease_expires_at=None,
+            error_code=error.code,
+            error_message=error.message,
+        ):
+            report["generations_worker_lost"] += 1
+            pair = (generation.pk, generation.attempts + 1)
+            transaction.on_commit(lambda pair=pair: enqueue_attempts([pair], GENERATIONS))
+
+    waiting = (
+        Generation.objects.filter(state=Generation.State.QUEUED, queued_at__lt=now - grace)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
+        .values_list("pk", "attempts")
+    )
+    missing = missing_attempts([(pk, attempts + 1) for pk, attempts in waiting.iterator()], GENERATIONS)
+    if missing:
+        report["generations_queue_lost"] = enqueue_attempts(missing, GENERATIONS)
+    if any(report.values()):
+        logger.warning("reconciled generations", extra=report)
+    return report
