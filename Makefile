@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format chaos clean
+.PHONY: run test lint format chaos provider-chaos clean
 
 run: $(STAMP)
 	$(PY) manage.py up
@@ -16,6 +16,12 @@ test: $(STAMP)
 chaos: $(STAMP)
 	PIXELMILL_CHAOS_TASKS=$${PIXELMILL_CHAOS_TASKS:-2000} PIXELMILL_CHAOS_KILLS=$${PIXELMILL_CHAOS_KILLS:-10} \
 	PIXELMILL_CHAOS_WORKERS=$${PIXELMILL_CHAOS_WORKERS:-4} $(PY) -m pytest tests/jobs/test_chaos.py -s -q
+
+# A flaky provider under load (the suite runs 16 images): 500 images, two remote steps, the simulator's chaos preset.
+provider-chaos: $(STAMP)
+	PIXELMILL_PROVIDER_CHAOS_IMAGES=$${PIXELMILL_PROVIDER_CHAOS_IMAGES:-500} \
+	PIXELMILL_PROVIDER_CHAOS_WORKERS=$${PIXELMILL_PROVIDER_CHAOS_WORKERS:-4} \
+	$(PY) -m pytest tests/jobs/test_provider_chaos.py -s -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

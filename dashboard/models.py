@@ -321,8 +321,10 @@ class RecipeVersion(models.Model):
         return f"{self.recipe.name} v{self.number}"
 
     def build_steps(self) -> list[Operation]:
-        """Local steps as they are; a step with a provider wrapped so that it runs remotely."""
-        from jobs.remote import RemoteStep
+        """Local steps as they are; a step with a provider wrapped so that it runs remotely, and consecutive
+        steps at one batching provider folded into a single call."""
+        from jobs.providers import batches
+        from jobs.remote import RemoteStep, chain_remote_steps
 
         steps: list[Operation] = []
         for step in self.definition["steps"]:
@@ -330,6 +332,16 @@ class RecipeVersion(models.Model):
             if step.get("provider"):
                 operation = RemoteStep(operation, step["provider"], step.get("fallback"))
             steps.append(operation)
+        slugs = {
+            slug for step in self.definition["steps"] for slug in (step.get("provider"), step.get("fallback"))
+        }
+        if len(steps) > 1 and slugs - {None}:
+            batching = {
+                provider.slug
+                for provider in Provider.objects.filter(slug__in=slugs - {None}, is_active=True)
+                if batches(provider.kind, provider.options)
+            }
+            steps = chain_remote_steps(steps, batching)
         return steps
 
     def uses_providers(self) -> bool:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, Self
 
 from django.conf import settings
@@ -32,24 +32,48 @@ logger = logging.getLogger("pixelmill.remote")
 
 
 class RemoteStep(Operation):
-    """`operation` run by the provider `provider` (a slug), or by `fallback` while its circuit is open."""
+    """`operations` run by the provider `provider` (a slug), or by `fallback` while its circuit is open.
 
-    def __init__(self, operation: Operation, provider: str, fallback: str | None = None) -> None:
-        self.operation = operation
+    Usually one operation; consecutive steps at the same batching provider travel as one chain (one paid
+    call, one upload and one download instead of one of each per step).
+    """
+
+    def __init__(
+        self, operations: Operation | Sequence[Operation], provider: str, fallback: str | None = None
+    ) -> None:
+        self.operations = (operations,) if isinstance(operations, Operation) else tuple(operations)
+        if not self.operations:
+            raise ValueError("a remote step needs at least one operation")
         self.provider = provider
         self.fallback = fallback
-        self.name = operation.name  # type: ignore[misc]
-        self.label = operation.label  # type: ignore[misc]
+        self.name = "+".join(op.name for op in self.operations)  # type: ignore[misc]
+        self.label = " + ".join(op.label for op in self.operations)  # type: ignore[misc]
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None) -> Self:
-        raise TypeError("RemoteStep wraps an operation; build it with RemoteStep(operation, provider)")
+        raise TypeError("RemoteStep wraps operations; build it with RemoteStep(operation, provider)")
+
+    @property
+    def operation(self) -> Operation:
+        """The operation of a single step (a chain has several: see `operations`)."""
+        return self.operations[0]
 
     def params(self) -> dict[str, object]:
-        return self.operation.params()
+        if len(self.operations) == 1:
+            return self.operation.params()
+        return {"chain": [{"operation": op.name, "params": op.params()} for op in self.operations]}
 
     def source_scale(self) -> float | None:
-        return self.operation.source_scale()
+        scale = 1.0
+        for operation in self.operations:
+            step_scale = operation.source_scale()
+            if step_scale is None:
+                return None
+            scale *= step_scale
+        return scale
+
+    def then(self, other: RemoteStep) -> RemoteStep:
+        return RemoteStep((*self.operations, *other.operations), self.provider, self.fallback)
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
         if context.remote is None:
@@ -57,17 +81,36 @@ class RemoteStep(Operation):
         return context.remote(self, image)
 
     def __repr__(self) -> str:
-        return f"RemoteStep({self.operation!r}, {self.provider!r}, {self.fallback!r})"
+        return f"RemoteStep({list(self.operations)!r}, {self.provider!r}, {self.fallback!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteStep) and (other.operation, other.provider, other.fallback) == (
-            self.operation,
+        return isinstance(other, RemoteStep) and (other.operations, other.provider, other.fallback) == (
+            self.operations,
             self.provider,
             self.fallback,
         )
 
     def __hash__(self) -> int:
-        return hash((self.operation, self.provider, self.fallback))
+        return hash((self.operations, self.provider, self.fallback))
+
+
+def chain_remote_steps(steps: Sequence[Operation], batching: Set[str]) -> list[Operation]:
+    """Fold runs of consecutive remote steps at the same provider (and fallback) into one chain, when every
+    provider involved takes a whole chain in one call (`batching`: their slugs)."""
+    chained: list[Operation] = []
+    for step in steps:
+        previous = chained[-1] if chained else None
+        if (
+            isinstance(step, RemoteStep)
+            and isinstance(previous, RemoteStep)
+            and (step.provider, step.fallback) == (previous.provider, previous.fallback)
+            and step.provider in batching
+            and (step.fallback is None or step.fallback in batching)
+        ):
+            chained[-1] = previous.then(step)
+        else:
+            chained.append(step)
+    return chained
 
 
 def upload_bytes(image: Image.Image) -> tuple[bytes, str]:
@@ -202,7 +245,7 @@ class RemoteRunner:
                 continue
             self._check_not_paused()
             try:
-                result = adapter_for(client).run(step.operation, data, content_type)
+                result = adapter_for(client).run_chain(step.operations, data, content_type)
             except DeferredError as error:
                 if error.code == "circuit_open" and has_fallback:
                     continue

@@ -37,6 +37,12 @@ def supports(kind: str, operation: str) -> bool:
     return operation in KIND_OPERATIONS.get(kind, frozenset())
 
 
+def batches(kind: str, options: Mapping[str, Any] | None) -> bool:
+    """Whether this provider takes a chain of operations in one call (PixelPanda's `/batch`), unless the
+    admin switched it off with {"batch": false} (an API version without it)."""
+    return kind == "pixelpanda" and bool((options or {}).get("batch", True))
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     slug: str
@@ -66,7 +72,7 @@ def config_from_fields(
         raise ProviderConfigError(f"unknown kind {kind!r}; choose one of: {', '.join(KIND_OPERATIONS)}")
     options = dict(options or {})
     allowed = {
-        "pixelpanda": {"paths"},
+        "pixelpanda": {"paths", "batch"},
         "removebg": {"size", "type"},
         "photoroom": {"size"},
         "rembg": {"model", "alpha_matting"},
@@ -85,6 +91,8 @@ def config_from_fields(
         raise ProviderConfigError(
             'paths must map operations (remove_background, enhance, upscale, batch) to paths such as "/api/v2/upscale"'
         )
+    if not isinstance(options.get("batch", True), bool):
+        raise ProviderConfigError("batch must be true or false")
     if kind == "rembg" and options.get("model", "u2net") not in REMBG_MODELS:
         raise ProviderConfigError(f"model must be one of: {', '.join(REMBG_MODELS)}")
     if kind == "fal" and not isinstance(options.get("model", "fal-ai/flux/schnell"), str):

@@ -192,6 +192,38 @@ def test_a_recipe_with_two_remote_steps_renders_its_outputs(simulator, make_prov
     assert StepResult.objects.count() == 2
 
 
+def test_consecutive_steps_at_pixelpanda_travel_as_one_batch_call(
+    simulator, make_provider, campaign, redis_conn
+):
+    pixelpanda = make_provider("pixelpanda")
+    recipe = make_remote_recipe(
+        "Batched",
+        [("remove_background", {}, pixelpanda), ("upscale", {"factor": 2}, pixelpanda), ("canvas", {}, None)],
+    )
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+
+    task = Task.objects.get()
+    assert task.state == Task.State.SUCCEEDED, task.error_message
+    assert [entry["endpoint"] for entry in calls(simulator, "pixelpanda")] == ["batch"]
+    assert [(c["step"], c["cached"]) for c in task.provider_calls] == [("remove_background+upscale", False)]
+    assert StepResult.objects.count() == 1
+
+
+def test_a_pixelpanda_without_batch_gets_one_call_per_step(simulator, make_provider, campaign, redis_conn):
+    pixelpanda = make_provider("pixelpanda", options={"batch": False})
+    recipe = make_remote_recipe(
+        "Unbatched", [("remove_background", {}, pixelpanda), ("enhance", {}, pixelpanda)]
+    )
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+
+    assert Task.objects.get().state == Task.State.SUCCEEDED
+    assert [entry["endpoint"] for entry in calls(simulator, "pixelpanda")] == ["remove-background", "enhance"]
+
+
 def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
     simulator, make_provider, campaign, redis_conn
 ):
