@@ -17,9 +17,9 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 
-from dashboard.models import Campaign, Generation, SourceImage
-from dashboard.url_fetcher import fetch_image
+from dashboard.models import Campaign, Generation, SourceImage, UrlImport
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, make_thumbnail, probe_image
 
@@ -238,23 +238,48 @@ def parse_url_list(text: str) -> list[str]:
     return urls
 
 
-def import_urls(campaign: Campaign, urls: list[str]) -> ImportReport:
-    """Download each URL (SSRF-safe) and import it; a URL that fails is refused with its reason."""
-    refused: list[Refusal] = []
-    limit = settings.PIXELMILL_URL_IMPORT_MAX_URLS
-    if len(urls) > limit:
-        refused.append(Refusal(f"{len(urls) - limit} more URLs", f"at most {limit} URLs per import"))
-        urls = urls[:limit]
+@dataclass(frozen=True)
+class UrlImportCounts:
+    """Where a campaign's imports by URL stand, for the progress panel."""
 
-    def fetched() -> Iterator[IncomingFile]:
-        for url in urls:
-            try:
-                image = fetch_image(url)
-            except PermanentError as error:
-                refused.append(Refusal(url, error.message))
-                continue
-            yield IncomingFile(sanitize_display_name(image.name), image.data)
+    waiting: int = 0
+    running: int = 0
+    added: int = 0
+    duplicates: int = 0
+    refused: int = 0
 
-    report = import_images(campaign, fetched(), SourceImage.Origin.URL)
-    report.refused = refused + report.refused
-    return report
+    @classmethod
+    def for_campaign(cls, campaign: Campaign) -> UrlImportCounts:
+        rows = campaign.url_imports.order_by().values("state", "duplicate").annotate(n=Count("pk"))
+        counts: dict[str, int] = {}
+        for row in rows:
+            key = (
+                "duplicates"
+                if row["state"] == UrlImport.State.SUCCEEDED and row["duplicate"]
+                else row["state"]
+            )
+            counts[key] = counts.get(key, 0) + row["n"]
+        return cls(
+            waiting=counts.get(UrlImport.State.QUEUED, 0),
+            running=counts.get(UrlImport.State.RUNNING, 0),
+            added=counts.get(UrlImport.State.SUCCEEDED, 0),
+            duplicates=counts.get("duplicates", 0),
+            refused=counts.get(UrlImport.State.FAILED, 0) + counts.get(UrlImport.State.DEAD, 0),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.running + self.added + self.duplicates + self.refused
+
+    @property
+    def unfinished(self) -> int:
+        return self.waiting + self.running
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "waiting": self.waiting,
+            "running": self.running,
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+        }

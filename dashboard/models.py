@@ -645,6 +645,47 @@ class Generation(models.Model):
         return f"Generation {self.pk} ({self.state}): {self.prompt[:40]}"
 
 
+class UrlImport(models.Model):
+    """One image URL to bring into a campaign, downloaded by a worker rather than in the web request."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        DEAD = "dead", "Dead"
+
+    TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="url_imports")
+    url = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    deferrals = models.PositiveSmallIntegerField(default=0, help_text="Kept for the shared reconciler.")
+    max_attempts = models.PositiveSmallIntegerField(default=5)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    source = models.ForeignKey(
+        SourceImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="url_imports"
+    )
+    duplicate = models.BooleanField(default=False, help_text="The campaign already held these bytes.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(fields=["campaign", "state"]),
+            models.Index(fields=["state", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"URL import {self.pk} ({self.state}): {self.url[:60]}"
+
+
 class WebhookDelivery(models.Model):
     """One signed POST of a campaign event to the campaign's webhook URL, with every try recorded."""
 

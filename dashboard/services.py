@@ -1,4 +1,5 @@
-"""Workflows that span models or enqueue work: process a campaign, requeue failures, generate from prompts."""
+"""Workflows that span models or enqueue work: process a campaign, requeue failures, generate from prompts,
+import by URL."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from dashboard.generations import PromptSpec
-from dashboard.models import Campaign, Generation, Provider, Recipe, RecipeVersion, Task, TaskQuerySet
-from jobs.queueing import GENERATIONS, enqueue_attempts
+from dashboard.models import (
+    Campaign,
+    Generation,
+    Provider,
+    Recipe,
+    RecipeVersion,
+    Task,
+    TaskQuerySet,
+    UrlImport,
+)
+from jobs.queueing import GENERATIONS, URL_IMPORTS, enqueue_attempts
 
 
 @dataclass(frozen=True)
@@ -186,3 +196,75 @@ def expedite_generation(generation: Generation) -> bool:
     attempt = (generation.pk, generation.attempts + 1)
     transaction.on_commit(lambda: enqueue_attempts([attempt], GENERATIONS))
     return True
+
+
+MAX_URL_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class UrlImportReport:
+    queued: int
+    already: int
+    refused: list[tuple[str, str]]
+
+
+def queue_url_imports(campaign: Campaign, urls: Iterable[str]) -> UrlImportReport:
+    """One queued UrlImport per new URL, downloaded by the workers. URLs that cannot work are refused at
+    once; a URL the campaign is already importing, or imported, is not fetched again."""
+    refused: list[tuple[str, str]] = []
+    wanted: list[str] = []
+    for url in dict.fromkeys(url.strip() for url in urls):
+        if len(url) > MAX_URL_LENGTH:
+            refused.append((url[:80] + "…", f"longer than {MAX_URL_LENGTH:,} characters"))
+        elif not url.lower().startswith(("http://", "https://")):
+            refused.append((url, "only http and https URLs can be imported"))
+        else:
+            wanted.append(url)
+    limit = settings.PIXELMILL_URL_IMPORT_MAX_URLS
+    if len(wanted) > limit:
+        refused.append((f"{len(wanted) - limit} more URLs", f"at most {limit:,} URLs per import"))
+        wanted = wanted[:limit]
+    known = set(
+        campaign.url_imports.filter(url__in=wanted)
+        .exclude(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
+        .values_list("url", flat=True)
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        created = UrlImport.objects.bulk_create(
+            [
+                UrlImport(
+                    campaign=campaign, url=url, max_attempts=settings.PIXELMILL_MAX_ATTEMPTS, queued_at=now
+                )
+                for url in wanted
+                if url not in known
+            ],
+            batch_size=1000,
+        )
+        attempts = [(row.pk, 1) for row in created]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, URL_IMPORTS))
+    return UrlImportReport(queued=len(created), already=len(known), refused=refused)
+
+
+def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
+    """failed/dead → queued with fresh attempts (the server is back, or an operator trusted its network)."""
+    with transaction.atomic():
+        rows = list(
+            imports.filter(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
+            .select_for_update()
+            .values_list("pk", "attempts")
+        )
+        UrlImport.objects.filter(
+            pk__in=[pk for pk, _ in rows], state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
+        ).update(
+            state=UrlImport.State.QUEUED,
+            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
+            queued_at=timezone.now(),
+            next_attempt_at=None,
+            finished_at=None,
+            error_code="",
+            error_message="",
+        )
+        attempts = [(pk, done + 1) for pk, done in rows]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, URL_IMPORTS))
+    return len(rows)

@@ -188,7 +188,7 @@ PIXELMILL_ZIP_MAX_TOTAL_BYTES = int(os.environ.get("PIXELMILL_ZIP_MAX_TOTAL_BYTE
 # Import by URL: public addresses only, unless an operator trusts a network (e.g. "10.20.0.0/16").
 PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS = env_list("PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS", "")
 PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS = float(os.environ.get("PIXELMILL_URL_IMPORT_TIMEOUT_SECONDS", "10"))
-PIXELMILL_URL_IMPORT_MAX_URLS = int(os.environ.get("PIXELMILL_URL_IMPORT_MAX_URLS", "100"))
+PIXELMILL_URL_IMPORT_MAX_URLS = int(os.environ.get("PIXELMILL_URL_IMPORT_MAX_URLS", "5000"))
 
 # Providers: a call retries inside the attempt while the wait is short; a longer wait hands the task
 # back to the scheduler instead of holding a worker.

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 from django.conf import settings
 
-from jobs.errors import PermanentError
+from jobs.errors import PermanentError, TransientError
 
 MAX_REDIRECTS = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,7 +53,13 @@ def resolve_public(host: str, port: int) -> IPAddress:
     """Resolve `host` and insist every address is public; return the one we will connect to."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
+    except socket.gaierror as error:
+        if error.errno == socket.EAI_AGAIN:  # the resolver is having a bad moment: worth another try
+            raise TransientError(
+                f"the host {host!r} could not be resolved just now", code="url_dns"
+            ) from error
+        raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
+    except UnicodeError as error:
         raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
@@ -80,7 +86,10 @@ def pinned_request(
         raise PermanentError("the URL has no host", code="url_invalid")
     if parts.username or parts.password:
         raise PermanentError("URLs with a user name or password are not imported", code="url_invalid")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise PermanentError("the URL has an invalid port", code="url_invalid") from error
     address = resolve_public(parts.hostname, port)
     literal = f"[{address}]" if address.version == 6 else str(address)
     target = parts._replace(netloc=f"{literal}:{port}").geturl()
@@ -98,6 +107,8 @@ def pinned_request(
 
 def read_body(response: httpx.Response, limit: int) -> bytes:
     """The body of a 200 answer, stopping as soon as it passes `limit` bytes."""
+    if response.status_code in (408, 429) or response.status_code >= 500:
+        raise TransientError(f"the server answered HTTP {response.status_code}", code="url_unavailable")
     if response.status_code != 200:
         raise PermanentError(f"the server answered HTTP {response.status_code}", code="url_status")
     if int(response.headers.get("content-length") or 0) > limit:
@@ -112,7 +123,11 @@ def read_body(response: httpx.Response, limit: int) -> bytes:
 
 
 def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage:
-    """Download one image URL, re-checking every redirect, with a size cap and timeouts."""
+    """Download one image URL, re-checking every redirect, with a size cap and timeouts.
+
+    Raises PermanentError when trying again cannot help (a refused address, a 404, too large) and
+    TransientError when it may (a timeout, a refused connection, a 5xx or 429).
+    """
     limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
     own_client = client is None
     client = client or httpx.Client(
@@ -131,9 +146,10 @@ def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage
                 finally:
                     response.close()
             except httpx.TimeoutException as error:
-                raise PermanentError("the server did not answer in time", code="url_timeout") from error
+                raise TransientError("the server did not answer in time", code="url_timeout") from error
             except httpx.HTTPError as error:
-                raise PermanentError(
+                # A refused or reset connection: the server may be back in a minute.
+                raise TransientError(
                     f"the download failed ({type(error).__name__})", code="url_failed"
                 ) from error
             name = PurePosixPath(unquote(urlsplit(current).path)).name or "image"

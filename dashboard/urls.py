@@ -22,6 +22,9 @@ urlpatterns = [
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
     path("campaigns/<int:pk>/upload/", views.campaign_upload, name="campaign-upload"),
     path("campaigns/<int:pk>/import-urls/", views.campaign_import_urls, name="campaign-import-urls"),
+    path(
+        "campaigns/<int:pk>/import-urls/retry/", views.url_imports_requeue, name="campaign-url-imports-retry"
+    ),
     path("campaigns/<int:pk>/process/", views.campaign_process, name="campaign-process"),
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/failures/", views.campaign_failures, name="campaign-failures"),

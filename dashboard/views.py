@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,8 +23,8 @@ from dashboard import services
 from dashboard.exports import campaign_zip
 from dashboard.forms import CampaignForm, GenerateForm, ProcessForm, UploadForm, WebhookForm
 from dashboard.generations import GenerationCounts
-from dashboard.imports import ImportReport, import_uploads, import_urls, parse_url_list
-from dashboard.models import Campaign, Generation, Output, Provider, Recipe, SourceImage, Task
+from dashboard.imports import ImportReport, UrlImportCounts, import_uploads, parse_url_list
+from dashboard.models import Campaign, Generation, Output, Provider, Recipe, SourceImage, Task, UrlImport
 from jobs.errors import StepError
 from jobs.generation import cancel_generation, web_policy, webhook_token
 from jobs.providers.client import ProviderClient
@@ -101,6 +102,10 @@ def render_campaign(
             .failed()
             .select_related("source", "recipe_version__recipe")[:10],
             **generation_context(request, campaign, generate_form),
+            "url_imports": UrlImportCounts.for_campaign(campaign),
+            "refused_urls": campaign.url_imports.filter(
+                state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
+            ).order_by("-pk")[:REFUSALS_SHOWN],
             "webhook_form": webhook_form or WebhookForm(instance=campaign),
             "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
         },
@@ -130,13 +135,40 @@ def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def campaign_import_urls(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue the pasted URLs for the workers to download; the progress panel shows them arrive."""
     campaign = visible_campaign(request, pk)
     urls = parse_url_list(request.POST.get("urls", ""))
     if not urls:
         messages.error(request, "Paste at least one image URL (one per line, or a CSV with the URL first).")
         return redirect(campaign)
-    report_import(request, import_urls(campaign, urls))
+    report = services.queue_url_imports(campaign, urls)
+    if report.queued:
+        messages.success(
+            request,
+            f"Importing {report.queued} URL{pluralize(report.queued)} in the background; "
+            "the images appear here as they arrive.",
+        )
+    if report.already:
+        messages.info(request, f"{report.already} URL{pluralize(report.already)} already imported, skipped.")
+    for url, reason in report.refused[:REFUSALS_SHOWN]:
+        messages.error(request, f"Refused {url}: {reason}.")
     return redirect(campaign)
+
+
+@require_http_methods(["GET", "POST"])
+def url_imports_requeue(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm on GET; on POST the URLs that could not be imported are tried again."""
+    campaign = visible_campaign(request, pk)
+    refused = campaign.url_imports.filter(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
+    if request.method == "POST":
+        count = services.requeue_url_imports(refused)
+        messages.success(request, f"Trying {count} URL{pluralize(count)} again.")
+        return redirect(campaign)
+    return render(
+        request,
+        "dashboard/confirm_url_retry.html",
+        {"campaign": campaign, "count": refused.count(), "action": request.path},
+    )
 
 
 def report_import(request: HttpRequest, report: ImportReport) -> None:
@@ -174,6 +206,7 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = visible_campaign(request, pk)
     progress = campaign.progress()
     generations = GenerationCounts.for_campaign(campaign)
+    url_imports = UrlImportCounts.for_campaign(campaign)
     if request.GET.get("format") == "json":
         return JsonResponse(
             {
@@ -185,15 +218,16 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
                 "per_minute": round(progress.per_minute, 1),
                 "eta_seconds": progress.eta_seconds,
                 "generations": generations.as_dict(),
+                "url_imports": url_imports.as_dict(),
             }
         )
     response = render(
         request,
         "dashboard/_progress.html",
-        {"campaign": campaign, "progress": progress, "generations": generations},
+        {"campaign": campaign, "progress": progress, "generations": generations, "url_imports": url_imports},
     )
-    settled = progress.is_finished or (not progress.total and generations.total)
-    if request.GET.get("live") and settled and not generations.unfinished:
+    settled = progress.is_finished or (not progress.total and (generations.total or url_imports.total))
+    if request.GET.get("live") and settled and not generations.unfinished and not url_imports.unfinished:
         # The run just finished under a watching page: reload it so the gallery shows the results.
         response["HX-Refresh"] = "true"
     return response

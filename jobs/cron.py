@@ -4,7 +4,7 @@ from django.conf import settings
 from rq import cron
 
 from jobs.queueing import CONTROL_QUEUE
-from jobs.tasks import reconcile_task
+from jobs.reconciler import reconcile_task
 from jobs.webhooks import retry_due_webhooks
 
 cron.register(

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -43,7 +43,7 @@ from jobs.errors import (
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
-from jobs.queueing import GENERATIONS, enqueue_attempts, get_process_queue, missing_attempts, schedule_attempt
+from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
 from jobs.retry import backoff_delay
 from jobs.webhooks import campaign_run_finished
 
@@ -412,42 +412,3 @@ def webhook_url() -> str | None:
     """Where fal should POST when a request finishes; None (poll only) unless a public base URL is set."""
     base = settings.PIXELMILL_FAL_WEBHOOK_BASE_URL.rstrip("/")
     return f"{base}{reverse('fal-webhook', args=[webhook_token()])}" if base else None
-
-
-def reconcile_generations() -> dict[str, int]:
-    """Repair generations Redis lost or a dead worker left running; the database says what should exist."""
-    now = timezone.now()
-    grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
-    report = {"generations_worker_lost": 0, "generations_queue_lost": 0, "generations_dead": 0}
-
-    for generation in Generation.objects.filter(state=Generation.State.RUNNING, lease_expires_at__lt=now):
-        error = TransientError(
-            "The worker generating these images stopped before finishing (worker lost).", code="worker_lost"
-        )
-        if generation.attempts - generation.deferrals >= generation.max_attempts:
-            if mark_failed(generation.pk, generation.attempts, error):
-                report["generations_dead"] += 1
-                transaction.on_commit(lambda c=generation.campaign_id: campaign_run_finished(c))
-        elif running(generation.pk, generation.attempts).update(
-            state=Generation.State.QUEUED,
-            queued_at=now,
-            next_attempt_at=now,
-            lease_expires_at=None,
-            error_code=error.code,
-            error_message=error.message,
-        ):
-            report["generations_worker_lost"] += 1
-            pair = (generation.pk, generation.attempts + 1)
-            transaction.on_commit(lambda pair=pair: enqueue_attempts([pair], GENERATIONS))
-
-    waiting = (
-        Generation.objects.filter(state=Generation.State.QUEUED, queued_at__lt=now - grace)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
-        .values_list("pk", "attempts")
-    )
-    missing = missing_attempts([(pk, attempts + 1) for pk, attempts in waiting.iterator()], GENERATIONS)
-    if missing:
-        report["generations_queue_lost"] = enqueue_attempts(missing, GENERATIONS)
-    if any(report.values()):
-        logger.warning("reconciled generations", extra=report)
-    return report

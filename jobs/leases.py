@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -36,9 +36,13 @@ class LeaseKeeper:
     def renew_until_stopped(self) -> None:
         try:
             while not self.stopped.wait(self.lease / 3):
-                self.running().update(lease_expires_at=lease_expiry())
-        except Exception:
-            logger.exception("lease renewal failed", extra={"lease": self.name})
+                try:
+                    self.running().update(lease_expires_at=lease_expiry())
+                except DatabaseError:
+                    # The database restarted or a connection broke: drop it and renew at the next tick;
+                    # giving up would let a live attempt's lease run out and have it taken back.
+                    logger.warning("lease renewal failed; trying again", extra={"lease": self.name})
+                    connection.close()
         finally:
             connection.close()  # this thread's own connection
 

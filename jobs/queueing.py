@@ -41,6 +41,7 @@ class JobKind:
 
 TASKS = JobKind("jobs.tasks.process_task", "task", "process task")
 GENERATIONS = JobKind("jobs.generation.run_generation", "generation", "generate images for generation")
+URL_IMPORTS = JobKind("jobs.url_imports.import_url_task", "urlimport", "download URL import")
 
 
 def job_id_for(task_id: int, attempt: int) -> str:
@@ -51,11 +52,16 @@ def get_process_queue() -> Queue:
     return django_rq.get_queue(PROCESS_QUEUE)
 
 
-def enqueue_attempts(attempts: Iterable[tuple[int, int]], kind: JobKind = TASKS) -> int:
-    """Enqueue (pk, attempt) pairs in one Redis pipeline per thousand; returns how many were sent."""
+def enqueue_attempts(
+    attempts: Iterable[tuple[int, int]], kind: JobKind = TASKS, *, at_front: bool = False
+) -> int:
+    """Enqueue (pk, attempt) pairs in one Redis pipeline per thousand; returns how many were sent.
+
+    `at_front` is for work taken back from a lost worker or queue: it has waited longest already.
+    """
     queue = get_process_queue()
     jobs = [
-        Queue.prepare_data(kind.func, args=(pk, attempt), **kind.job_data(pk, attempt))
+        Queue.prepare_data(kind.func, args=(pk, attempt), at_front=at_front, **kind.job_data(pk, attempt))
         for pk, attempt in attempts
     ]
     sent = 0

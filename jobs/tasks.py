@@ -14,7 +14,6 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
@@ -28,10 +27,9 @@ from jobs.errors import (
     StepError,
     TransientError,
 )
-from jobs.generation import reconcile_generations
 from jobs.leases import LeaseKeeper
 from jobs.operations import OperationContext
-from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, missing_attempts, schedule_attempt
+from jobs.queueing import get_process_queue, job_id_for, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
 from jobs.retry import backoff_delay
@@ -238,37 +236,3 @@ def log_attempt(
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
         },
     )
-
-
-def reconcile_task() -> dict[str, int]:
-    """Repair what Redis lost or a dead worker left behind; the database says what should exist."""
-    now = timezone.now()
-    grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
-    report = {"worker_lost": 0, "queue_lost": 0, "dead": 0}
-
-    for task in Task.objects.filter(state=Task.State.RUNNING, lease_expires_at__lt=now):
-        error = TransientError(
-            "The worker processing this image stopped before finishing (worker lost).", code="worker_lost"
-        )
-        if task.failed_attempts >= task.max_attempts:
-            if task.mark_failed(
-                task.attempts, code=error.code, message=error.message, step="", permanent=False
-            ):
-                report["dead"] += 1
-                announce_if_run_finished(task.campaign_id)
-        elif task.schedule_retry(task.attempts, at=now, code=error.code, message=error.message, step=""):
-            report["worker_lost"] += 1
-            transaction.on_commit(lambda pk=task.pk, n=task.attempts + 1: enqueue_attempts([(pk, n)]))
-
-    waiting = (
-        Task.objects.filter(state=Task.State.QUEUED, queued_at__lt=now - grace)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
-        .values_list("pk", "attempts")
-    )
-    missing = missing_attempts([(pk, attempts + 1) for pk, attempts in waiting.iterator()])
-    if missing:
-        report["queue_lost"] = enqueue_attempts(missing)
-    report.update(reconcile_generations())
-    if any(report.values()):
-        logger.warning("reconciled", extra=report)
-    return report

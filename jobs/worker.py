@@ -26,7 +26,9 @@ def warm_up() -> None:
     from PIL import Image
 
     import jobs.generation  # noqa: F401
+    import jobs.reconciler  # noqa: F401
     import jobs.tasks  # noqa: F401  (imports the pipeline, the operations, numpy and httpx)
+    import jobs.url_imports  # noqa: F401
     import jobs.webhooks  # noqa: F401
     from jobs.providers.client import tls_context
 

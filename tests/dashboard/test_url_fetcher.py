@@ -10,8 +10,10 @@ import pytest
 from django.urls import reverse
 
 from dashboard import url_fetcher
-from dashboard.imports import import_urls, parse_url_list
+from dashboard.imports import parse_url_list
+from dashboard.services import queue_url_imports
 from jobs.errors import PermanentError
+from tests.conftest import run_burst_worker
 from tests.jobs.images import jpeg, photo
 
 IMAGE = jpeg(photo(64, 48, seed=3))
@@ -169,21 +171,38 @@ def test_the_connection_goes_to_the_address_that_was_checked(trusted_server, mon
     assert ImageServer.hosts == [f"images.example:{port}"]
 
 
-def test_import_urls_adds_images_and_names_each_refusal(campaign, trusted_server):
+@pytest.mark.django_db(transaction=True)
+def test_url_imports_add_images_and_name_each_refusal(campaign, trusted_server, redis_conn):
     text = f"url\n{trusted_server}/shoe.jpg\n# a comment\n\n{trusted_server}/nothing-here.jpg\nhttp://10.0.0.7/x.jpg\n"
-    report = import_urls(campaign, parse_url_list(text))
-    assert [source.display_name for source in report.accepted] == ["shoe.jpg"]
-    assert report.accepted[0].origin == "url"
-    reasons = {r.name: r.reason for r in report.refused}
-    assert "HTTP 404" in reasons[f"{trusted_server}/nothing-here.jpg"]
-    assert "private" in reasons["http://10.0.0.7/x.jpg"]
+    report = queue_url_imports(campaign, parse_url_list(text))
+    assert (report.queued, report.already, report.refused) == (3, 0, [])
+    assert not campaign.sources.exists(), "nothing is downloaded inside the request"
+    run_burst_worker()
 
-
-def test_the_campaign_page_imports_a_pasted_list(marketer_client, campaign, trusted_server):
-    response = marketer_client.post(
-        reverse("campaign-import-urls", args=[campaign.pk]),
-        {"urls": f"{trusted_server}/shoe.jpg\nhttp://169.254.169.254/"},
-        follow=True,
+    rows = {row.url: row for row in campaign.url_imports.all()}
+    shoe = rows[f"{trusted_server}/shoe.jpg"]
+    assert (
+        shoe.state == "succeeded" and shoe.source.display_name == "shoe.jpg" and shoe.source.origin == "url"
     )
+    missing = rows[f"{trusted_server}/nothing-here.jpg"]
+    assert (missing.state, missing.attempts) == ("failed", 1) and "HTTP 404" in missing.error_message
+    private = rows["http://10.0.0.7/x.jpg"]
+    assert private.state == "failed" and "private" in private.error_message
+
+
+def test_the_campaign_page_queues_a_pasted_list_and_shows_what_came_of_it(
+    marketer_client, campaign, trusted_server, django_capture_on_commit_callbacks
+):
+    url = reverse("campaign-import-urls", args=[campaign.pk])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = marketer_client.post(
+            url, {"urls": f"{trusted_server}/shoe.jpg\nhttp://169.254.169.254/\nftp://x/y.jpg"}, follow=True
+        )
     page = response.content.decode()
-    assert "Added 1 image(s)." in page and "Refused http://169.254.169.254/" in page
+    assert "Importing 2 URLs in the background" in page
+    assert "Refused ftp://x/y.jpg: only http and https URLs can be imported." in page
+    assert 'id="url-import-counts"' in page and "<b>2</b> waiting" in page
+
+    again = marketer_client.post(url, {"urls": f"{trusted_server}/shoe.jpg"}, follow=True).content.decode()
+    assert "1 URL already imported, skipped." in again
+    assert campaign.url_imports.count() == 2

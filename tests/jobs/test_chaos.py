@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 
 from dashboard.models import Output, SourceImage, Task
 from dashboard.services import process_campaign
-from jobs.tasks import reconcile_task
+from jobs.reconciler import reconcile_task
 from tests.conftest import start_worker_process
 from tests.jobs.images import jpeg, photo
 from tests.jobs.test_tasks import child_pids

@@ -16,10 +16,11 @@ from rq.job import Job
 from dashboard.generations import PromptSpec
 from dashboard.models import Generation, SourceImage, Task, WebhookDelivery
 from dashboard.services import queue_generations
-from jobs.generation import cancel_generation, reconcile_generations, run_generation, webhook_token
+from jobs.generation import cancel_generation, run_generation, webhook_token
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import FalQueue, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue
+from jobs.reconciler import reconcile_task
 from tests.jobs.fal import (  # noqa: F401 (fixtures)
     drain_until,
     fal_provider,
@@ -147,7 +148,7 @@ def test_a_job_redelivered_after_the_submit_polls_the_paid_request_instead_of_su
     assert run_generation(generation.pk, 1) == "skipped"  # RQ delivering the same job again
 
     Generation.objects.filter(pk=generation.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert reconcile_generations()["generations_worker_lost"] == 1
+    assert reconcile_task()["generations_worker_lost"] == 1
     drain_until(lambda: settled(generation))
 
     generation.refresh_from_db()
@@ -238,9 +239,11 @@ def test_reconciler_requeues_a_generation_whose_job_redis_lost(campaign, fal_pro
     Generation.objects.filter(pk=generation.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
     redis_conn.flushdb()  # Redis restarted empty
 
-    assert reconcile_generations()["generations_queue_lost"] == 1
-    assert Job.exists(GENERATIONS.job_id(generation.pk, 1), connection=redis_conn)
-    assert reconcile_generations()["generations_queue_lost"] == 0
+    assert reconcile_task()["generations_queue_lost"] == 1
+    assert Job.exists(GENERATIONS.job_id(generation.pk, 2), connection=redis_conn)
+    generation.refresh_from_db()
+    assert (generation.attempts, generation.error_code) == (1, "queue_lost")
+    assert reconcile_task()["generations_queue_lost"] == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -249,7 +252,7 @@ def test_reconciler_marks_a_generation_dead_when_its_last_worker_died(campaign, 
     Generation.objects.filter(pk=generation.pk).update(
         state="running", attempts=5, max_attempts=5, lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert reconcile_generations()["generations_dead"] == 1
+    assert reconcile_task()["generations_dead"] == 1
     generation.refresh_from_db()
     assert (generation.state, generation.error_code) == ("dead", "worker_lost")
 

@@ -21,8 +21,9 @@ from dashboard.services import process_campaign
 from jobs import tasks as task_module
 from jobs.errors import PermanentError, TransientError
 from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for
+from jobs.reconciler import reconcile_task
 from jobs.samples import product_jpeg
-from jobs.tasks import process_task, reconcile_task
+from jobs.tasks import process_task
 from tests.conftest import run_burst_worker, worker_environment
 from tests.jobs.images import jpeg, photo, product_on_white
 
@@ -129,12 +130,32 @@ def test_an_unreadable_source_fails_permanently_with_a_reason(campaign, ready_re
     assert task.state == "failed" and task.attempts == 1 and task.error_message
 
 
-def test_reconciler_requeues_work_redis_lost(queued_task, redis_conn):
+def test_reconciler_requeues_work_redis_lost_counting_the_lost_attempt(
+    queued_task, redis_conn, django_capture_on_commit_callbacks
+):
     Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
     redis_conn.flushdb()  # Redis restarted empty
-    assert reconcile_task()["queue_lost"] == 1
-    assert Job.exists(job_id_for(queued_task.pk, 1), connection=redis_conn)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_task()["queue_lost"] == 1
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts, queued_task.error_code) == ("queued", 1, "queue_lost")
+    assert "queue lost" in queued_task.error_message
+    assert Job.exists(job_id_for(queued_task.pk, 2), connection=redis_conn)
+    assert redis_conn.lindex("rq:queue:default", 0).decode() == job_id_for(queued_task.pk, 2), "at the front"
     assert reconcile_task()["queue_lost"] == 0  # present now: not sent twice
+    assert process_task(queued_task.pk, 1) == "skipped", "a late copy of the lost job does nothing"
+    assert process_task(queued_task.pk, 2) == "succeeded"
+
+
+def test_a_task_whose_last_attempt_redis_lost_is_dead_with_the_reason(queued_task, redis_conn):
+    Task.objects.filter(pk=queued_task.pk).update(
+        queued_at=timezone.now() - timedelta(minutes=5), attempts=4, max_attempts=5
+    )
+    redis_conn.flushdb()
+    assert reconcile_task()["dead"] == 1
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts, queued_task.error_code) == ("dead", 5, "queue_lost")
+    assert redis_conn.llen("rq:queue:default") == 0
 
 
 def test_reconciler_takes_back_a_task_whose_worker_died(queued_task, django_capture_on_commit_callbacks):
@@ -215,13 +236,16 @@ def test_a_killed_worker_loses_nothing(campaign, ready_recipes, redis_conn, monk
     assert task.outputs.count() == 6
 
 
-def test_reconciler_requeues_a_task_whose_job_failed_before_the_claim(queued_task, redis_conn):
+def test_reconciler_requeues_a_task_whose_job_failed_before_the_claim(
+    queued_task, redis_conn, django_capture_on_commit_callbacks
+):
     """A work-horse killed before claiming leaves the job failed in RQ and the task queued."""
     Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
     job = Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn)
     job.set_status("failed")
-    assert reconcile_task()["queue_lost"] == 1
-    assert Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn).get_status() == "queued"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_task()["queue_lost"] == 1
+    assert Job.fetch(job_id_for(queued_task.pk, 2), connection=redis_conn).get_status() == "queued"
 
 
 def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task, redis_conn, settings):

@@ -1,0 +1,167 @@
+"""The reconciler: the database says what should be running, Redis is only transport; repair the difference.
+
+Every kind of work Pixelmill runs (recipe tasks, generations from prompts, imports by URL) is a row with
+numbered attempts, claimed by a conditional UPDATE. Two things can leave such a row stranded:
+
+- **worker lost**: the row is `running` but its lease expired, because the worker that held it died
+  (SIGKILL, OOM, a machine gone) and nobody renews it any more;
+- **queue lost**: the row is `queued` but the job that would run it is gone from Redis (emptied or
+  restarted without persistence), failed there before the claim (a work-horse killed early), or
+  "started" by a worker whose heartbeat went silent.
+
+Either way the stranded attempt counts as an attempt, and the next one goes to the front of the queue:
+it was waiting longest. A row past its last attempt is `dead` with the reason, and can be requeued from
+the failures page. A late or duplicate job for the counted attempt is harmless: its claim finds the
+attempt number moved on and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard.models import Generation, Task, UrlImport
+from jobs.queueing import GENERATIONS, TASKS, URL_IMPORTS, JobKind, enqueue_attempts, missing_attempts
+
+logger = logging.getLogger("pixelmill.reconciler")
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AttemptRows:
+    """One kind of row with numbered attempts: its model, its jobs, and what to say when one is stranded."""
+
+    name: str
+    model: type[models.Model]
+    kind: JobKind
+    worker_lost: str
+    queue_lost: str
+    # Called with a campaign id once a row of that campaign became dead (a run may have just finished).
+    on_dead: Callable[[int], None] | None = None
+
+    def rows(self):
+        return self.model.objects  # type: ignore[attr-defined]
+
+
+def announce_run_finished(campaign_id: int) -> None:
+    from jobs.tasks import announce_if_run_finished
+
+    transaction.on_commit(lambda: announce_if_run_finished(campaign_id))
+
+
+KINDS = (
+    AttemptRows(
+        "tasks",
+        Task,
+        TASKS,
+        worker_lost="The worker processing this image stopped before finishing (worker lost).",
+        queue_lost="The queue lost this image's job, e.g. when Redis restarted empty (queue lost).",
+        on_dead=announce_run_finished,
+    ),
+    AttemptRows(
+        "generations",
+        Generation,
+        GENERATIONS,
+        worker_lost="The worker generating these images stopped before finishing (worker lost).",
+        queue_lost="The queue lost this prompt's job, e.g. when Redis restarted empty (queue lost).",
+        on_dead=announce_run_finished,
+    ),
+    AttemptRows(
+        "url_imports",
+        UrlImport,
+        URL_IMPORTS,
+        worker_lost="The worker downloading this URL stopped before finishing (worker lost).",
+        queue_lost="The queue lost this URL's job, e.g. when Redis restarted empty (queue lost).",
+    ),
+)
+
+
+def reconcile_task() -> dict[str, int]:
+    """RQ entry point (cron, control queue): reconcile every kind of work; returns what was repaired."""
+    now = timezone.now()
+    report: dict[str, int] = {}
+    for rows in KINDS:
+        for outcome, count in reconcile(rows, now).items():
+            key = outcome if rows.kind is TASKS else f"{rows.name}_{outcome}"
+            report[key] = count
+    if any(report.values()):
+        logger.warning("reconciled", extra=report)
+    return report
+
+
+def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:
+    report = {"worker_lost": 0, "queue_lost": 0, "dead": 0}
+    expired = rows.rows().filter(state="running", lease_expires_at__lt=now)
+    strand(rows, "worker_lost", list(stranded_values(expired, lost_attempt=0)), now, report)
+
+    grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
+    waiting = (
+        rows.rows()
+        .filter(state="queued", queued_at__lt=now - grace)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
+    )
+    candidates = list(stranded_values(waiting, lost_attempt=1))
+    lost = set(missing_attempts([(pk, attempt) for pk, attempt, *_ in candidates], rows.kind))
+    strand(rows, "queue_lost", [row for row in candidates if (row[0], row[1]) in lost], now, report)
+    return report
+
+
+def stranded_values(queryset, *, lost_attempt: int):
+    """(pk, the stranded attempt's number, attempts, deferrals, max_attempts, campaign id) of each row.
+
+    A running row's stranded attempt is the one it holds; a queued row's is the next one, whose job is lost.
+    """
+    for pk, attempts, deferrals, max_attempts, campaign_id in queryset.values_list(
+        "pk", "attempts", "deferrals", "max_attempts", "campaign_id"
+    ).iterator():
+        yield pk, attempts + lost_attempt, attempts, deferrals, max_attempts, campaign_id
+
+
+def strand(rows: AttemptRows, reason: str, stranded: list[tuple], now: datetime, report: dict) -> None:
+    """Count each stranded attempt; the rows with attempts left go back on the queue, at its front."""
+    message = rows.worker_lost if reason == "worker_lost" else rows.queue_lost
+    state = "running" if reason == "worker_lost" else "queued"
+    # One conditional UPDATE per (attempts, stranded attempt, dead or not): a row that moved meanwhile is
+    # left alone. Which rows changed is read back by the `now` stamped on them, inside the transaction
+    # that holds their locks.
+    groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+    campaigns: dict[int, int] = {}
+    for pk, attempt, attempts, deferrals, max_attempts, campaign_id in stranded:
+        groups[(attempts, attempt, attempt - deferrals >= max_attempts)].append(pk)
+        campaigns[pk] = campaign_id
+    resend: list[tuple[int, int]] = []
+    dead_campaigns: set[int] = set()
+    with transaction.atomic():
+        for (attempts, attempt, dead), pks in groups.items():
+            for start in range(0, len(pks), BATCH):
+                chunk = pks[start : start + BATCH]
+                common = {"attempts": attempt, "lease_expires_at": None, "error_code": reason}
+                if dead:
+                    outcome = {"state": "dead", "finished_at": now, "next_attempt_at": None}
+                else:
+                    outcome = {"state": "queued", "queued_at": now, "next_attempt_at": now}
+                current = rows.rows().filter(pk__in=chunk, state=state, attempts=attempts)
+                if not current.update(**common, **outcome, error_message=message):
+                    continue
+                changed = list(
+                    rows.rows().filter(pk__in=chunk, **common, **outcome).values_list("pk", flat=True)
+                )
+                if dead:
+                    report["dead"] += len(changed)
+                    dead_campaigns.update(campaigns[pk] for pk in changed)
+                else:
+                    report[reason] += len(changed)
+                    resend += [(pk, attempt + 1) for pk in changed]
+        if resend:
+            transaction.on_commit(lambda: enqueue_attempts(resend, rows.kind, at_front=True))
+        if rows.on_dead:
+            for campaign_id in dead_campaigns:
+                rows.on_dead(campaign_id)
