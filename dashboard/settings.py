@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dashboard.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -153,6 +154,8 @@ if DEBUG:
 
 # Uploads: Django spools anything over 2.5 MB to disk, so a 1,000-file upload never sits in memory.
 DATA_UPLOAD_MAX_NUMBER_FILES = int(os.environ.get("PIXELMILL_MAX_UPLOAD_FILES", "1000"))
+# One request's whole body (all files of an upload together); larger ones get a 413 before it is read.
+PIXELMILL_MAX_REQUEST_BYTES = int(os.environ.get("PIXELMILL_MAX_REQUEST_BYTES", str(4 * 1024**3)))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_TEMP_DIR = None
 

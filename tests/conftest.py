@@ -142,11 +142,19 @@ def worker_environment() -> dict[str, str]:
 
 
 def start_worker_process(
-    *queues: str, burst: bool = True, worker_class: str | None = None
+    *queues: str,
+    burst: bool = True,
+    worker_class: str | None = None,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     argv = [sys.executable, "manage.py", "rqworker", *(queues or ("control", "default")), "--with-scheduler"]
     if burst:
         argv.append("--burst")
     if worker_class:
         argv += ["--worker-class", worker_class]
-    return subprocess.Popen(argv, env=worker_environment(), cwd=Path(__file__).resolve().parent.parent)
+    if name:
+        argv += ["--name", name]
+    return subprocess.Popen(
+        argv, env={**worker_environment(), **(env or {})}, cwd=Path(__file__).resolve().parent.parent
+    )

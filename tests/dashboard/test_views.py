@@ -235,3 +235,14 @@ def test_too_many_files_is_a_413_with_a_way_out(marketer_client, campaign, setti
     assert response.status_code == 413
     assert "at most 2 files" in response.content.decode()
     assert campaign.sources.count() == 0
+
+
+def test_an_upload_declaring_more_than_the_request_limit_is_a_413_before_it_is_read(
+    marketer_client, campaign, settings
+):
+    settings.PIXELMILL_MAX_REQUEST_BYTES = 10_000
+    files = [upload("big.jpg", jpeg(photo(200, 200, seed=1)) + b"\0" * 20_000)]
+    response = marketer_client.post(reverse("campaign-upload", args=[campaign.pk]), {"files": files})
+    assert response.status_code == 413
+    assert "may carry at most 9.8\xa0KB" in response.content.decode()
+    assert campaign.sources.count() == 0

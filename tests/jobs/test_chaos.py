@@ -1,6 +1,16 @@
-"""Chaos: real workers, work-horses SIGKILLed at random and Redis emptied mid-run; nothing is lost or done twice.
+"""Chaos: real workers SIGKILLed whole and work-horses SIGKILLed alone at random moments, Redis emptied half
+way, PostgreSQL restarted once; nothing is lost, nothing is done twice, everything ends.
 
-The suite runs a small version; `make chaos` runs a long one (PIXELMILL_CHAOS_TASKS, _KILLS, _WORKERS).
+The suite runs a small version (50 tasks, one kill of each kind, one Redis flush, short leases, the
+reconciler called by the test). `make chaos` runs the long one the way production runs: 2,000 tasks,
+10 kills of each kind, default leases (60 s), the reconciler on its real 30-second schedule from
+`rqcron`, and a PostgreSQL restart when the database is PostgreSQL (`make chaos-postgres`). It prints:
+tasks lost, duplicate outputs, tasks not terminal 15 minutes after the last fault, and the longest time
+from a kill to that task ending.
+
+    PIXELMILL_CHAOS_TASKS / _WORKERS / _WORKER_KILLS / _HORSE_KILLS   sizes
+    PIXELMILL_CHAOS_REALISTIC=1                                     production timings and scheduler
+    PIXELMILL_CHAOS_DB_RESTART="<command>"                           how to restart the database
 """
 
 from __future__ import annotations
@@ -8,26 +18,107 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shlex
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import DatabaseError, connection
 
 from dashboard.models import Output, SourceImage, Task
 from dashboard.services import process_campaign
 from jobs.reconciler import reconcile_task
-from tests.conftest import start_worker_process
+from tests.conftest import start_worker_process, worker_environment
 from tests.jobs.images import jpeg, photo
 from tests.jobs.test_tasks import child_pids
 
-TASKS = int(os.environ.get("PIXELMILL_CHAOS_TASKS", "40"))
-KILLS = int(os.environ.get("PIXELMILL_CHAOS_KILLS", "2"))
-WORKERS = int(os.environ.get("PIXELMILL_CHAOS_WORKERS", "2"))
-LEASE = 2.0
-
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parents[2]
+FORKING, IN_PROCESS = "jobs.worker.ForkingPixelmillWorker", "jobs.worker.PixelmillWorker"
+OUTPUTS_PER_TASK = 5  # the social ads pack
+QUIET_AFTER_LAST_FAULT = 15 * 60
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: int
+    workers: int
+    worker_kills: int
+    horse_kills: int
+    realistic: bool
+    db_restart: list[str] | None
+
+    @classmethod
+    def from_environment(cls) -> Plan:
+        env = os.environ.get
+        realistic = env("PIXELMILL_CHAOS_REALISTIC") == "1"
+        return cls(
+            tasks=int(env("PIXELMILL_CHAOS_TASKS", "50")),
+            workers=int(env("PIXELMILL_CHAOS_WORKERS", "2")),
+            worker_kills=int(env("PIXELMILL_CHAOS_WORKER_KILLS", "1")),
+            horse_kills=int(env("PIXELMILL_CHAOS_HORSE_KILLS", "1")),
+            realistic=realistic,
+            db_restart=database_restart_command() if realistic else None,
+        )
+
+
+def database_restart_command() -> list[str] | None:
+    """How to restart the database under test: given, or the local PostgreSQL cluster when we may."""
+    given = os.environ.get("PIXELMILL_CHAOS_DB_RESTART")
+    if given:
+        return shlex.split(given)
+    if connection.vendor != "postgresql" or os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
+        return None
+    if connection.settings_dict.get("HOST") not in ("127.0.0.1", "localhost", "", None):
+        return None
+    versions = sorted(Path("/etc/postgresql").glob("*/main"))
+    if not versions:
+        return None
+    version = versions[-1].parent.name
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+
+
+@dataclass
+class Crew:
+    """The worker processes, each named so that its running tasks can be found by `Task.worker_name`."""
+
+    plan: Plan
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)
+    started: int = 0
+
+    def start(self, worker_class: str) -> None:
+        self.started += 1
+        name = f"chaos-{self.started}-{'fork' if worker_class == FORKING else 'inproc'}"
+        queues = ("control", "default") if self.plan.realistic else ("default",)
+        self.processes[name] = start_worker_process(
+            *queues, burst=not self.plan.realistic, worker_class=worker_class, name=name, env=self.env
+        )
+        self.classes[name] = worker_class
+
+    def replace_exited(self) -> None:
+        for name, process in list(self.processes.items()):
+            if process.poll() is not None:
+                del self.processes[name]
+                self.start(self.classes[name])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def add_sources(campaign, count: int) -> None:
@@ -41,86 +132,156 @@ def add_sources(campaign, count: int) -> None:
         )  # fmt: skip
 
 
-def test_kills_and_a_redis_flush_lose_nothing(campaign, ready_recipes, redis_conn, monkeypatch, settings):
-    monkeypatch.setenv("PIXELMILL_TASK_LEASE_SECONDS", str(LEASE))
-    settings.PIXELMILL_RECONCILE_GRACE_SECONDS = 1
-    settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 5
-    add_sources(campaign, TASKS)
+def read_tasks(campaign) -> dict[int, tuple[str, str]]:
+    """pk → (state, worker name), riding out a database that is restarting."""
+    for _ in range(240):
+        try:
+            return {
+                pk: (state, worker)
+                for pk, state, worker in campaign.tasks.values_list("pk", "state", "worker_name")
+            }
+        except DatabaseError:
+            connection.close()
+            time.sleep(0.5)
+    raise AssertionError("the database did not come back within two minutes")
+
+
+def faults(plan: Plan, rng: random.Random) -> list[tuple[float, str]]:
+    """(share of tasks done, fault) in the order they strike."""
+    events = [(rng.uniform(0.05, 0.9), "worker") for _ in range(plan.worker_kills)]
+    events += [(rng.uniform(0.05, 0.9), "horse") for _ in range(plan.horse_kills)]
+    events.append((0.5, "flush"))
+    if plan.db_restart:
+        events.append((0.7, "database"))
+    return sorted(events)
+
+
+def test_kills_a_redis_flush_and_a_database_restart_lose_nothing(
+    campaign, ready_recipes, redis_conn, settings, capsys
+):
+    plan = Plan.from_environment()
+    env: dict[str, str] = {}
+    if not plan.realistic:
+        # Short leases and an eager reconciler, so the suite's version takes seconds, not minutes.
+        env = {"PIXELMILL_TASK_LEASE_SECONDS": "2"}
+        settings.PIXELMILL_RECONCILE_GRACE_SECONDS = 1
+        settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 5
+    add_sources(campaign, plan.tasks)
     process_campaign(campaign, [ready_recipes["social-ads-pack"]])
     total = campaign.tasks.count()
     rng = random.Random(7)
-    # Half the workers fork a work-horse per job, half run jobs in-process (the default class).
-    classes = ["jobs.worker.ForkingPixelmillWorker", "jobs.worker.PixelmillWorker"]
-    workers = [start_worker_process("default", worker_class=classes[n % 2]) for n in range(WORKERS)]
-    worker_class = {worker.pid: classes[n % 2] for n, worker in enumerate(workers)}
-    # Kills land at random points spread over the run, not all at the start.
-    kill_points = sorted(rng.uniform(0.05, 0.9) for _ in range(KILLS))
-    kills_left, flushed, killed_at = KILLS, False, {}
-    recoveries = []
-    deadline = time.monotonic() + 120 + total * 0.5
+    pending = faults(plan, rng)
+    happened: list[str] = []
+
+    crew = Crew(plan, env)
+    # Half the workers fork a work-horse per job (so there are horses to kill), half run jobs in-process.
+    for n in range(plan.workers):
+        crew.start(FORKING if n % 2 == 0 else IN_PROCESS)
+    scheduler = None
+    if plan.realistic:
+        scheduler = subprocess.Popen(
+            [sys.executable, "manage.py", "rqcron", "jobs.cron", "--logging-level", "WARNING"],
+            env={**worker_environment(), **env},
+            cwd=ROOT,
+        )
+    killed_at: dict[int, float] = {}
+    recoveries: list[float] = []
+    last_fault = time.monotonic()
+    started = time.monotonic()
+    deadline = started + 120 + total * 0.5
     try:
         while True:
-            states = dict(campaign.tasks.values_list("pk", "state"))
-            done = sum(state in Task.TERMINAL_STATES for state in states.values())
+            states = read_tasks(campaign)
+            done = sum(state in Task.TERMINAL_STATES for state, _ in states.values())
             for pk, at in list(killed_at.items()):
-                if states[pk] in Task.TERMINAL_STATES:
+                if states[pk][0] in Task.TERMINAL_STATES:
                     recoveries.append(time.monotonic() - at)
                     del killed_at[pk]
-            if done == total:
+            if done == total and not pending:
                 break
-            if time.monotonic() > deadline:
-                stuck = campaign.tasks.exclude(state__in=Task.TERMINAL_STATES)
-                pytest.fail(
-                    f"stuck: {done}/{total} terminal; {list(stuck.values('pk', 'state', 'attempts'))}"
-                )
-            running = [pk for pk, state in states.items() if state == "running"]
-            if kills_left and running and done >= kill_points[KILLS - kills_left] * total:
-                forking = [(w, child_pids(w.pid)) for w in workers if "Forking" in worker_class[w.pid]]
-                busy = [(worker, horses) for worker, horses in forking if horses]
-                in_process = [w for w in workers if "Forking" not in worker_class[w.pid]]
-                # Every other kill takes a work-horse alone; the others a whole worker mid-job.
-                if kills_left % 2 and busy:
-                    worker, horses = rng.choice(busy)
-                    victims = horses
-                elif busy or in_process:
-                    worker, horses = rng.choice(busy + [(w, []) for w in in_process])
-                    victims = [worker.pid, *horses]
-                else:
-                    victims = []
-                if victims:
-                    try:
-                        for pid in victims:
-                            os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        continue  # that horse had just finished; pick again
-                    kills_left -= 1
-                    for pk in running:
-                        killed_at.setdefault(pk, time.monotonic())
-            if not flushed and done >= total // 2:
-                redis_conn.flushall()  # Redis restarted empty
-                flushed = True
-            for n, w in enumerate(workers):
-                if w.poll() is not None:
-                    workers[n] = start_worker_process("default", worker_class=worker_class[w.pid])
-                    worker_class[workers[n].pid] = worker_class[w.pid]
-            reconcile_task()
+            now = time.monotonic()
+            if now > (last_fault + QUIET_AFTER_LAST_FAULT if plan.realistic else deadline):
+                break
+            if pending and done >= pending[0][0] * total:
+                fault = pending[0][1]
+                if strike(fault, crew, states, killed_at, rng, plan, redis_conn):
+                    pending.pop(0)
+                    happened.append(fault)
+                    last_fault = time.monotonic()
+            crew.replace_exited()
+            if not plan.realistic:
+                try:
+                    reconcile_task()
+                except DatabaseError:
+                    connection.close()
             time.sleep(0.25)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(20)
+        crew.stop()
+        if scheduler is not None:
+            scheduler.terminate()
+            scheduler.wait(20)
 
-    states = list(campaign.tasks.values_list("state", flat=True))
+    states = read_tasks(campaign)
+    not_terminal = sum(state not in Task.TERMINAL_STATES for state, _ in states.values())
+    succeeded = sum(state == Task.State.SUCCEEDED for state, _ in states.values())
+    # Lost: a task that neither succeeded nor failed with a reason a marketer can read.
+    explained = campaign.tasks.failed().exclude(error_message="").count()
+    lost = total - succeeded - explained
     outputs = Output.objects.filter(task__campaign=campaign)
-    print(
-        f"\nchaos: {total} tasks, {KILLS - kills_left} kills, flush={flushed}; "
-        f"succeeded {states.count('succeeded')}, lost {total - len(states)}, "
-        f"longest recovery {max(recoveries, default=0):.1f} s"
-    )
-    assert states.count("succeeded") == total
-    assert kills_left == 0 and flushed
-    # Exactly one output per task and spec, each file present with the recorded size.
-    assert outputs.count() == total * 5
+    folder = Path(django_settings.MEDIA_ROOT) / "outputs" / f"c{campaign.pk}"
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    # One file per output spec plus the preview, per task; any other file is an output written twice.
+    duplicates = len(files) - total * (OUTPUTS_PER_TASK + 1)
+    with capsys.disabled():
+        print(
+            f"\nchaos: {total} tasks on {plan.workers} workers in {time.monotonic() - started:.0f} s; "
+            f"faults {', '.join(f'{happened.count(k)} {k}' for k in dict.fromkeys(happened))}\n"
+            f"  tasks lost: {lost} (succeeded {succeeded}, failed or dead with a reason {explained})\n"
+            f"  duplicate outputs: {max(duplicates, 0)} ({outputs.count()} outputs, {len(files)} files)\n"
+            f"  not terminal {'15 min after the last fault' if plan.realistic else 'at the deadline'}: "
+            f"{not_terminal}\n"
+            f"  longest recovery of a killed task: {max(recoveries, default=0):.1f} s "
+            f"({len(recoveries)} killed tasks)"
+        )
+    assert not pending, f"faults never struck: {pending}"
+    assert not_terminal == 0 and lost == 0
+    assert succeeded == total, "every task of good images succeeds"
+    # Exactly one output per task and spec, each file present with the recorded size, no stray copies.
+    assert outputs.count() == total * OUTPUTS_PER_TASK and duplicates == 0
     for output in outputs:
         assert default_storage.size(output.file.name) == output.byte_size
+
+
+def strike(fault, crew: Crew, states, killed_at, rng, plan: Plan, redis_conn) -> bool:
+    """Deal one fault; False when it cannot strike yet (no worker is busy at this instant)."""
+    if fault == "flush":
+        redis_conn.flushall()  # Redis restarted empty
+        return True
+    if fault == "database":
+        subprocess.run(plan.db_restart, check=True, capture_output=True, timeout=120)
+        connection.close()
+        return True
+    busy = {name: [pk for pk, (state, worker) in states.items() if state == "running" and worker == name]
+            for name in crew.processes}  # fmt: skip
+    if fault == "horse":
+        candidates = [
+            (name, horses)
+            for name, process in crew.processes.items()
+            if crew.classes[name] == FORKING and busy[name] and (horses := child_pids(process.pid))
+        ]
+    else:
+        candidates = [(name, []) for name in crew.processes if busy[name]]
+    if not candidates:
+        return False
+    name, horses = rng.choice(candidates)
+    victims = (
+        horses if fault == "horse" else [*child_pids(crew.processes[name].pid), crew.processes[name].pid]
+    )
+    try:
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False  # that job had just finished; pick again
+    for pk in busy[name]:
+        killed_at.setdefault(pk, time.monotonic())
+    return True

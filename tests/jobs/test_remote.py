@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 
 import pytest
@@ -73,6 +74,19 @@ def test_pixelpanda_upscale_sends_the_scale_factor_and_downloads_the_processed_u
     assert Image.open(io.BytesIO(result.data)).size == (200, 160)
     assert result.request_id and result.meta["execution_time_ms"] is not None
     assert [entry["endpoint"] for entry in calls(simulator, "pixelpanda")][-1].endswith("upscale")
+
+
+def test_no_api_key_or_signed_result_url_reaches_the_logs(simulator, redis_conn, caplog, product_png):
+    """Logging configured as in production (httpx quiet) and everything else at DEBUG: a whole call,
+    including the download of the result URL, writes neither the key nor that URL."""
+    caplog.set_level(logging.DEBUG)
+    with ProviderClient(config_for(simulator, "pixelpanda"), connection=redis_conn, policy=FAST) as client:
+        adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
+    assert any(record.name == "pixelmill.providers" for record in caplog.records), "the call was logged"
+    ours = [record for record in caplog.records if record.name != "jobs.simulator"]  # the provider's own log
+    logged = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in ours)
+    assert "sim-key" not in logged
+    assert "/files/" not in logged, "the result URL stays out of the logs"
 
 
 def test_a_wrong_key_is_a_permanent_error_with_the_providers_words(

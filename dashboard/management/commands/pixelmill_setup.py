@@ -1,4 +1,4 @@
-"""Install the ready recipes, the default team and a first admin user; safe to run again."""
+"""Install the ready recipes, the default team, the role groups and a first admin user; safe to run again."""
 
 from __future__ import annotations
 
@@ -7,10 +7,33 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 
 from dashboard.models import Team
 from dashboard.ready_recipes import install_ready_recipes
+
+
+# Marketers need no group: being in a team lets them see and act on its campaigns, and nothing else.
+# Staff users get what their group grants in the admin; a superuser has everything.
+ROLE_PERMISSIONS = {
+    "Recipe editors": [
+        f"{action}_{model}"
+        for model in ("recipe", "recipestep", "recipeoutput", "provider")
+        for action in ("add", "change", "delete", "view")
+    ]
+    + ["view_recipeversion"],
+    "Operators": ["view_queues", "view_webhookdelivery", "change_webhookdelivery", "view_task", "view_team"],
+}
+
+
+def install_role_groups() -> list[Group]:
+    groups = []
+    for name, codenames in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set(Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames))
+        groups.append(group)
+    return groups
 
 
 class Command(BaseCommand):
@@ -20,6 +43,7 @@ class Command(BaseCommand):
         for recipe in install_ready_recipes():
             self.stdout.write(f"Installed recipe “{recipe.name}”.")
         team, _ = Team.objects.get_or_create(name="Marketing")
+        install_role_groups()
 
         User = get_user_model()
         if User.objects.filter(is_superuser=True).exists():
