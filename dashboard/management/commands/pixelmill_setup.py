@@ -13,7 +13,6 @@ from django.core.management.base import BaseCommand
 from dashboard.models import Team
 from dashboard.ready_recipes import install_ready_recipes
 
-
 # Marketers need no group: being in a team lets them see and act on its campaigns, and nothing else.
 # Staff users get what their group grants in the admin; a superuser has everything.
 ROLE_PERMISSIONS = {
@@ -31,7 +30,9 @@ def install_role_groups() -> list[Group]:
     groups = []
     for name, codenames in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=name)
-        group.permissions.set(Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames))
+        group.permissions.set(
+            Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames)
+        )
         groups.append(group)
     return groups
 
