@@ -17,6 +17,7 @@ from jobs.providers import ProviderConfig
 from jobs.providers.adapters import adapter_for
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.ratelimit import ProviderLimiter, ProviderLimits
+from jobs.tasks import process_task
 from tests.conftest import run_burst_worker
 from tests.jobs.conftest import SIM_KEY_ENV, add_source, make_remote_recipe
 from tests.jobs.images import jpeg, png, product_on_white
@@ -236,6 +237,19 @@ def test_a_pixelpanda_without_batch_gets_one_call_per_step(simulator, make_provi
 
     assert Task.objects.get().state == Task.State.SUCCEEDED
     assert [entry["endpoint"] for entry in calls(simulator, "pixelpanda")] == ["remove-background", "enhance"]
+
+
+def test_a_duplicate_delivery_of_a_remote_task_calls_no_provider(
+    simulator, make_provider, campaign, redis_conn
+):
+    removebg = make_provider("removebg")
+    recipe = make_remote_recipe("Cut-out", [("remove_background", {}, removebg)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    process_campaign(campaign, [recipe])
+    task = Task.objects.get()
+    assert process_task(task.pk, 1) == "succeeded"
+    assert process_task(task.pk, 1) == "skipped", "RQ delivering the same job again"
+    assert len(calls(simulator, "removebg")) == 1
 
 
 def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
