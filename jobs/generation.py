@@ -44,7 +44,7 @@ from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
-from jobs.retry import backoff_delay
+from jobs.retry import backoff_delay, transient_for_unexpected
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.generation")
@@ -87,7 +87,7 @@ def run_generation(generation_id: int, attempt: int) -> str:
         return error.code
     except Exception as exc:
         logger.exception("unexpected error", extra={"generation": generation_id, "attempt": attempt})
-        error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+        error = transient_for_unexpected(exc)
         record_failure(generation, attempt, error, started)
         return error.code
 

@@ -18,18 +18,30 @@ attempt number moved on and does nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import django_rq
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from rq.job import Job
 
 from dashboard.models import Generation, Task, UrlImport
-from jobs.queueing import GENERATIONS, TASKS, URL_IMPORTS, JobKind, enqueue_attempts, missing_attempts
+from jobs.queueing import (
+    CONTROL_QUEUE,
+    GENERATIONS,
+    PROCESS_QUEUE,
+    TASKS,
+    URL_IMPORTS,
+    JobKind,
+    enqueue_attempts,
+    missing_attempts,
+)
 
 logger = logging.getLogger("pixelmill.reconciler")
 BATCH = 1000
@@ -87,7 +99,7 @@ KINDS = (
 def reconcile_task() -> dict[str, int]:
     """RQ entry point (cron, control queue): reconcile every kind of work; returns what was repaired."""
     now = timezone.now()
-    report: dict[str, int] = {}
+    report: dict[str, int] = {"scheduled_released": release_overdue_scheduled_jobs()}
     for rows in KINDS:
         for outcome, count in reconcile(rows, now).items():
             key = outcome if rows.kind is TASKS else f"{rows.name}_{outcome}"
@@ -95,6 +107,33 @@ def reconcile_task() -> dict[str, int]:
     if any(report.values()):
         logger.warning("reconciled", extra=report)
     return report
+
+
+def release_overdue_scheduled_jobs() -> int:
+    """Move scheduled jobs (retries after a backoff, webhook tries) that are long overdue onto their queues.
+
+    RQ releases them from one worker's scheduler, holding a lock; when that worker is killed, the others
+    only try to take the lock over at their next maintenance, up to ten minutes later. Meanwhile nothing
+    is lost but everything waits, so the reconciler does the scheduler's work for what is overdue. If the
+    scheduler releases the same job a moment later, the second delivery's claim does nothing.
+    """
+    overdue_before = time.time() - settings.PIXELMILL_RECONCILE_GRACE_SECONDS
+    released = 0
+    for name in (PROCESS_QUEUE, CONTROL_QUEUE):
+        queue = django_rq.get_queue(name)
+        registry = queue.scheduled_job_registry
+        job_ids = registry.get_jobs_to_schedule(overdue_before)
+        if not job_ids:
+            continue
+        jobs = Job.fetch_many(job_ids, connection=queue.connection)
+        with queue.connection.pipeline() as pipe:
+            for job_id, job in zip(job_ids, jobs, strict=True):
+                if job is not None:
+                    queue.enqueue_job(job, pipeline=pipe, at_front=job.should_enqueue_at_front())
+                    released += 1
+                registry.remove(job_id, pipeline=pipe)
+            pipe.execute()
+    return released
 
 
 def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:

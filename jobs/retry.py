@@ -1,8 +1,13 @@
-"""Retry policy: exponential backoff with full jitter, never sooner than a provider's Retry-After."""
+"""Retry policy: exponential backoff with full jitter, never sooner than a provider's Retry-After; and what an
+unexpected exception means for a retry."""
 
 from __future__ import annotations
 
 import random
+
+from django.db import DatabaseError, connections
+
+from jobs.errors import TransientError
 
 
 def backoff_delay(
@@ -24,3 +29,17 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+def transient_for_unexpected(exc: Exception) -> TransientError:
+    """An exception no step anticipated: worth another attempt, with a reason a person can read.
+
+    A database that restarted or dropped the connection mid-attempt is named as such, and the broken
+    connections are closed first, so that recording this very failure opens a fresh one.
+    """
+    if isinstance(exc, DatabaseError):
+        connections.close_all()
+        return TransientError(
+            "The database was briefly unreachable; this will be tried again.", code="database_unavailable"
+        )
+    return TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")

@@ -32,7 +32,7 @@ from jobs.operations import OperationContext
 from jobs.queueing import get_process_queue, job_id_for, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
-from jobs.retry import backoff_delay
+from jobs.retry import backoff_delay, transient_for_unexpected
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.tasks")
@@ -92,7 +92,7 @@ def process_task(task_id: int, attempt: int) -> str:
     except Exception as exc:
         # A bug or an exhausted resource: retrying may help and the reason stays visible.
         logger.exception("unexpected error", extra={"task": task_id, "attempt": attempt, "step": step})
-        error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+        error = transient_for_unexpected(exc)
         record_failure(task, attempt, error, step, started)
         return error.code
     finally:

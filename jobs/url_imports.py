@@ -21,10 +21,10 @@ from django.utils import timezone
 from dashboard.imports import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
 from dashboard.url_fetcher import fetch_image
-from jobs.errors import PermanentError, StepError, TransientError
+from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.queueing import URL_IMPORTS, schedule_attempt
-from jobs.retry import backoff_delay
+from jobs.retry import backoff_delay, transient_for_unexpected
 
 logger = logging.getLogger("pixelmill.url_imports")
 
@@ -50,7 +50,7 @@ def import_url_task(import_id: int, attempt: int) -> str:
         return record_failure(row, attempt, error, started)
     except Exception as exc:
         logger.exception("unexpected error", extra={"url_import": import_id, "attempt": attempt})
-        error = TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+        error = transient_for_unexpected(exc)
         return record_failure(row, attempt, error, started)
     duplicate = source is None
     if duplicate:

@@ -20,7 +20,7 @@ from dashboard.models import SourceImage, Task
 from dashboard.services import process_campaign
 from jobs import tasks as task_module
 from jobs.errors import PermanentError, TransientError
-from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for
+from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, schedule_attempt
 from jobs.reconciler import reconcile_task
 from jobs.samples import product_jpeg
 from jobs.tasks import process_task
@@ -256,3 +256,29 @@ def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task,
     assert reconcile_task()["queue_lost"] == 0  # a 30-second-old heartbeat is normal
     settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 10
     assert reconcile_task()["queue_lost"] == 1
+
+
+def test_reconciler_releases_retries_a_dead_scheduler_left_waiting(queued_task, redis_conn, settings):
+    """The worker holding RQ's scheduler lock was killed: its overdue retries are released anyway."""
+    settings.PIXELMILL_RECONCILE_GRACE_SECONDS = 1
+    redis_conn.delete("rq:queue:default")
+    due = timezone.now() - timedelta(seconds=30)
+    schedule_attempt(queued_task.pk, 1, due)
+    schedule_attempt(queued_task.pk, 2, timezone.now() + timedelta(minutes=5))  # not due: left alone
+    assert reconcile_task()["scheduled_released"] == 1
+    assert redis_conn.lrange("rq:queue:default", 0, -1) == [job_id_for(queued_task.pk, 1).encode()]
+    assert get_process_queue().scheduled_job_registry.get_job_ids() == [job_id_for(queued_task.pk, 2)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_drops_mid_attempt_is_a_retry_with_a_readable_reason(queued_task, monkeypatch):
+    from django.db import OperationalError
+
+    def database_restarted(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(task_module, "run_pipeline", database_restarted)
+    assert process_task(queued_task.pk, 1) == "database_unavailable"
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.error_code) == ("queued", "database_unavailable")
+    assert queued_task.error_message == "The database was briefly unreachable; this will be tried again."
