@@ -7,9 +7,10 @@ import json
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from dashboard import services
+from dashboard import recipe_preview, services
 from dashboard.models import (
     Campaign,
     Generation,
@@ -48,6 +49,22 @@ class RecipeAdmin(admin.ModelAdmin):
     readonly_fields = ["version", "operation_reference"]
     fields = ["name", "slug", "description", "is_active", "version", "operation_reference"]
     inlines = [RecipeStepInline, RecipeOutputInline]
+    # Adds "Preview before saving" under the inlines (dashboard/recipe_preview.py).
+    change_form_template = "admin/dashboard/recipe/change_form.html"
+
+    def get_urls(self):
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [path("preview/", preview, name="dashboard_recipe_preview"), *super().get_urls()]
+
+    def preview_view(self, request):
+        return recipe_preview.preview_view(self, request)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "preview_samples": recipe_preview.sample_choices(request.user),
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Steps")
     def step_list(self, recipe: Recipe) -> str:
@@ -151,9 +168,22 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(Output)
 class OutputAdmin(admin.ModelAdmin):
-    list_display = ["task", "name", "width", "height", "format", "byte_size"]
+    list_display = ["task", "name", "width", "height", "format", "byte_size", "review"]
+    list_filter = ["review"]
     list_select_related = ["task"]
-    readonly_fields = ["task", "name", "file", "width", "height", "format", "byte_size", "created_at"]
+    readonly_fields = [
+        "task",
+        "name",
+        "file",
+        "width",
+        "height",
+        "format",
+        "byte_size",
+        "created_at",
+        "review",
+        "reviewed_by",
+        "reviewed_at",
+    ]
 
 
 @admin.register(Provider)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from django.core.files.storage import default_storage
+from django.db.models import Max
 from zipstream import ZIP_STORED, ZipStream
 
 from dashboard.models import Campaign, Output, Task
@@ -24,6 +25,7 @@ MANIFEST_FIELDS = [
     "format",
     "bytes",
     "task_state",
+    "review",
     "error",
 ]
 
@@ -43,8 +45,12 @@ def archive_stem(display_name: str, source_id: int, taken: set[str]) -> str:
     return stem
 
 
-def campaign_zip(campaign: Campaign) -> ZipStream:
-    """Build the archive lazily: files are read from storage only as the response streams them."""
+def campaign_zip(campaign: Campaign, *, approved_only: bool = False) -> ZipStream:
+    """Build the archive lazily: files are read from storage only as the response streams them.
+
+    `approved_only` keeps the outputs a reviewer approved and leaves failures out of the manifest:
+    it is the archive that goes to people outside the team.
+    """
     # Images are already compressed; storing them costs no CPU and lets the size be known up front.
     archive = ZipStream(compress_type=ZIP_STORED, sized=True)
     manifest = io.StringIO()
@@ -53,21 +59,34 @@ def campaign_zip(campaign: Campaign) -> ZipStream:
     stems: dict[tuple[str, int], str] = {}
     taken: dict[str, set[str]] = {}
 
-    outputs = (
-        Output.objects.filter(task__campaign=campaign)
-        .select_related("task__source", "task__recipe_version__recipe")
-        .order_by("task__recipe_version__recipe__slug", "name", "task__source_id", "pk")
+    outputs = Output.objects.filter(task__campaign=campaign)
+    if approved_only:
+        outputs = outputs.approved()
+    # A campaign re-run on a new recipe version holds both versions: the newest keeps the plain
+    # name, older ones get "-v<n>" so that no two entries share a path.
+    newest = {
+        (row["task__recipe_version__recipe_id"], row["task__source_id"]): row["newest"]
+        for row in outputs.order_by()
+        .values("task__recipe_version__recipe_id", "task__source_id")
+        .annotate(newest=Max("task__recipe_version__number"))
+    }
+    outputs = outputs.select_related("task__source", "task__recipe_version__recipe").order_by(
+        "task__recipe_version__recipe__slug", "name", "task__source_id", "-task__recipe_version__number", "pk"
     )
     for output in outputs.iterator(chunk_size=2000):
         task = output.task
-        recipe = task.recipe_version.recipe
+        version = task.recipe_version
+        recipe = version.recipe
         key = (recipe.slug, task.source_id)
         if key not in stems:
             stems[key] = archive_stem(
                 task.source.display_name, task.source_id, taken.setdefault(recipe.slug, set())
             )
+        stem = stems[key]
+        if version.number != newest[(recipe.pk, task.source_id)]:
+            stem = f"{stem}-v{version.number}"
         extension = PurePosixPath(output.file.name).suffix
-        path = f"{recipe.slug}/{output.name}/{stems[key]}{extension}"
+        path = f"{recipe.slug}/{output.name}/{stem}{extension}"
         archive.add(read_chunks(output.file.name), path, size=output.byte_size)
         writer.writerow(
             {
@@ -75,30 +94,31 @@ def campaign_zip(campaign: Campaign) -> ZipStream:
                 "source": task.source.display_name,
                 "source_sha256": task.source.sha256,
                 "recipe": recipe.slug,
-                "recipe_version": task.recipe_version.number,
+                "recipe_version": version.number,
                 "output": output.name,
                 "width": output.width,
                 "height": output.height,
                 "format": output.format,
                 "bytes": output.byte_size,
                 "task_state": task.state,
+                "review": output.review,
                 "error": "",
             }
         )
-    # Images that did not make it are listed too, so the manifest accounts for every source.
-    for task in (
-        Task.objects.for_campaign(campaign).failed().select_related("source", "recipe_version__recipe")
-    ):
-        writer.writerow(
-            {
-                "path": "",
-                "source": task.source.display_name,
-                "source_sha256": task.source.sha256,
-                "recipe": task.recipe_version.recipe.slug,
-                "recipe_version": task.recipe_version.number,
-                "task_state": task.state,
-                "error": task.error_message,
-            }
-        )
+    if not approved_only:
+        # Images that did not make it are listed too, so the manifest accounts for every source.
+        failures = Task.objects.for_campaign(campaign).failed()
+        for task in failures.select_related("source", "recipe_version__recipe"):
+            writer.writerow(
+                {
+                    "path": "",
+                    "source": task.source.display_name,
+                    "source_sha256": task.source.sha256,
+                    "recipe": task.recipe_version.recipe.slug,
+                    "recipe_version": task.recipe_version.number,
+                    "task_state": task.state,
+                    "error": task.error_message,
+                }
+            )
     archive.add(manifest.getvalue().encode("utf-8"), "manifest.csv")
     return archive

@@ -6,11 +6,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count, F
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, get_random_string
 
 from jobs.operations import OPERATIONS, Operation, OperationParamsError, build_operation
 from jobs.rendering import OutputSpec, OutputSpecError
@@ -70,6 +72,23 @@ class Campaign(models.Model):
 
     def progress(self) -> Progress:
         return Progress.for_tasks(self.tasks.all())
+
+    def approved_output_count(self) -> int:
+        return Output.objects.filter(task__campaign=self).approved().count()
+
+    def recipe_updates(self) -> list[RecipeUpdate]:
+        """Each of the campaign's recipes with the versions its tasks were made with, and whether a newer one exists."""
+        used: dict[int, set[int]] = {}
+        for recipe_id, number in (
+            self.tasks.order_by()
+            .values_list("recipe_version__recipe_id", "recipe_version__number")
+            .distinct()
+        ):
+            used.setdefault(recipe_id, set()).add(number)
+        return [
+            RecipeUpdate(recipe, sorted(used[recipe.pk]))
+            for recipe in self.recipes.filter(pk__in=used).order_by("name")
+        ]
 
 
 class SourceImage(models.Model):
@@ -351,6 +370,23 @@ class RecipeVersion(models.Model):
         return [OutputSpec.from_dict(spec) for spec in self.definition["outputs"]]
 
 
+class RecipeUpdate:
+    """A campaign's recipe: the versions its tasks used, and the current one it could re-run on."""
+
+    def __init__(self, recipe: Recipe, used_numbers: list[int]) -> None:
+        self.recipe = recipe
+        self.used_numbers = used_numbers
+        self.current_number = recipe.version
+
+    @property
+    def has_new_version(self) -> bool:
+        return self.recipe.is_active and self.current_number not in self.used_numbers
+
+    @property
+    def can_compare(self) -> bool:
+        return len(self.used_numbers) >= 2
+
+
 class TaskQuerySet(models.QuerySet):
     def for_campaign(self, campaign: Campaign) -> TaskQuerySet:
         return self.filter(campaign=campaign)
@@ -472,6 +508,13 @@ class Task(models.Model):
     def failed_attempts(self) -> int:
         return self.attempts - self.deferrals
 
+    def review_counts(self) -> dict[str, int]:
+        """Outputs per review decision; reads prefetched outputs when the gallery prefetched them."""
+        counts = dict.fromkeys(Output.Review.values, 0)
+        for output in self.outputs.all():
+            counts[output.review] += 1
+        return counts
+
     def defer(self, attempt: int, *, at, message: str) -> bool:
         """Hand the attempt back unrun (a shared rate limit said wait): it does not count as a failure."""
         return bool(
@@ -558,8 +601,35 @@ class Progress:
         return self.counts.get(state, 0)
 
 
+class OutputQuerySet(models.QuerySet):
+    def visible_to(self, user) -> OutputQuerySet:
+        return self.filter(task__campaign__in=Campaign.objects.visible_to(user))
+
+    def approved(self) -> OutputQuerySet:
+        return self.filter(review=Output.Review.APPROVED)
+
+    def pending_review(self) -> OutputQuerySet:
+        return self.filter(review=Output.Review.PENDING)
+
+    def record_review(self, decision: str, user) -> int:
+        """Approve or reject every output here (or send it back to review); returns how many."""
+        if decision not in Output.Review.values:
+            raise ValueError(f"unknown review decision {decision!r}")
+        reviewed = decision != Output.Review.PENDING
+        return self.update(
+            review=decision,
+            reviewed_by=user if reviewed else None,
+            reviewed_at=timezone.now() if reviewed else None,
+        )
+
+
 class Output(models.Model):
     """One rendered variant of a task, stored under a key derived from the task and spec."""
+
+    class Review(models.TextChoices):
+        PENDING = "pending", "To review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="outputs")
     name = models.SlugField(max_length=60)
@@ -569,13 +639,34 @@ class Output(models.Model):
     format = models.CharField(max_length=8)
     byte_size = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    review = models.CharField(
+        max_length=10,
+        choices=Review.choices,
+        default=Review.PENDING,
+        help_text="Only approved outputs go into an approved-only ZIP and through share links.",
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutputQuerySet.as_manager()
 
     class Meta:
         ordering = ["task", "pk"]
         constraints = [models.UniqueConstraint(fields=["task", "name"], name="unique_output_per_task")]
+        indexes = [models.Index(fields=["task", "review"])]
 
     def __str__(self) -> str:
         return f"{self.name} of task {self.task_id}"
+
+    def record_review(self, decision: str, user) -> None:
+        Output.objects.filter(pk=self.pk).record_review(decision, user)
+        self.refresh_from_db(fields=["review", "reviewed_by", "reviewed_at"])
+
+    def thumbnail_key(self) -> str:
+        # The byte size is in the key: a task that renders again gets a fresh thumbnail, not a stale one.
+        return f"renditions/outputs/{self.pk}-{self.byte_size}.webp"
 
 
 class StepResult(models.Model):
@@ -722,3 +813,97 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.run_number} of {self.campaign} ({self.state})"
+
+
+class ShareLinkQuerySet(models.QuerySet):
+    def active(self) -> ShareLinkQuerySet:
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+    def from_token(self, token: str) -> ShareLink | None:
+        """The link a URL token names, if the signature holds and the secret matches; expired or not."""
+        try:
+            value = signing.Signer(salt=ShareLink.SALT).unsign(token)
+        except signing.BadSignature:
+            return None
+        pk, _, nonce = value.partition(".")
+        link = self.select_related("campaign").filter(pk=int(pk)).first() if pk.isdigit() else None
+        if link is None or not constant_time_compare(link.nonce, nonce):
+            return None
+        return link
+
+
+class ShareLink(models.Model):
+    """Lets someone without an account download a campaign's approved outputs until it expires or is revoked.
+
+    The URL carries the row's id and a random secret, signed with the site's secret key: a forged or
+    altered token fails before the database is asked, and a copy of the database alone cannot mint one.
+    """
+
+    SALT = "pixelmill.share-link"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="share_links")
+    nonce = models.CharField(max_length=32, editable=False)
+    label = models.CharField(max_length=100, blank=True, help_text="Who the link is for, e.g. “Agency”.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    download_count = models.PositiveIntegerField(default=0)
+    last_downloaded_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ShareLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Share link {self.pk} of {self.campaign}"
+
+    @classmethod
+    def issue(cls, campaign: Campaign, user, *, days: int, label: str = "") -> ShareLink:
+        return cls.objects.create(
+            campaign=campaign,
+            nonce=get_random_string(32),
+            label=label,
+            created_by=user,
+            expires_at=timezone.now() + timedelta(days=days),
+        )
+
+    @property
+    def token(self) -> str:
+        return signing.Signer(salt=self.SALT).sign(f"{self.pk}.{self.nonce}")
+
+    def get_absolute_url(self) -> str:
+        return reverse("share-link", args=[self.token])
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_revoked and not self.is_expired
+
+    def revoke(self, user) -> bool:
+        """Stop the link working at once; False when it already was revoked."""
+        now = timezone.now()
+        revoked = ShareLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            revoked_at=now, revoked_by=user
+        )
+        if revoked:
+            self.revoked_at, self.revoked_by = now, user
+        return bool(revoked)
+
+    def record_download(self) -> None:
+        ShareLink.objects.filter(pk=self.pk).update(
+            download_count=F("download_count") + 1, last_downloaded_at=timezone.now()
+        )

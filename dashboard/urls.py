@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import permission_required
 from django.urls import include, path, re_path
 
-from dashboard import views
+from dashboard import review, sharing, views
 
 # django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
 queue_view = permission_required("dashboard.view_queues", raise_exception=True)
@@ -40,6 +40,22 @@ urlpatterns = [
     path("tasks/<int:pk>/preview.webp", views.task_preview, name="task-preview"),
     path("sources/<int:pk>/thumbnail.webp", views.source_thumbnail, name="source-thumbnail"),
     path("outputs/<int:pk>/", views.output_download, name="output-download"),
+    # Review and approve, compare versions, re-run (dashboard/review.py).
+    path("outputs/<int:pk>/compare/", review.output_compare, name="output-compare"),
+    path("outputs/<int:pk>/review/", review.output_review, name="output-review"),
+    path("outputs/<int:pk>/thumbnail.webp", review.output_thumbnail_image, name="output-thumbnail"),
+    path("tasks/<int:pk>/review/", review.task_review, name="task-review"),
+    path("sources/<int:pk>/original/", review.source_original, name="source-original"),
+    path(
+        "campaigns/<int:pk>/recipes/<int:recipe_pk>/versions/", review.version_compare, name="version-compare"
+    ),
+    path("campaigns/<int:pk>/recipes/<int:recipe_pk>/rerun/", review.campaign_rerun, name="campaign-rerun"),
+    # Share links (dashboard/sharing.py); the /share/ pages need no account.
+    path("campaigns/<int:pk>/share-links/", sharing.share_link_create, name="share-link-create"),
+    path("share-links/<int:pk>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
+    path("share/<str:token>/", sharing.shared_campaign, name="share-link"),
+    path("share/<str:token>/download.zip", sharing.shared_download, name="share-link-download"),
+    path("share/<str:token>/outputs/<int:pk>.webp", sharing.shared_thumbnail, name="share-link-thumbnail"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/rq/", include((queue_urls, "django_rq"))),

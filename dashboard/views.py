@@ -18,6 +18,7 @@ from django.template.defaultfilters import pluralize
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from zipstream import ZipStream
 
 from dashboard import services
 from dashboard.exports import campaign_zip
@@ -362,11 +363,18 @@ def source_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
 
 @require_GET
 def campaign_download(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """Every output, or with ?approved=1 only the approved ones (what a share link hands out)."""
     campaign = visible_campaign(request, pk)
-    archive = campaign_zip(campaign)
+    approved_only = request.GET.get("approved") == "1"
+    suffix = "-approved" if approved_only else ""
+    return zip_response(
+        campaign_zip(campaign, approved_only=approved_only), f"pixelmill-campaign-{campaign.pk}{suffix}.zip"
+    )
+
+
+def zip_response(archive: ZipStream, filename: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(archive, content_type="application/zip")
     response["Content-Length"] = str(len(archive))
-    filename = f"pixelmill-campaign-{campaign.pk}.zip"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -6,43 +6,14 @@ import io
 import os
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import start_worker_process, zip_bytes
+from tests.dashboard.conftest import SCREENSHOTS
 from tests.jobs.images import jpeg, product_on_white
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:  # pragma: no cover - depends on the machine
-        pytest.skip(f"BROWSER TESTS SKIPPED: playwright is not importable ({error})")
-    if not Path(CHROMIUM).exists():
-        message = f"BROWSER TESTS SKIPPED: {CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    # Playwright's sync API runs an event loop in this thread; the ORM calls in the test are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        page.set_default_timeout(20_000)
-        yield page
-        browser.close()
 
 
 @pytest.fixture

@@ -1,0 +1,330 @@
+"""Reviewing a campaign's outputs: compare each with its source (or with another recipe version), approve or
+reject it, compare two recipe versions side by side, and re-run a campaign on a recipe's new version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import services
+from dashboard.models import Campaign, Output, Recipe, RecipeVersion, SourceImage, Task
+from dashboard.renditions import output_thumbnail, viewable_source
+from dashboard.views import serve_file, visible_campaign
+from jobs.errors import PermanentError
+
+VERSION_COMPARE_PAGE_SIZE = 8
+DECISION_VERBS = {
+    Output.Review.APPROVED: "Approved",
+    Output.Review.REJECTED: "Rejected",
+    Output.Review.PENDING: "Back to review:",
+}
+
+
+def visible_output(request: HttpRequest, pk: int) -> Output:
+    return get_object_or_404(
+        Output.objects.visible_to(request.user).select_related(
+            "task__source", "task__campaign", "task__recipe_version__recipe"
+        ),
+        pk=pk,
+    )
+
+
+def requested_decision(request: HttpRequest) -> str | None:
+    decision = request.POST.get("decision", "")
+    return decision if decision in Output.Review.values else None
+
+
+def redirect_back(request: HttpRequest, fallback: str) -> HttpResponse:
+    """Back to the page the form was on (`next`), when that is a page of this site."""
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = fallback
+    return redirect(target)
+
+
+@dataclass(frozen=True)
+class ComparedImage:
+    """What the left of the comparison shows: the source, or the same output of another version."""
+
+    src: str
+    label: str
+    name: str
+    width: int
+    height: int
+
+
+@require_GET
+def output_compare(request: HttpRequest, pk: int) -> HttpResponse:
+    """One output next to its source, or (?against=<output>) next to the same output of another version."""
+    output = visible_output(request, pk)
+    task = output.task
+    others = (
+        Output.objects.filter(
+            task__source=task.source,
+            task__recipe_version__recipe=task.recipe_version.recipe,
+            name=output.name,
+        )
+        .exclude(pk=output.pk)
+        .select_related("task__recipe_version")
+        .order_by("-task__recipe_version__number")
+    )
+    against_id = request.GET.get("against", "")
+    against = others.filter(pk=against_id).first() if against_id.isdigit() else None
+    if against is not None:
+        before = ComparedImage(
+            src=reverse("output-download", args=[against.pk]) + "?inline=1",
+            label=f"v{against.task.recipe_version.number}",
+            name=against.name,
+            width=against.width,
+            height=against.height,
+        )
+    else:
+        before = ComparedImage(
+            src=reverse("source-original", args=[task.source_id]),
+            label="Original",
+            name=task.source.display_name,
+            width=task.source.width,
+            height=task.source.height,
+        )
+    return render(
+        request,
+        "dashboard/output_compare.html",
+        {
+            "campaign": task.campaign,
+            "output": output,
+            "task": task,
+            "source": task.source,
+            "siblings": task.outputs.order_by("pk"),
+            "other_versions": others,
+            "against": against,
+            "before": before,
+            "review_counts": task.review_counts(),
+            "next_to_review": next_to_review(output),
+        },
+    )
+
+
+def next_to_review(output: Output) -> Output | None:
+    """The next output of the campaign still waiting for a decision, after this one (then from the top)."""
+    waiting = (
+        Output.objects.filter(task__campaign_id=output.task.campaign_id)
+        .pending_review()
+        .exclude(pk=output.pk)
+        .order_by("task_id", "pk")
+    )
+    after = waiting.filter(Q(task_id__gt=output.task_id) | Q(task_id=output.task_id, pk__gt=output.pk))
+    return after.first() or waiting.first()
+
+
+@require_POST
+def output_review(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve or reject one output (or send it back to review); one click undoes it, so no confirmation."""
+    output = visible_output(request, pk)
+    decision = requested_decision(request)
+    if decision is None:
+        return HttpResponseBadRequest("decision must be approved, rejected or pending")
+    output.record_review(decision, request.user)
+    messages.success(
+        request, f"{DECISION_VERBS[decision]} {output.name} of {output.task.source.display_name}."
+    )
+    return redirect_back(request, fallback=reverse("output-compare", args=[output.pk]))
+
+
+@require_POST
+def task_review(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve or reject every output of one image in one recipe version."""
+    task = get_object_or_404(
+        Task.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
+            "campaign", "source", "recipe_version__recipe"
+        ),
+        pk=pk,
+    )
+    decision = requested_decision(request)
+    if decision is None:
+        return HttpResponseBadRequest("decision must be approved, rejected or pending")
+    count = task.outputs.all().record_review(decision, request.user)
+    messages.success(
+        request,
+        f"{DECISION_VERBS[decision]} all {count} output{'s' if count != 1 else ''} of "
+        f"{task.source.display_name} ({task.recipe_version}).",
+    )
+    return redirect_back(request, fallback=task.campaign.get_absolute_url())
+
+
+@require_GET
+def source_original(request: HttpRequest, pk: int) -> FileResponse:
+    """The source at full size, as a browser can show it (TIFF and HEIC through a WebP copy)."""
+    source = get_object_or_404(
+        SourceImage.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)), pk=pk
+    )
+    return serve_rendition(lambda: viewable_source(source))
+
+
+@require_GET
+def output_thumbnail_image(request: HttpRequest, pk: int) -> FileResponse:
+    return serve_rendition(lambda: output_thumbnail(visible_output(request, pk)))
+
+
+def serve_rendition(make_key) -> FileResponse:
+    try:
+        return serve_file(make_key())
+    except (FileNotFoundError, PermanentError) as error:
+        raise Http404("The image file is missing or unreadable") from error
+
+
+# --- two versions of a recipe ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputPair:
+    name: str
+    before: Output | None
+    after: Output | None
+
+
+@dataclass(frozen=True)
+class SourceComparison:
+    source: SourceImage
+    before: Task | None
+    after: Task | None
+    pairs: list[OutputPair]
+
+
+def compare_sources(
+    sources: list[SourceImage], before: RecipeVersion, after: RecipeVersion
+) -> list[SourceComparison]:
+    """Per source, its task in each version and the outputs paired by name (the newer version's order first)."""
+    names = [spec["name"] for spec in after.definition["outputs"]]
+    names += [spec["name"] for spec in before.definition["outputs"] if spec["name"] not in names]
+    rows = []
+    for source in sources:
+        tasks = {task.recipe_version_id: task for task in source.tasks.all()}
+        task_before, task_after = tasks.get(before.pk), tasks.get(after.pk)
+        outputs_before = {o.name: o for o in task_before.outputs.all()} if task_before else {}
+        outputs_after = {o.name: o for o in task_after.outputs.all()} if task_after else {}
+        pairs = [OutputPair(name, outputs_before.get(name), outputs_after.get(name)) for name in names]
+        rows.append(SourceComparison(source, task_before, task_after, pairs))
+    return rows
+
+
+def definition_changes(before: dict, after: dict) -> list[str]:
+    """What an admin changed between two versions, in words: steps by position, outputs by name."""
+    changes = []
+    steps_before, steps_after = before.get("steps", []), after.get("steps", [])
+    for n in range(max(len(steps_before), len(steps_after))):
+        old = steps_before[n] if n < len(steps_before) else None
+        new = steps_after[n] if n < len(steps_after) else None
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"Step {n + 1} added: {new['operation']}")
+        elif new is None:
+            changes.append(f"Step {n + 1} removed: {old['operation']}")
+        elif old["operation"] != new["operation"]:
+            changes.append(f"Step {n + 1}: {old['operation']} became {new['operation']}")
+        else:
+            changes.extend(
+                f"Step {n + 1} ({new['operation']}): {key} {old_value!r} → {new_value!r}"
+                for key, old_value, new_value in changed_fields(
+                    {**old["params"], "provider": old.get("provider")},
+                    {**new["params"], "provider": new.get("provider")},
+                )
+            )
+    outputs_before = {spec["name"]: spec for spec in before.get("outputs", [])}
+    outputs_after = {spec["name"]: spec for spec in after.get("outputs", [])}
+    for name, spec in outputs_after.items():
+        if name not in outputs_before:
+            changes.append(f"Output {name} added ({spec['width']}×{spec['height']} {spec['format']})")
+        else:
+            changes.extend(
+                f"Output {name}: {key} {old_value!r} → {new_value!r}"
+                for key, old_value, new_value in changed_fields(outputs_before[name], spec)
+            )
+    changes.extend(f"Output {name} removed" for name in outputs_before if name not in outputs_after)
+    return changes
+
+
+def changed_fields(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    return [
+        (key, old.get(key), new.get(key))
+        for key in dict.fromkeys([*old, *new])
+        if old.get(key) != new.get(key)
+    ]
+
+
+@require_GET
+def version_compare(request: HttpRequest, pk: int, recipe_pk: int) -> HttpResponse:
+    """Two versions of one recipe in this campaign, output beside output (?before=&after= pick the numbers)."""
+    campaign = visible_campaign(request, pk)
+    recipe = get_object_or_404(Recipe, pk=recipe_pk)
+    versions = list(
+        RecipeVersion.objects.filter(recipe=recipe, tasks__campaign=campaign).distinct().order_by("-number")
+    )
+    if not versions:
+        raise Http404("This campaign has no tasks for that recipe")
+    by_number = {version.number: version for version in versions}
+    after = by_number.get(int_or_none(request.GET.get("after")), versions[0])
+    before = by_number.get(int_or_none(request.GET.get("before")), versions[1] if len(versions) > 1 else None)
+    context = {"campaign": campaign, "recipe": recipe, "versions": versions, "before": before, "after": after}
+    if before is not None and before != after:
+        chosen = [before, after]
+        sources = (
+            campaign.sources.filter(tasks__recipe_version__in=chosen)
+            .distinct()
+            .order_by("pk")
+            .prefetch_related(
+                Prefetch(
+                    "tasks",
+                    queryset=Task.objects.filter(recipe_version__in=chosen).prefetch_related("outputs"),
+                )
+            )
+        )
+        page = Paginator(sources, VERSION_COMPARE_PAGE_SIZE).get_page(request.GET.get("page"))
+        context |= {
+            "page": page,
+            "rows": compare_sources(list(page.object_list), before, after),
+            "changes": definition_changes(before.definition, after.definition),
+        }
+    return render(request, "dashboard/version_compare.html", context)
+
+
+def int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_rerun(request: HttpRequest, pk: int, recipe_pk: int) -> HttpResponse:
+    """Confirm on GET; on POST every image gets a task on the recipe's current version. Earlier versions'
+    outputs stay, so the two can be compared."""
+    campaign = visible_campaign(request, pk)
+    recipe = get_object_or_404(campaign.recipes.filter(is_active=True), pk=recipe_pk)
+    if request.method == "POST":
+        report = services.process_campaign(campaign, [recipe])
+        if report.created:
+            messages.success(
+                request,
+                f"Re-running {report.created} image{'s' if report.created != 1 else ''} on {recipe.name} "
+                f"v{recipe.version}. The earlier outputs stay, so you can compare the two.",
+            )
+        else:
+            messages.info(request, f"Every image already has {recipe.name} v{recipe.version}.")
+        return redirect(campaign)
+    current = Task.objects.filter(
+        campaign=campaign, recipe_version__recipe=recipe, recipe_version__number=recipe.version
+    )
+    waiting = campaign.sources.exclude(pk__in=current.values("source_id")).count()
+    return render(
+        request,
+        "dashboard/confirm_rerun.html",
+        {"campaign": campaign, "recipe": recipe, "count": waiting, "action": request.path},
+    )

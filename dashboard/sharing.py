@@ -1,0 +1,140 @@
+"""Share links: someone without an account sees and downloads a campaign's approved outputs, until the link
+expires or a team member revokes it."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard.exports import campaign_zip
+from dashboard.models import Campaign, Output, ShareLink
+from dashboard.renditions import output_thumbnail
+from dashboard.review import serve_rendition
+from dashboard.views import visible_campaign, zip_response
+
+SHARE_LINK_DAYS = [(1, "1 day"), (7, "7 days"), (30, "30 days")]
+SHARED_PREVIEWS = 24
+
+
+class ShareLinkForm(forms.Form):
+    label = forms.CharField(
+        max_length=100,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "Who is it for? (optional)"}),
+    )
+    days = forms.TypedChoiceField(choices=SHARE_LINK_DAYS, coerce=int, initial=7, label="Works for")
+
+
+@require_POST
+def share_link_create(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = visible_campaign(request, pk)
+    form = ShareLinkForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick how long the link should work: 1, 7 or 30 days.")
+        return redirect(campaign)
+    link = ShareLink.issue(
+        campaign, request.user, days=form.cleaned_data["days"], label=form.cleaned_data["label"]
+    )
+    approved = campaign.approved_output_count()
+    until = date_format(timezone.localtime(link.expires_at), "DATETIME_FORMAT")
+    messages.success(request, f"Share link created. It works until {until}, unless you revoke it.")
+    if not approved:
+        messages.info(
+            request, "Nothing is approved yet: the link shows an empty page until you approve outputs."
+        )
+    return redirect(f"{campaign.get_absolute_url()}#share")
+
+
+@require_http_methods(["GET", "POST"])
+def share_link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm on GET; on POST the link stops working at once."""
+    link = get_object_or_404(
+        ShareLink.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
+            "campaign"
+        ),
+        pk=pk,
+    )
+    if request.method == "POST":
+        if link.revoke(request.user):
+            messages.success(request, "Share link revoked: it no longer works for anyone.")
+        else:
+            messages.info(request, "That share link was already revoked.")
+        return redirect(f"{link.campaign.get_absolute_url()}#share")
+    return render(
+        request,
+        "dashboard/confirm_revoke_share.html",
+        {"campaign": link.campaign, "link": link, "action": request.path},
+    )
+
+
+def shared_link(token: str) -> ShareLink:
+    """The link a token names, 404 when forged or unknown; the caller decides what an inactive one shows."""
+    link = ShareLink.objects.from_token(token)
+    if link is None:
+        raise Http404("No such share link")
+    return link
+
+
+def private(response: HttpResponse) -> HttpResponse:
+    # The token is the key: keep it out of Referer headers, search engines and shared caches.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def gone(request: HttpRequest, link: ShareLink) -> HttpResponse:
+    return private(render(request, "dashboard/share_gone.html", {"link": link}, status=410))
+
+
+@login_not_required
+@require_GET
+def shared_campaign(request: HttpRequest, token: str) -> HttpResponse:
+    link = shared_link(token)
+    if not link.is_active:
+        return gone(request, link)
+    approved = (
+        Output.objects.filter(task__campaign=link.campaign)
+        .approved()
+        .select_related("task__source", "task__recipe_version__recipe")
+        .order_by("task__source_id", "task_id", "pk")
+    )
+    return private(
+        render(
+            request,
+            "dashboard/share_landing.html",
+            {
+                "link": link,
+                "campaign": link.campaign,
+                "outputs": approved[:SHARED_PREVIEWS],
+                "count": approved.count(),
+            },
+        )
+    )
+
+
+@login_not_required
+@require_GET
+def shared_download(request: HttpRequest, token: str) -> HttpResponse | StreamingHttpResponse:
+    link = shared_link(token)
+    if not link.is_active:
+        return gone(request, link)
+    link.record_download()
+    archive = campaign_zip(link.campaign, approved_only=True)
+    return private(zip_response(archive, f"pixelmill-{link.campaign.pk}-approved.zip"))
+
+
+@login_not_required
+@require_GET
+def shared_thumbnail(request: HttpRequest, token: str, pk: int) -> FileResponse | HttpResponse:
+    link = shared_link(token)
+    if not link.is_active:
+        return gone(request, link)
+    output = get_object_or_404(Output.objects.filter(task__campaign=link.campaign).approved(), pk=pk)
+    return private(serve_rendition(lambda: output_thumbnail(output)))

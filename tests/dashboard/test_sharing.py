@@ -1,0 +1,144 @@
+"""Share links: signed tokens naming a row, anonymous access to approved outputs only, expiry, revocation
+(confirmed first), team isolation and CSRF on every change."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import timedelta
+
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard.models import Output, ShareLink, Team
+
+
+def approve_banners(campaign) -> None:
+    Output.objects.filter(task__campaign=campaign, name="banner").record_review("approved", None)
+
+
+def test_a_token_is_signed_and_names_its_row(banner_campaign, marketer):
+    link = ShareLink.issue(banner_campaign, marketer, days=7)
+    assert ShareLink.objects.from_token(link.token) == link
+    pk_and_nonce, signature = link.token.rsplit(":", 1)
+    assert ShareLink.objects.from_token(f"{pk_and_nonce}:{signature[::-1]}") is None
+    assert ShareLink.objects.from_token(f"{link.pk}.{'x' * 32}:{signature}") is None
+    other = ShareLink.issue(banner_campaign, marketer, days=7)
+    assert ShareLink.objects.from_token(link.token.replace(f"{link.pk}.", f"{other.pk}.", 1)) is None
+    assert ShareLink.objects.from_token("garbage") is None
+
+
+def test_a_marketer_creates_a_link_that_shows_on_the_campaign_page(banner_campaign, marketer_client):
+    response = marketer_client.post(
+        reverse("share-link-create", args=[banner_campaign.pk]), {"days": "7", "label": "Agency"}
+    )
+    assert response.url == banner_campaign.get_absolute_url() + "#share"
+    link = ShareLink.objects.get()
+    assert link.label == "Agency" and link.is_active
+    assert timedelta(days=6, hours=23) < link.expires_at - timezone.now() <= timedelta(days=7)
+    page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
+    assert f"http://testserver{link.get_absolute_url()}" in page
+    assert "Nothing is approved yet" in page
+
+
+def test_someone_without_an_account_sees_and_downloads_only_the_approved_outputs(banner_campaign, marketer):
+    approve_banners(banner_campaign)
+    link = ShareLink.issue(banner_campaign, marketer, days=1)
+    anonymous = Client()
+    page = anonymous.get(link.get_absolute_url())
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Download 2 images (ZIP)" in html and banner_campaign.name in html
+    approved = Output.objects.filter(review="approved")
+    for output in approved:
+        thumbnail = reverse("share-link-thumbnail", args=[link.token, output.pk])
+        assert thumbnail in html and anonymous.get(thumbnail).status_code == 200
+    pending = Output.objects.filter(review="pending").first()
+    assert anonymous.get(reverse("share-link-thumbnail", args=[link.token, pending.pk])).status_code == 404
+
+    response = anonymous.get(reverse("share-link-download", args=[link.token]))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert set(archive.namelist()) == {
+        "sale-banner/banner/shoe.jpg",
+        "sale-banner/banner/bag.jpg",
+        "manifest.csv",
+    }
+    link.refresh_from_db()
+    assert link.download_count == 1 and link.last_downloaded_at is not None
+    # The campaign itself still needs an account.
+    assert anonymous.get(banner_campaign.get_absolute_url()).status_code == 302
+
+
+def test_share_pages_keep_the_token_out_of_referrers_caches_and_search(banner_campaign, marketer):
+    link = ShareLink.issue(banner_campaign, marketer, days=1)
+    response = Client().get(link.get_absolute_url())
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Cache-Control"] == "private, no-store"
+    assert "noindex" in response["X-Robots-Tag"]
+
+
+def test_an_expired_link_answers_410_with_a_way_forward(banner_campaign, marketer):
+    approve_banners(banner_campaign)
+    link = ShareLink.issue(banner_campaign, marketer, days=1)
+    ShareLink.objects.filter(pk=link.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    anonymous = Client()
+    response = anonymous.get(link.get_absolute_url())
+    assert response.status_code == 410 and "It expired on" in response.content.decode()
+    assert anonymous.get(reverse("share-link-download", args=[link.token])).status_code == 410
+    assert (
+        anonymous.get(
+            reverse("share-link-thumbnail", args=[link.token, Output.objects.first().pk])
+        ).status_code
+        == 410
+    )
+
+
+def test_revoking_asks_first_then_stops_the_link_at_once(banner_campaign, marketer, marketer_client):
+    approve_banners(banner_campaign)
+    link = ShareLink.issue(banner_campaign, marketer, days=30)
+    url = reverse("share-link-revoke", args=[link.pk])
+    assert "Yes, revoke" in marketer_client.get(url).content.decode()
+    assert Client().get(link.get_absolute_url()).status_code == 200  # GET only asks
+    response = marketer_client.post(url)
+    assert response.url == banner_campaign.get_absolute_url() + "#share"
+    link.refresh_from_db()
+    assert link.is_revoked and link.revoked_by == marketer
+    anonymous = Client()
+    gone = anonymous.get(link.get_absolute_url())
+    assert gone.status_code == 410 and "revoked" in gone.content.decode()
+    assert anonymous.get(reverse("share-link-download", args=[link.token])).status_code == 410
+    assert "already revoked" in marketer_client.post(url, follow=True).content.decode()
+
+
+def test_share_links_are_the_teams_own_and_change_only_by_post_with_csrf(
+    banner_campaign, marketer, django_user_model
+):
+    link = ShareLink.issue(banner_campaign, marketer, days=7)
+    outsider = django_user_model.objects.create_user("otto", password="pw-otto-123")
+    Team.objects.create(name="Partners").members.add(outsider)
+    client = Client()
+    client.force_login(outsider)
+    assert (
+        client.post(reverse("share-link-create", args=[banner_campaign.pk]), {"days": "7"}).status_code == 404
+    )
+    assert client.get(reverse("share-link-revoke", args=[link.pk])).status_code == 404
+    assert client.post(reverse("share-link-revoke", args=[link.pk])).status_code == 404
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(marketer)
+    assert (
+        strict.post(reverse("share-link-create", args=[banner_campaign.pk]), {"days": "7"}).status_code == 403
+    )
+    assert strict.post(reverse("share-link-revoke", args=[link.pk])).status_code == 403
+    assert strict.get(reverse("share-link-create", args=[banner_campaign.pk])).status_code == 405
+    link.refresh_from_db()
+    assert link.is_active and ShareLink.objects.count() == 1
+
+
+def test_a_link_cannot_last_longer_than_the_offered_choices(banner_campaign, marketer_client):
+    response = marketer_client.post(
+        reverse("share-link-create", args=[banner_campaign.pk]), {"days": "3650"}, follow=True
+    )
+    assert "Pick how long the link should work" in response.content.decode()
+    assert not ShareLink.objects.exists()
