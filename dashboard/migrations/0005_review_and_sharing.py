@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dashboard', '0003_providers_cache_generations_webhooks'),
+        ('dashboard', '0004_url_imports'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
