@@ -37,7 +37,20 @@ class RecipeStepInline(admin.TabularInline):
 class RecipeOutputInline(admin.TabularInline):
     model = RecipeOutput
     extra = 0
-    fields = ["position", "name", "width", "height", "fit", "format", "quality", "background"]
+    fields = [
+        "position",
+        "name",
+        "width",
+        "height",
+        "fit",
+        "format",
+        "quality",
+        "background",
+        "max_kb",
+        "min_width",
+        "min_height",
+        "aspect",
+    ]
 
 
 @admin.register(Recipe)
@@ -151,9 +164,24 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(Output)
 class OutputAdmin(admin.ModelAdmin):
-    list_display = ["task", "name", "width", "height", "format", "byte_size"]
+    list_display = ["task", "name", "width", "height", "format", "byte_size", "quality", "rules_ok"]
     list_select_related = ["task"]
-    readonly_fields = ["task", "name", "file", "width", "height", "format", "byte_size", "created_at"]
+    readonly_fields = [
+        "task",
+        "name",
+        "file",
+        "width",
+        "height",
+        "format",
+        "byte_size",
+        "quality",
+        "violations",
+        "created_at",
+    ]
+
+    @admin.display(description="Channel rules met", boolean=True)
+    def rules_ok(self, output: Output) -> bool:
+        return not output.violations
 
 
 @admin.register(Provider)

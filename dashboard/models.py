@@ -275,6 +275,24 @@ class RecipeOutput(models.Model):
     format = models.CharField(max_length=8, choices=FORMAT_CHOICES, default="jpeg")
     quality = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: JPEG 85, WebP 80.")
     background = models.CharField(max_length=16, default="#ffffff")
+    # Channel rules: the renderer steps quality down to meet max_kb; what still breaks a rule is flagged.
+    max_kb = models.PositiveIntegerField(
+        "max KB",
+        null=True,
+        blank=True,
+        help_text="Largest file allowed, in KB (1 KB = 1024 bytes), e.g. 150 for display ads. "
+        "JPEG, WebP and AVIF step quality down to fit.",
+    )
+    min_width = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Smallest width the channel accepts (matters for 'fit')."
+    )
+    min_height = models.PositiveIntegerField(null=True, blank=True)
+    aspect = models.CharField(
+        "exact aspect",
+        max_length=16,
+        blank=True,
+        help_text='Required ratio written "W:H", e.g. 1200:628 or 16:9.',
+    )
 
     class Meta:
         ordering = ["position", "pk"]
@@ -295,6 +313,10 @@ class RecipeOutput(models.Model):
                 "format": self.format,
                 "quality": self.quality,
                 "background": self.background,
+                "max_bytes": self.max_kb * 1024 if self.max_kb else None,
+                "min_width": self.min_width,
+                "min_height": self.min_height,
+                "aspect": self.aspect or None,
             }
         )
 
@@ -546,6 +568,12 @@ class Progress:
         return self.counts.get(state, 0)
 
 
+class OutputQuerySet(models.QuerySet):
+    def breaking_rules(self) -> OutputQuerySet:
+        """Outputs flagged with at least one channel rule they break."""
+        return self.exclude(violations=[])
+
+
 class Output(models.Model):
     """One rendered variant of a task, stored under a key derived from the task and spec."""
 
@@ -556,7 +584,17 @@ class Output(models.Model):
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=8)
     byte_size = models.PositiveBigIntegerField()
+    quality = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Quality it was encoded at; lower than asked when a size limit applied.",
+    )
+    violations = models.JSONField(
+        default=list, blank=True, help_text="Channel rules this file breaks: [{rule, message}]."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OutputQuerySet.as_manager()
 
     class Meta:
         ordering = ["task", "pk"]

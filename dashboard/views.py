@@ -100,6 +100,7 @@ def render_campaign(
             "failures": Task.objects.for_campaign(campaign)
             .failed()
             .select_related("source", "recipe_version__recipe")[:10],
+            "rule_breaking_outputs": Output.objects.filter(task__campaign=campaign).breaking_rules().count(),
             **generation_context(request, campaign, generate_form),
             "webhook_form": webhook_form or WebhookForm(instance=campaign),
             "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],

@@ -159,6 +159,8 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 "height": rendered.height,
                 "format": rendered.spec.format,
                 "byte_size": len(rendered.data),
+                "quality": rendered.quality,
+                "violations": [violation.to_dict() for violation in rendered.violations],
             },
         )
     preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))

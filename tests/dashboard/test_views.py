@@ -235,3 +235,21 @@ def test_too_many_files_is_a_413_with_a_way_out(marketer_client, campaign, setti
     assert response.status_code == 413
     assert "at most 2 files" in response.content.decode()
     assert campaign.sources.count() == 0
+
+
+def test_the_gallery_flags_each_output_that_breaks_a_channel_rule_with_the_rule(
+    marketer_client, campaign, ready_recipes
+):
+    from tests.dashboard.test_models import make_task
+
+    task = make_task(campaign, ready_recipes["social-ads-pack"], state=Task.State.SUCCEEDED)
+    message = "183 KB, over the 150 KB limit (even at quality 30)"
+    task.outputs.create(name="display-300x250", file="x.jpg", width=300, height=250, format="jpeg",
+                        byte_size=187_000, quality=30, violations=[{"rule": "max_bytes", "message": message}])  # fmt: skip
+    task.outputs.create(
+        name="facebook", file="y.jpg", width=1200, height=628, format="jpeg", byte_size=90_000
+    )
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert "1 output breaks a channel rule" in page
+    assert f"<b>display-300x250</b>: {message}" in page
+    assert page.count("chip violates") == 1 and "⚠ display-300x250 300×250" in page

@@ -232,3 +232,27 @@ def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task,
     assert reconcile_task()["queue_lost"] == 0  # a 30-second-old heartbeat is normal
     settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 10
     assert reconcile_task()["queue_lost"] == 1
+
+
+def test_a_worker_stores_the_quality_used_and_the_channel_rules_an_output_breaks(campaign, db):
+    from dashboard.models import Recipe
+    from jobs.rendering import BUDGET_QUALITY_FLOOR
+
+    recipe = Recipe.objects.create(name="Display ads", slug="display-ads")
+    recipe.outputs.create(name="roomy", width=300, height=250, fit="fill", format="jpeg", max_kb=150)
+    recipe.outputs.create(name="tight", width=300, height=250, fit="fill", format="jpeg", max_kb=1)
+    recipe.outputs.create(name="big", width=1200, height=1200, fit="fit", format="jpeg", min_width=1000)
+    recipe.publish_version()
+    add_source(campaign, jpeg(photo(800, 600)))
+    process_campaign(campaign, [recipe])
+    assert process_task(campaign.tasks.get().pk, 1) == "succeeded"
+    outputs = {o.name: o for o in campaign.tasks.get().outputs.all()}
+    assert (outputs["roomy"].quality, outputs["roomy"].violations) == (85, [])
+    assert outputs["tight"].quality == BUDGET_QUALITY_FLOOR
+    assert [v["rule"] for v in outputs["tight"].violations] == ["max_bytes"]
+    assert outputs["big"].violations == [
+        {
+            "rule": "min_size",
+            "message": "800×600, smaller than the 1000×– minimum (the source image is too small)",
+        }
+    ]
