@@ -104,6 +104,36 @@ class ProcessForm(forms.Form):
     )
 
 
+class EstimateForm(forms.Form):
+    """The Process form's recipes, read to estimate rather than to run, and a deadline to plan workers for."""
+
+    recipes = forms.ModelMultipleChoiceField(queryset=Recipe.objects.filter(is_active=True), required=False)
+    deadline = forms.DateTimeField(
+        required=False,
+        label="Finish by",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={"invalid": "Enter a date and time, e.g. 2026-12-24 17:00."},
+    )
+
+
+class BudgetForm(forms.ModelForm):
+    """The campaign's budget cap for provider calls; empty means no cap."""
+
+    class Meta:
+        model = Campaign
+        fields = ["budget_cap"]
+        labels = {"budget_cap": "Budget cap"}
+        widgets = {
+            "budget_cap": forms.NumberInput(attrs={"step": "0.01", "min": "0", "placeholder": "no cap"})
+        }
+
+    def clean_budget_cap(self):
+        cap = self.cleaned_data["budget_cap"]
+        if cap is not None and cap < 0:
+            raise forms.ValidationError("A budget cap cannot be negative; leave it empty for no cap.")
+        return cap
+
+
 class GenerateForm(forms.Form):
     """Prompts typed one per line and/or a CSV (prompt, seed, image_size, num_images; header optional)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -55,6 +56,23 @@ class Campaign(models.Model):
         blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
     )
     remote_paused_at = models.DateTimeField(null=True, blank=True)
+    remote_paused_code = models.CharField(
+        max_length=40, blank=True, help_text="Why remote work waits: credits_exhausted or budget_reached."
+    )
+    budget_cap = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Most this campaign may spend on provider calls; remote steps pause when reached. Empty: no cap.",
+    )
+    remote_spent = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        editable=False,
+        help_text="Booked before each paid provider call, at the provider's price per call.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CampaignQuerySet.as_manager()
@@ -70,6 +88,39 @@ class Campaign(models.Model):
 
     def progress(self) -> Progress:
         return Progress.for_tasks(self.tasks.all())
+
+    @classmethod
+    def book_remote_spend(cls, campaign_id: int, amount: Decimal) -> bool:
+        """Book a paid call's price before making it; False when it would take the campaign past its cap.
+
+        One conditional UPDATE, so workers racing for the last of the budget cannot overspend it together.
+        """
+        if amount <= 0:
+            return True
+        within_cap = Q(budget_cap__isnull=True) | Q(budget_cap__gte=F("remote_spent") + amount)
+        booked = cls.objects.filter(within_cap, pk=campaign_id).update(
+            remote_spent=F("remote_spent") + amount
+        )
+        return booked == 1
+
+    @classmethod
+    def refund_remote_spend(cls, campaign_id: int, amount: Decimal) -> None:
+        """A booked call the provider did not charge for (it answered with an error)."""
+        if amount > 0:
+            cls.objects.filter(pk=campaign_id).update(remote_spent=F("remote_spent") - amount)
+
+    @classmethod
+    def pause_remote(cls, campaign_id: int, *, code: str, reason: str) -> bool:
+        """Stop remote steps until someone resumes them; the first reason stays."""
+        return bool(
+            cls.objects.filter(pk=campaign_id, remote_paused_reason="").update(
+                remote_paused_reason=reason, remote_paused_code=code[:40], remote_paused_at=timezone.now()
+            )
+        )
+
+    @property
+    def budget_left(self) -> Decimal | None:
+        return None if self.budget_cap is None else max(Decimal(0), self.budget_cap - self.remote_spent)
 
 
 class SourceImage(models.Model):
@@ -133,7 +184,12 @@ class Provider(models.Model):
     requests_per_second = models.FloatField(default=5.0, help_text="Shared by every worker.")
     concurrency = models.PositiveSmallIntegerField(default=4, help_text="Requests in flight at once, in all.")
     timeout_seconds = models.FloatField(default=60.0)
-    price_per_call = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    price_per_call = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=0,
+        help_text="What one successful call costs (fal: one generated image); used for estimates and budget caps.",
+    )
     options = models.JSONField(
         default=dict,
         blank=True,
@@ -403,6 +459,11 @@ class Task(models.Model):
     error_message = models.TextField(blank=True)
     error_step = models.CharField(max_length=40, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    duration_ms = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="timings['total'] of the succeeded attempt, a column so charts aggregate it.",
+    )
     provider_calls = models.JSONField(
         default=list, blank=True, help_text="One entry per remote step: provider, request id, cached or not."
     )
@@ -426,6 +487,8 @@ class Task(models.Model):
             models.Index(fields=["campaign", "state"]),
             models.Index(fields=["state", "lease_expires_at"]),
             models.Index(fields=["campaign", "finished_at"]),
+            # Recent succeeded tasks: the measured task time of estimates, system-wide charts.
+            models.Index(fields=["state", "finished_at"]),
         ]
 
     def __str__(self) -> str:
@@ -460,6 +523,7 @@ class Task(models.Model):
                 error_message="",
                 error_step="",
                 timings=timings,
+                duration_ms=timings.get("total"),
             )
         )
 

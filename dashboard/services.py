@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from dashboard.generations import PromptSpec
 from dashboard.models import Campaign, Generation, Provider, Recipe, RecipeVersion, Task, TaskQuerySet
+from jobs.errors import BudgetCapReachedError
 from jobs.queueing import GENERATIONS, enqueue_attempts
 
 
@@ -99,7 +101,9 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
 def resume_remote_work(campaign: Campaign) -> int:
     """Lift a pause (credits topped up): parked tasks go back on the queue; returns how many."""
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).update(remote_paused_reason="", remote_paused_at=None)
+        Campaign.objects.filter(pk=campaign.pk).update(
+            remote_paused_reason="", remote_paused_code="", remote_paused_at=None
+        )
         rows = list(
             Task.objects.filter(campaign=campaign, state=Task.State.PAUSED)
             .select_for_update()
@@ -113,8 +117,21 @@ def resume_remote_work(campaign: Campaign) -> int:
             error_message="",
         )
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
-    campaign.remote_paused_reason = ""
+    campaign.remote_paused_reason = campaign.remote_paused_code = ""
     return len(rows)
+
+
+def set_budget_cap(campaign: Campaign, cap: Decimal | None) -> int:
+    """Change the campaign's budget cap; when the old cap had paused remote work and the new one leaves
+    room, the waiting tasks resume. Returns how many resumed."""
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=cap)
+    campaign.refresh_from_db(
+        fields=["budget_cap", "remote_spent", "remote_paused_code", "remote_paused_reason"]
+    )
+    paused_by_budget = campaign.remote_paused_code == BudgetCapReachedError.code
+    if paused_by_budget and (cap is None or cap > campaign.remote_spent):
+        return resume_remote_work(campaign)
+    return 0
 
 
 def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[PromptSpec]) -> int:

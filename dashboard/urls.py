@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import permission_required
 from django.urls import include, path, re_path
 
-from dashboard import views
+from dashboard import estimate_views, views
 
 # django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
 queue_view = permission_required("dashboard.view_queues", raise_exception=True)
@@ -23,6 +23,8 @@ urlpatterns = [
     path("campaigns/<int:pk>/upload/", views.campaign_upload, name="campaign-upload"),
     path("campaigns/<int:pk>/import-urls/", views.campaign_import_urls, name="campaign-import-urls"),
     path("campaigns/<int:pk>/process/", views.campaign_process, name="campaign-process"),
+    path("campaigns/<int:pk>/estimate/", estimate_views.campaign_estimate, name="campaign-estimate"),
+    path("campaigns/<int:pk>/budget/", estimate_views.campaign_budget, name="campaign-budget"),
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/failures/", views.campaign_failures, name="campaign-failures"),
     path("campaigns/<int:pk>/failures/requeue/", views.requeue_failed, name="campaign-requeue-failed"),

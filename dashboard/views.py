@@ -19,8 +19,18 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import services
+from dashboard.access import visible_campaign
+from dashboard.estimate_views import estimate_context
 from dashboard.exports import campaign_zip
-from dashboard.forms import CampaignForm, GenerateForm, ProcessForm, UploadForm, WebhookForm
+from dashboard.forms import (
+    BudgetForm,
+    CampaignForm,
+    EstimateForm,
+    GenerateForm,
+    ProcessForm,
+    UploadForm,
+    WebhookForm,
+)
 from dashboard.generations import GenerationCounts
 from dashboard.imports import ImportReport, import_uploads, import_urls, parse_url_list
 from dashboard.models import Campaign, Generation, Output, Provider, Recipe, SourceImage, Task
@@ -40,11 +50,6 @@ from jobs.webhooks import ensure_webhook_secret
 GALLERY_PAGE_SIZE = 24
 FAILURES_PAGE_SIZE = 50
 REFUSALS_SHOWN = 50
-
-
-def visible_campaign(request: HttpRequest, pk: int) -> Campaign:
-    """Another team's campaign answers 404, exactly like one that does not exist."""
-    return get_object_or_404(Campaign.objects.visible_to(request.user), pk=pk)
 
 
 @require_http_methods(["GET", "POST"])
@@ -88,6 +93,7 @@ def render_campaign(
         )
     )
     page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     return render(
         request,
         "dashboard/campaign_detail.html",
@@ -95,7 +101,9 @@ def render_campaign(
             "campaign": campaign,
             "progress": campaign.progress(),
             "page": page,
-            "selected_recipes": set(campaign.recipes.values_list("pk", flat=True)),
+            "selected_recipes": selected_recipes,
+            **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
+            "budget_form": BudgetForm(instance=campaign),
             "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
             "failures": Task.objects.for_campaign(campaign)
             .failed()

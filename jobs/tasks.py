@@ -72,10 +72,8 @@ def process_task(task_id: int, attempt: int) -> str:
     try:
         with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner:
             return run_attempt(task, attempt, started, enter_step, runner if remote else None)
-    except CreditsExhaustedError as error:
-        Campaign.objects.filter(pk=task.campaign_id, remote_paused_reason="").update(
-            remote_paused_reason=error.message, remote_paused_at=timezone.now()
-        )
+    except CreditsExhaustedError as error:  # the provider's credits, or the campaign's budget cap
+        Campaign.pause_remote(task.campaign_id, code=error.code, reason=error.message)
         return park(task, attempt, error.message, started)
     except (DeferredError, RateLimitedError) as error:
         if task.deferrals < settings.PIXELMILL_MAX_DEFERRALS:
