@@ -398,20 +398,35 @@ class RecipeVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.recipe.name} v{self.number}"
 
-    def build_steps(self) -> list[Operation]:
-        """Local steps as they are; a step with a provider wrapped so that it runs remotely."""
+    def build_steps(self, overrides: dict[str, str | None] | None = None) -> list[Operation]:
+        """Local steps as they are; a step with a provider wrapped so that it runs remotely.
+
+        `overrides` maps an operation to another provider's slug, or to None to run it locally
+        (a requeue chose so for a task); the recipe's fallback stays when it differs from the new one.
+        """
         from jobs.remote import RemoteStep
 
         steps: list[Operation] = []
         for step in self.definition["steps"]:
             operation = build_operation(step["operation"], step["params"])
-            if step.get("provider"):
-                operation = RemoteStep(operation, step["provider"], step.get("fallback"))
+            provider, fallback = self.step_providers(step, overrides)
+            if provider:
+                operation = RemoteStep(operation, provider, fallback)
             steps.append(operation)
         return steps
 
-    def uses_providers(self) -> bool:
-        return any(step.get("provider") for step in self.definition["steps"])
+    @staticmethod
+    def step_providers(
+        step: dict[str, Any], overrides: dict[str, str | None] | None
+    ) -> tuple[str | None, str | None]:
+        provider, fallback = step.get("provider"), step.get("fallback")
+        if overrides and step["operation"] in overrides:
+            provider = overrides[step["operation"]]
+            fallback = fallback if provider and fallback != provider else None
+        return provider, fallback
+
+    def uses_providers(self, overrides: dict[str, str | None] | None = None) -> bool:
+        return any(self.step_providers(step, overrides)[0] for step in self.definition["steps"])
 
     def build_specs(self) -> list[OutputSpec]:
         return [OutputSpec.from_dict(spec) for spec in self.definition["outputs"]]
@@ -427,6 +442,21 @@ class TaskQuerySet(models.QuerySet):
 
     def unfinished(self) -> TaskQuerySet:
         return self.exclude(state__in=Task.TERMINAL_STATES)
+
+    def with_cause(self, slug: str) -> TaskQuerySet:
+        """Tasks whose error has this cause (dashboard.causes); an unknown cause matches nothing."""
+        from dashboard.causes import BY_SLUG, OTHER, other_q
+
+        cause = BY_SLUG.get(slug)
+        if cause is None:
+            return self.none()
+        return self.filter(other_q() if cause is OTHER else cause.q())
+
+    def causes(self) -> list:
+        """These tasks' errors grouped into causes with counts, from one GROUP BY on the error code."""
+        from dashboard.causes import group_by_cause
+
+        return group_by_cause(self.order_by().values_list("error_code").annotate(n=Count("pk")))
 
 
 class Task(models.Model):
@@ -467,6 +497,11 @@ class Task(models.Model):
     provider_calls = models.JSONField(
         default=list, blank=True, help_text="One entry per remote step: provider, request id, cached or not."
     )
+    provider_overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Chosen at requeue: {"remove_background": "photoroom"} runs that step there; null runs it locally.',
+    )
     preview = models.FileField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -493,6 +528,12 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"Task {self.pk} ({self.state})"
+
+    def build_steps(self) -> list[Operation]:
+        return self.recipe_version.build_steps(self.provider_overrides)
+
+    def uses_providers(self) -> bool:
+        return self.recipe_version.uses_providers(self.provider_overrides)
 
     @classmethod
     def claim(cls, task_id: int, attempt: int, worker_name: str) -> bool:

@@ -12,7 +12,16 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from dashboard.generations import PromptSpec
-from dashboard.models import Campaign, Generation, Provider, Recipe, RecipeVersion, Task, TaskQuerySet
+from dashboard.models import (
+    Campaign,
+    Generation,
+    Output,
+    Provider,
+    Recipe,
+    RecipeVersion,
+    Task,
+    TaskQuerySet,
+)
 from jobs.errors import BudgetCapReachedError
 from jobs.queueing import GENERATIONS, enqueue_attempts
 
@@ -96,6 +105,70 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
         )
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
     return len(rows)
+
+
+@dataclass(frozen=True)
+class RequeueReport:
+    requeued: int
+    moved: int  # moved to their recipe's current version
+    kept: int  # already had a task on the current version, so left as they were
+
+
+def requeue_differently(
+    tasks: TaskQuerySet,
+    *,
+    on_current_version: bool = False,
+    provider_overrides: dict[str, str | None] | None = None,
+) -> RequeueReport:
+    """Requeue failed tasks, optionally on their recipe's current version and with some steps sent to
+    another provider (or run locally): what a marketer does once the cause of a group of failures is known.
+
+    A task moved to the current version keeps its row and attempts; one whose image already has a task
+    there (a later Process made it) is left alone rather than duplicated.
+    """
+    with transaction.atomic():
+        tasks = tasks.failed()
+        moved = kept = 0
+        if on_current_version:
+            moved, kept_pks = move_to_current_versions(tasks)
+            kept = len(kept_pks)
+            tasks = tasks.exclude(pk__in=kept_pks)
+        if provider_overrides:
+            tasks.update(provider_overrides=provider_overrides)
+        return RequeueReport(requeue_tasks(tasks), moved, kept)
+
+
+def move_to_current_versions(tasks: TaskQuerySet) -> tuple[int, list[int]]:
+    """Point failed tasks at the current version of their recipe; returns (moved, pks left in place)."""
+    rows = list(tasks.select_for_update().values_list("pk", "source_id", "recipe_version_id"))
+    recipe_of = dict(
+        RecipeVersion.objects.filter(pk__in={row[2] for row in rows}).values_list("pk", "recipe_id")
+    )
+    recipes = Recipe.objects.filter(pk__in=set(recipe_of.values()))
+    current = {recipe.pk: recipe.current_version() for recipe in recipes}
+    stale = [
+        (pk, source, current[recipe_of[version]])
+        for pk, source, version in rows
+        if current[recipe_of[version]].pk != version
+    ]
+    taken = set(
+        Task.objects.filter(
+            source_id__in={source for _, source, _ in stale}, recipe_version__in=list(current.values())
+        ).values_list("source_id", "recipe_version_id")
+    )
+    moves: dict[RecipeVersion, list[int]] = {}
+    kept: list[int] = []
+    for pk, source, target in stale:
+        if (source, target.pk) in taken:
+            kept.append(pk)
+        else:
+            taken.add((source, target.pk))
+            moves.setdefault(target, []).append(pk)
+    for target, pks in moves.items():
+        Task.objects.filter(pk__in=pks).update(recipe_version=target)
+        # Outputs of the old version's partial attempt would mislabel the new one's.
+        Output.objects.filter(task_id__in=pks).delete()
+    return sum(len(pks) for pks in moves.values()), kept
 
 
 def resume_remote_work(campaign: Campaign) -> int:

@@ -56,7 +56,7 @@ def process_task(task_id: int, attempt: int) -> str:
     task = Task.objects.select_related("source", "recipe_version__recipe", "campaign").get(pk=task_id)
     step = "load"
     started = time.perf_counter()
-    remote = task.recipe_version.uses_providers()
+    remote = task.uses_providers()
     if remote and task.campaign.remote_paused_reason:
         return park(task, attempt, task.campaign.remote_paused_reason, started)
 
@@ -108,7 +108,7 @@ def run_attempt(
     runner: RemoteRunner | None = None,
 ) -> str:
     """Load, run the pipeline, store every output, and only then mark the task succeeded."""
-    steps = task.recipe_version.build_steps()
+    steps = task.build_steps()
     specs = task.recipe_version.build_specs()
     with default_storage.open(task.source.file.name, "rb") as handle:
         source_bytes = handle.read()

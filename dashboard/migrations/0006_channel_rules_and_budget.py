@@ -77,6 +77,11 @@ class Migration(migrations.Migration):
             name='duration_ms',
             field=models.FloatField(blank=True, help_text="timings['total'] of the succeeded attempt, a column so charts aggregate it.", null=True),
         ),
+        migrations.AddField(
+            model_name='task',
+            name='provider_overrides',
+            field=models.JSONField(blank=True, default=dict, help_text='Chosen at requeue: {"remove_background": "photoroom"} runs that step there; null runs it locally.'),
+        ),
         migrations.AlterField(
             model_name='provider',
             name='price_per_call',

@@ -1,4 +1,4 @@
-"""Template filters for figures a marketer reads: durations and money."""
+"""Template filters for what a marketer reads: durations, money, the cause of a failure."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import template
 from django.conf import settings
 
+from dashboard.causes import cause_for
 from dashboard.estimates import describe_seconds
 
 register = template.Library()
@@ -30,3 +31,8 @@ def money(amount: Decimal | float | None) -> str:
 @register.simple_tag
 def currency() -> str:
     return settings.PIXELMILL_CURRENCY
+
+
+@register.filter
+def cause_label(error_code: str) -> str:
+    return cause_for(error_code or "").label

@@ -324,3 +324,26 @@ def test_a_call_the_provider_refused_is_not_counted_against_the_budget(
     run_burst_worker()
     assert Task.objects.get().error_code == "provider_rejected"
     assert Campaign.objects.get(pk=campaign.pk).remote_spent == 0
+
+
+def test_images_one_provider_rejected_succeed_when_requeued_with_another(
+    simulator, make_provider, campaign, redis_conn
+):
+    from dashboard.services import requeue_differently
+
+    photoroom = make_provider("photoroom")
+    make_provider("removebg")
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, photoroom)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="photoroom", fail_next=["400"])
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+    task = Task.objects.get()
+    assert (task.state, task.error_code) == (Task.State.FAILED, "provider_rejected")
+
+    requeue_differently(Task.objects.all(), provider_overrides={"remove_background": "sim-removebg"})
+    run_burst_worker()
+    task.refresh_from_db()
+    assert task.state == Task.State.SUCCEEDED, task.error_message
+    assert [c["provider"] for c in task.provider_calls] == ["sim-removebg"]
+    assert (len(calls(simulator, "photoroom")), len(calls(simulator, "removebg"))) == (1, 1)
