@@ -36,8 +36,18 @@ def nice_ceiling(value: float) -> float:
     return next(step * power for step in (1, 2, 2.5, 5, 10) if step * power >= value)
 
 
+def axis_top(peak: float, *, whole: bool) -> float:
+    """The top of an axis whose GRID_LINES ticks are round numbers; whole-number ticks for counts."""
+    step = nice_ceiling(peak / GRID_LINES)
+    if whole:
+        step = max(1.0, nice_ceiling(math.ceil(step)))  # 2.5 becomes 5, 0.25 becomes 1
+    return step * GRID_LINES
+
+
 def number(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) or abs(value) >= 100 else f"{value:,.1f}"
+    if value == int(value) or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def time_format(times: Sequence[datetime]) -> str:
@@ -108,7 +118,7 @@ def stacked_bars(
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(times))]
     if not times or not any(totals):
         return empty(chart_id, title, empty_text)
-    top = nice_ceiling(max(totals))
+    top = axis_top(max(totals), whole=True)
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - LEFT - RIGHT) / len(times)
     bar_w = max(1.0, slot * 0.78)
@@ -124,7 +134,7 @@ def stacked_bars(
             base -= height
             label = f"{timezone.localtime(when).strftime(fmt)}: {number(value)} {item.label.lower()}"
             parts.append(
-                f'<rect class="bar" x="{LEFT + slot * index + (slot - bar_w) / 2:.1f}" y="{base:.1f}" '
+                f'<rect class="chart-bar" x="{LEFT + slot * index + (slot - bar_w) / 2:.1f}" y="{base:.1f}" '
                 f'width="{bar_w:.1f}" height="{height:.1f}" fill="{item.colour}"><title>{escape(label)}</title></rect>'
             )
     parts.append("</svg>")
@@ -140,29 +150,30 @@ def lines(
     *,
     empty_text: str,
 ) -> SafeString:
-    """One line per series across the buckets; a bucket without a value breaks the line."""
+    """One line per series across the buckets, a dot on each bucket that has a value; the line joins
+    across empty buckets, since sparse work would otherwise show as dots alone."""
     values = [v for s in series for v in s.values if v is not None]
     if not times or not values:
         return empty(chart_id, title, empty_text)
-    top = nice_ceiling(max(values))
+    top = axis_top(max(values), whole=False)
     plot_h = HEIGHT - TOP - BOTTOM
     parts = frame(chart_id, title, unit, top, times, series)
     fmt = time_format(times)
     for item in series:
-        run: list[str] = []
-        for index, value in enumerate([*item.values, None]):
+        points: list[str] = []
+        for index, value in enumerate(item.values):
             if value is None:
-                if len(run) > 1:
-                    parts.append(
-                        f'<polyline class="line" points="{" ".join(run)}" fill="none" stroke="{item.colour}"/>'
-                    )
-                run = []
                 continue
             x, y = x_centre(index, len(times)), TOP + plot_h - plot_h * value / top
-            run.append(f"{x:.1f},{y:.1f}")
+            points.append(f"{x:.1f},{y:.1f}")
             label = f"{timezone.localtime(times[index]).strftime(fmt)}: {item.label.lower()} {number(value)} {unit}"
             parts.append(
                 f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{item.colour}"><title>{escape(label)}</title></circle>'
+            )
+        if len(points) > 1:
+            parts.insert(
+                len(parts) - len(points),
+                f'<polyline class="line" points="{" ".join(points)}" fill="none" stroke="{item.colour}"/>',
             )
     parts.append("</svg>")
     return mark_safe("".join(parts))
@@ -200,7 +211,7 @@ def horizontal_bars(
                 continue
             width = max(2.0, plot_w * count / top)
             svg.append(
-                f'<rect class="bar" x="{left:.1f}" y="{y + 4}" width="{width:.1f}" height="20" fill="{colour}">'
+                f'<rect class="chart-bar" x="{left:.1f}" y="{y + 4}" width="{width:.1f}" height="20" fill="{colour}">'
                 f"<title>{escape(name)}: {number(count)} {escape(label)}</title></rect>"
             )
             left += width

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard.charts import HEIGHT, Series, horizontal_bars, lines, nice_ceiling, stacked_bars
+from dashboard.charts import HEIGHT, Series, axis_top, horizontal_bars, lines, nice_ceiling, stacked_bars
 
 SVG = "{http://www.w3.org/2000/svg}"
 TIMES = [datetime(2026, 3, 2, 9, 0, tzinfo=UTC) + timedelta(minutes=n) for n in range(4)]
@@ -18,12 +18,20 @@ def parse(markup: str) -> ET.Element:
 
 
 def marks(svg: ET.Element, tag: str) -> list[ET.Element]:
-    return [element for element in svg.iter(f"{SVG}{tag}") if element.get("class") in ("bar", "point")]
+    return [element for element in svg.iter(f"{SVG}{tag}") if element.get("class") in ("chart-bar", "point")]
 
 
 @pytest.mark.parametrize(("value", "top"), [(0, 1), (7, 10), (12, 20), (23, 25), (260, 500), (0.4, 0.5)])
 def test_the_axis_tops_out_at_a_round_number(value, top):
     assert nice_ceiling(value) == top
+
+
+@pytest.mark.parametrize(
+    ("peak", "whole", "top"),
+    [(1, True, 4), (7, True, 8), (23, True, 40), (130, True, 200), (2.6, False, 4), (0.3, False, 0.4)],
+)
+def test_axis_ticks_are_round_and_whole_numbers_for_counts(peak, whole, top):
+    assert axis_top(peak, whole=whole) == pytest.approx(top)
 
 
 def test_stacked_bars_are_drawn_to_scale_and_titled_with_their_values():
@@ -43,7 +51,7 @@ def test_stacked_bars_are_drawn_to_scale_and_titled_with_their_values():
     assert {t.text for t in svg.iter(f"{SVG}text")} >= {"Succeeded", "Failed", "20", "09:00"}
 
 
-def test_a_line_breaks_where_a_bucket_has_no_value():
+def test_a_line_joins_the_buckets_that_have_a_value_with_a_dot_on_each():
     svg = parse(
         lines(
             "l",
@@ -55,7 +63,7 @@ def test_a_line_breaks_where_a_bucket_has_no_value():
         )
     )
     polylines = list(svg.iter(f"{SVG}polyline"))
-    assert len(polylines) == 1 and len(polylines[0].get("points").split()) == 2  # 09:02 and 09:03 joined
+    assert len(polylines) == 1 and len(polylines[0].get("points").split()) == 3  # 09:01 has no value
     points = marks(svg, "circle")
     assert [p.find(f"{SVG}title").text for p in points][0] == "09:00: average 1 seconds"
     assert all(0 <= float(p.get("cy")) <= HEIGHT for p in points)
