@@ -124,6 +124,8 @@ def test_the_estimate_follows_the_ticks_and_a_deadline_and_the_budget_cap_pauses
     assert Campaign.objects.get(pk=campaign.pk).remote_spent == Decimal("0.40")
 
     page.fill("#raise-budget input[name=budget_cap]", "1.00")
+    page.wait_for_timeout(2500)  # the progress panel refreshes meanwhile: what was typed stays
+    assert page.input_value("#raise-budget input[name=budget_cap]") == "1.00"
     page.click("#raise-budget button[type=submit]")
     page.wait_for_selector("text=1 waiting task is back on the queue")
     run_burst_worker()
