@@ -11,10 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
-from dashboard.estimates import estimate_run
+from dashboard.estimates import describe_money, estimate_run
 from dashboard.forms import BudgetForm, EstimateForm
 from dashboard.models import Campaign
-from dashboard.templatetags.pixelmill import money
 
 
 def estimate_context(campaign: Campaign, form: EstimateForm) -> dict[str, object]:
@@ -48,7 +47,7 @@ def campaign_budget(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(campaign)
     cap = form.cleaned_data["budget_cap"]
     resumed = services.set_budget_cap(campaign, cap)
-    text = "Budget cap removed." if cap is None else f"Budget cap set to {money(cap)}."
+    text = "Budget cap removed." if cap is None else f"Budget cap set to {describe_money(cap)}."
     if resumed:
         text += f" Remote work resumed: {resumed} waiting task{pluralize(resumed)} {pluralize(resumed, 'is,are')} back on the queue."
     messages.success(request, text)

@@ -249,3 +249,10 @@ def describe_seconds(seconds: float) -> str:
     if hours < 48:
         return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
     return f"about {round(hours / 24)} days"
+
+
+def describe_money(amount: Decimal | float) -> str:
+    """“12.40 USD”; a price per call can hold fractions of a cent, which are kept (“0.0125 USD”)."""
+    amount = Decimal(amount)
+    places = 2 if amount == amount.quantize(Decimal("0.01")) else 4
+    return f"{amount:,.{places}f} {settings.PIXELMILL_CURRENCY}"

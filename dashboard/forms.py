@@ -10,6 +10,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import URLValidator
 
+from dashboard.estimates import describe_money
 from dashboard.generations import (
     MAX_IMAGES_PER_PROMPT,
     PromptList,
@@ -19,7 +20,6 @@ from dashboard.generations import (
     read_prompt_lines,
 )
 from dashboard.models import Campaign, Provider, Recipe, Team
-from dashboard.templatetags.pixelmill import money
 from dashboard.url_fetcher import address_problem
 from jobs.operations import OPERATIONS
 from jobs.providers import KIND_OPERATIONS, supports
@@ -161,7 +161,7 @@ class RequeueForm(forms.Form):
                 continue  # decode, render, a watermark: nothing but our workers can do those
             choices = [("", "As the recipe says"), (self.LOCAL, "Our workers (no provider, no cost)")]
             choices += [
-                (p.slug, f"{p.name} ({money(p.price_per_call)} a call)")
+                (p.slug, f"{p.name} ({describe_money(p.price_per_call)} a call)")
                 for p in providers
                 if supports(p.kind, operation)
             ]

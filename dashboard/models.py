@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,6 +15,9 @@ from django.utils import timezone
 
 from jobs.operations import OPERATIONS, Operation, OperationParamsError, build_operation
 from jobs.rendering import OutputSpec, OutputSpecError
+
+if TYPE_CHECKING:
+    from dashboard.causes import CauseGroup
 
 
 class Team(models.Model):
@@ -452,7 +455,7 @@ class TaskQuerySet(models.QuerySet):
             return self.none()
         return self.filter(other_q() if cause is OTHER else cause.q())
 
-    def causes(self) -> list:
+    def causes(self) -> list[CauseGroup]:
         """These tasks' errors grouped into causes with counts, from one GROUP BY on the error code."""
         from dashboard.causes import group_by_cause
 

@@ -8,7 +8,7 @@ from django import template
 from django.conf import settings
 
 from dashboard.causes import cause_for
-from dashboard.estimates import describe_seconds
+from dashboard.estimates import describe_money, describe_seconds
 
 register = template.Library()
 
@@ -20,12 +20,7 @@ def duration(seconds: float | None) -> str:
 
 @register.filter
 def money(amount: Decimal | float | None) -> str:
-    """“12.40 USD”; a price per call can hold fractions of a cent, which are kept (“0.0125 USD”)."""
-    if amount is None:
-        return "–"
-    amount = Decimal(amount)
-    places = 2 if amount == amount.quantize(Decimal("0.01")) else 4
-    return f"{amount:,.{places}f} {settings.PIXELMILL_CURRENCY}"
+    return "–" if amount is None else describe_money(amount)
 
 
 @register.simple_tag
