@@ -6,6 +6,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
@@ -122,10 +123,12 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["name", "team", "created_by", "created_at"]
+    list_display = ["name", "team", "created_by", "budget_cap", "remote_spent", "created_at"]
     list_filter = ["team"]
     search_fields = ["name"]
     filter_horizontal = ["recipes"]
+    readonly_fields = ["remote_spent", "remote_paused_code", "remote_paused_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, today
 
 
 @admin.action(description="Requeue selected failed or dead tasks")

@@ -92,3 +92,13 @@ def test_a_rule_the_box_can_never_meet_is_refused_in_the_admin(admin_client, rea
     assert response.status_code == 200 and "never 1:1" in response.content.decode()
     recipe.refresh_from_db()
     assert recipe.version == 1
+
+
+def test_the_campaign_admin_shows_the_budget_cap_and_what_was_spent(admin_client, campaign):
+    from decimal import Decimal
+
+    from dashboard.models import Campaign
+
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=Decimal("20"), remote_spent=Decimal("3.25"))
+    page = admin_client.get(reverse("admin:dashboard_campaign_change", args=[campaign.pk])).content.decode()
+    assert 'name="budget_cap"' in page and "3.2500" in page and 'name="remote_spent"' not in page
