@@ -6,6 +6,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
@@ -38,7 +39,20 @@ class RecipeStepInline(admin.TabularInline):
 class RecipeOutputInline(admin.TabularInline):
     model = RecipeOutput
     extra = 0
-    fields = ["position", "name", "width", "height", "fit", "format", "quality", "background"]
+    fields = [
+        "position",
+        "name",
+        "width",
+        "height",
+        "fit",
+        "format",
+        "quality",
+        "background",
+        "max_kb",
+        "min_width",
+        "min_height",
+        "aspect",
+    ]
 
 
 @admin.register(Recipe)
@@ -126,10 +140,12 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["name", "team", "created_by", "created_at"]
+    list_display = ["name", "team", "created_by", "budget_cap", "remote_spent", "created_at"]
     list_filter = ["team"]
     search_fields = ["name"]
     filter_horizontal = ["recipes"]
+    readonly_fields = ["remote_spent", "remote_paused_code", "remote_paused_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, today
 
 
 @admin.action(description="Requeue selected failed or dead tasks")
@@ -168,7 +184,7 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(Output)
 class OutputAdmin(admin.ModelAdmin):
-    list_display = ["task", "name", "width", "height", "format", "byte_size", "review"]
+    list_display = ["task", "name", "width", "height", "format", "byte_size", "quality", "rules_ok", "review"]
     list_filter = ["review"]
     list_select_related = ["task"]
     readonly_fields = [
@@ -179,16 +195,24 @@ class OutputAdmin(admin.ModelAdmin):
         "height",
         "format",
         "byte_size",
+        "quality",
+        "violations",
         "created_at",
         "review",
         "reviewed_by",
         "reviewed_at",
     ]
 
+    @admin.display(description="Channel rules met", boolean=True)
+    def rules_ok(self, output: Output) -> bool:
+        return not output.violations
+
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     """Where the workers send remote steps; the key is read from the named environment variable."""
+
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, today
 
     list_display = [
         "name",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
 from django.core.validators import URLValidator
 
+from dashboard.estimates import describe_money
 from dashboard.generations import (
     MAX_IMAGES_PER_PROMPT,
     PromptList,
@@ -19,6 +21,8 @@ from dashboard.generations import (
 )
 from dashboard.models import Campaign, Provider, Recipe, Team
 from dashboard.url_fetcher import address_problem
+from jobs.operations import OPERATIONS
+from jobs.providers import KIND_OPERATIONS, supports
 from jobs.providers.fal import ImageSizeError
 
 
@@ -102,6 +106,87 @@ class ProcessForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one recipe to process."},
     )
+
+
+class EstimateForm(forms.Form):
+    """The Process form's recipes, read to estimate rather than to run, and a deadline to plan workers for."""
+
+    recipes = forms.ModelMultipleChoiceField(queryset=Recipe.objects.filter(is_active=True), required=False)
+    deadline = forms.DateTimeField(
+        required=False,
+        label="Finish by",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={"invalid": "Enter a date and time, e.g. 2026-12-24 17:00."},
+    )
+
+
+class BudgetForm(forms.ModelForm):
+    """The campaign's budget cap for provider calls; empty means no cap."""
+
+    class Meta:
+        model = Campaign
+        fields = ["budget_cap"]
+        labels = {"budget_cap": "Budget cap"}
+        widgets = {
+            "budget_cap": forms.NumberInput(attrs={"step": "0.01", "min": "0", "placeholder": "no cap"})
+        }
+
+    def clean_budget_cap(self):
+        cap = self.cleaned_data["budget_cap"]
+        if cap is not None and cap < 0:
+            raise forms.ValidationError("A budget cap cannot be negative; leave it empty for no cap.")
+        return cap
+
+
+class RequeueForm(forms.Form):
+    """How to requeue a group of failures: as they were, on the current recipe versions, and/or with a
+    failing step sent to another provider (or to our own workers)."""
+
+    LOCAL = "local"
+
+    version = forms.ChoiceField(
+        label="Recipe version",
+        choices=[("same", "The version each one ran"), ("current", "The current version of its recipe")],
+        initial="same",
+        required=False,
+        widget=forms.RadioSelect,
+    )
+
+    def __init__(self, *args, steps: Iterable[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        providers = list(Provider.objects.filter(is_active=True).exclude(kind=Provider.Kind.FAL))
+        self.provider_names = {p.slug: p.name for p in providers}
+        for operation in steps:
+            if not any(supports(kind, operation) for kind in KIND_OPERATIONS):
+                continue  # decode, render, a watermark: nothing but our workers can do those
+            choices = [("", "As the recipe says"), (self.LOCAL, "Our workers (no provider, no cost)")]
+            choices += [
+                (p.slug, f"{p.name} ({describe_money(p.price_per_call)} a call)")
+                for p in providers
+                if supports(p.kind, operation)
+            ]
+            self.fields[f"provider_{operation}"] = forms.ChoiceField(
+                label=f"Run {OPERATIONS[operation].label.lower()} with", choices=choices, required=False
+            )
+
+    @property
+    def provider_fields(self) -> list:
+        return [self[name] for name in self.fields if name.startswith("provider_")]
+
+    def provider_overrides(self) -> dict[str, str | None]:
+        chosen = {
+            name.removeprefix("provider_"): value
+            for name, value in self.cleaned_data.items()
+            if name.startswith("provider_") and value
+        }
+        return {operation: None if value == self.LOCAL else value for operation, value in chosen.items()}
+
+    def describe_overrides(self) -> list[str]:
+        """“remove background with Photoroom”, one per overridden step, for the confirmation message."""
+        return [
+            f"{OPERATIONS[operation].label.lower()} with {self.provider_names[slug] if slug else 'our workers'}"
+            for operation, slug in self.provider_overrides().items()
+        ]
 
 
 class GenerateForm(forms.Form):

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, get_random_string
 
 from jobs.operations import OPERATIONS, Operation, OperationParamsError, build_operation
 from jobs.rendering import OutputSpec, OutputSpecError
+
+if TYPE_CHECKING:
+    from dashboard.causes import CauseGroup
 
 
 class Team(models.Model):
@@ -57,6 +61,23 @@ class Campaign(models.Model):
         blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
     )
     remote_paused_at = models.DateTimeField(null=True, blank=True)
+    remote_paused_code = models.CharField(
+        max_length=40, blank=True, help_text="Why remote work waits: credits_exhausted or budget_reached."
+    )
+    budget_cap = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Most this campaign may spend on provider calls; remote steps pause when reached. Empty: no cap.",
+    )
+    remote_spent = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        editable=False,
+        help_text="Booked before each paid provider call, at the provider's price per call.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CampaignQuerySet.as_manager()
@@ -89,6 +110,39 @@ class Campaign(models.Model):
             RecipeUpdate(recipe, sorted(used[recipe.pk]))
             for recipe in self.recipes.filter(pk__in=used).order_by("name")
         ]
+
+    @classmethod
+    def book_remote_spend(cls, campaign_id: int, amount: Decimal) -> bool:
+        """Book a paid call's price before making it; False when it would take the campaign past its cap.
+
+        One conditional UPDATE, so workers racing for the last of the budget cannot overspend it together.
+        """
+        if amount <= 0:
+            return True
+        within_cap = Q(budget_cap__isnull=True) | Q(budget_cap__gte=F("remote_spent") + amount)
+        booked = cls.objects.filter(within_cap, pk=campaign_id).update(
+            remote_spent=F("remote_spent") + amount
+        )
+        return booked == 1
+
+    @classmethod
+    def refund_remote_spend(cls, campaign_id: int, amount: Decimal) -> None:
+        """A booked call the provider did not charge for (it answered with an error)."""
+        if amount > 0:
+            cls.objects.filter(pk=campaign_id).update(remote_spent=F("remote_spent") - amount)
+
+    @classmethod
+    def pause_remote(cls, campaign_id: int, *, code: str, reason: str) -> bool:
+        """Stop remote steps until someone resumes them; the first reason stays."""
+        return bool(
+            cls.objects.filter(pk=campaign_id, remote_paused_reason="").update(
+                remote_paused_reason=reason, remote_paused_code=code[:40], remote_paused_at=timezone.now()
+            )
+        )
+
+    @property
+    def budget_left(self) -> Decimal | None:
+        return None if self.budget_cap is None else max(Decimal(0), self.budget_cap - self.remote_spent)
 
 
 class SourceImage(models.Model):
@@ -152,7 +206,12 @@ class Provider(models.Model):
     requests_per_second = models.FloatField(default=5.0, help_text="Shared by every worker.")
     concurrency = models.PositiveSmallIntegerField(default=4, help_text="Requests in flight at once, in all.")
     timeout_seconds = models.FloatField(default=60.0)
-    price_per_call = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    price_per_call = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=0,
+        help_text="What one successful call costs (fal: one generated image); used for estimates and budget caps.",
+    )
     options = models.JSONField(
         default=dict,
         blank=True,
@@ -294,6 +353,24 @@ class RecipeOutput(models.Model):
     format = models.CharField(max_length=8, choices=FORMAT_CHOICES, default="jpeg")
     quality = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: JPEG 85, WebP 80.")
     background = models.CharField(max_length=16, default="#ffffff")
+    # Channel rules: the renderer steps quality down to meet max_kb; what still breaks a rule is flagged.
+    max_kb = models.PositiveIntegerField(
+        "max KB",
+        null=True,
+        blank=True,
+        help_text="Largest file allowed, in KB (1 KB = 1024 bytes), e.g. 150 for display ads. "
+        "JPEG, WebP and AVIF step quality down to fit.",
+    )
+    min_width = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Smallest width the channel accepts (matters for 'fit')."
+    )
+    min_height = models.PositiveIntegerField(null=True, blank=True)
+    aspect = models.CharField(
+        "exact aspect",
+        max_length=16,
+        blank=True,
+        help_text='Required ratio written "W:H", e.g. 1200:628 or 16:9.',
+    )
 
     class Meta:
         ordering = ["position", "pk"]
@@ -314,6 +391,10 @@ class RecipeOutput(models.Model):
                 "format": self.format,
                 "quality": self.quality,
                 "background": self.background,
+                "max_bytes": self.max_kb * 1024 if self.max_kb else None,
+                "min_width": self.min_width,
+                "min_height": self.min_height,
+                "aspect": self.aspect or None,
             }
         )
 
@@ -339,21 +420,24 @@ class RecipeVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.recipe.name} v{self.number}"
 
-    def build_steps(self) -> list[Operation]:
+    def build_steps(self, overrides: dict[str, str | None] | None = None) -> list[Operation]:
         """Local steps as they are; a step with a provider wrapped so that it runs remotely, and consecutive
-        steps at one batching provider folded into a single call."""
+        steps at one batching provider folded into a single call.
+
+        `overrides` maps an operation to another provider's slug, or to None to run it locally
+        (a requeue chose so for a task); the recipe's fallback stays when it differs from the new one.
+        """
         from jobs.providers import batches
         from jobs.remote import RemoteStep, chain_remote_steps
 
         steps: list[Operation] = []
         for step in self.definition["steps"]:
             operation = build_operation(step["operation"], step["params"])
-            if step.get("provider"):
-                operation = RemoteStep(operation, step["provider"], step.get("fallback"))
+            provider, fallback = self.step_providers(step, overrides)
+            if provider:
+                operation = RemoteStep(operation, provider, fallback)
             steps.append(operation)
-        slugs = {
-            slug for step in self.definition["steps"] for slug in (step.get("provider"), step.get("fallback"))
-        }
+        slugs = {slug for step in self.definition["steps"] for slug in self.step_providers(step, overrides)}
         if len(steps) > 1 and slugs - {None}:
             batching = {
                 provider.slug
@@ -363,8 +447,18 @@ class RecipeVersion(models.Model):
             steps = chain_remote_steps(steps, batching)
         return steps
 
-    def uses_providers(self) -> bool:
-        return any(step.get("provider") for step in self.definition["steps"])
+    @staticmethod
+    def step_providers(
+        step: dict[str, Any], overrides: dict[str, str | None] | None
+    ) -> tuple[str | None, str | None]:
+        provider, fallback = step.get("provider"), step.get("fallback")
+        if overrides and step["operation"] in overrides:
+            provider = overrides[step["operation"]]
+            fallback = fallback if provider and fallback != provider else None
+        return provider, fallback
+
+    def uses_providers(self, overrides: dict[str, str | None] | None = None) -> bool:
+        return any(self.step_providers(step, overrides)[0] for step in self.definition["steps"])
 
     def build_specs(self) -> list[OutputSpec]:
         return [OutputSpec.from_dict(spec) for spec in self.definition["outputs"]]
@@ -398,6 +492,21 @@ class TaskQuerySet(models.QuerySet):
     def unfinished(self) -> TaskQuerySet:
         return self.exclude(state__in=Task.TERMINAL_STATES)
 
+    def with_cause(self, slug: str) -> TaskQuerySet:
+        """Tasks whose error has this cause (dashboard.causes); an unknown cause matches nothing."""
+        from dashboard.causes import BY_SLUG, OTHER, other_q
+
+        cause = BY_SLUG.get(slug)
+        if cause is None:
+            return self.none()
+        return self.filter(other_q() if cause is OTHER else cause.q())
+
+    def causes(self) -> list[CauseGroup]:
+        """These tasks' errors grouped into causes with counts, from one GROUP BY on the error code."""
+        from dashboard.causes import group_by_cause
+
+        return group_by_cause(self.order_by().values_list("error_code").annotate(n=Count("pk")))
+
 
 class Task(models.Model):
     """One source image × one recipe version, and where its processing stands."""
@@ -429,8 +538,18 @@ class Task(models.Model):
     error_message = models.TextField(blank=True)
     error_step = models.CharField(max_length=40, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    duration_ms = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="timings['total'] of the succeeded attempt, a column so charts aggregate it.",
+    )
     provider_calls = models.JSONField(
         default=list, blank=True, help_text="One entry per remote step: provider, request id, cached or not."
+    )
+    provider_overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Chosen at requeue: {"remove_background": "photoroom"} runs that step there; null runs it locally.',
     )
     preview = models.FileField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -452,10 +571,18 @@ class Task(models.Model):
             models.Index(fields=["campaign", "state"]),
             models.Index(fields=["state", "lease_expires_at"]),
             models.Index(fields=["campaign", "finished_at"]),
+            # Recent succeeded tasks: the measured task time of estimates, system-wide charts.
+            models.Index(fields=["state", "finished_at"]),
         ]
 
     def __str__(self) -> str:
         return f"Task {self.pk} ({self.state})"
+
+    def build_steps(self) -> list[Operation]:
+        return self.recipe_version.build_steps(self.provider_overrides)
+
+    def uses_providers(self) -> bool:
+        return self.recipe_version.uses_providers(self.provider_overrides)
 
     @classmethod
     def claim(cls, task_id: int, attempt: int, worker_name: str) -> bool:
@@ -486,6 +613,7 @@ class Task(models.Model):
                 error_message="",
                 error_step="",
                 timings=timings,
+                duration_ms=timings.get("total"),
             )
         )
 
@@ -622,6 +750,10 @@ class OutputQuerySet(models.QuerySet):
             reviewed_at=timezone.now() if reviewed else None,
         )
 
+    def breaking_rules(self) -> OutputQuerySet:
+        """Outputs flagged with at least one channel rule they break."""
+        return self.exclude(violations=[])
+
 
 class Output(models.Model):
     """One rendered variant of a task, stored under a key derived from the task and spec."""
@@ -638,6 +770,14 @@ class Output(models.Model):
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=8)
     byte_size = models.PositiveBigIntegerField()
+    quality = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Quality it was encoded at; lower than asked when a size limit applied.",
+    )
+    violations = models.JSONField(
+        default=list, blank=True, help_text="Channel rules this file breaks: [{rule, message}]."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     review = models.CharField(
         max_length=10,

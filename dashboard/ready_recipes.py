@@ -37,8 +37,23 @@ READY_RECIPES = [
             {"name": "facebook", "width": 1200, "height": 628, "fit": "fill", "format": "jpeg"},
             {"name": "instagram", "width": 1080, "height": 1080, "fit": "fill", "format": "jpeg"},
             {"name": "instagram-story", "width": 1080, "height": 1920, "fit": "fill", "format": "jpeg"},
-            {"name": "display-300x250", "width": 300, "height": 250, "fit": "fill", "format": "jpeg"},
-            {"name": "display-728x90", "width": 728, "height": 90, "fit": "fill", "format": "jpeg"},
+            # Google display ads take files up to 150 KB.
+            {
+                "name": "display-300x250",
+                "width": 300,
+                "height": 250,
+                "fit": "fill",
+                "format": "jpeg",
+                "max_kb": 150,
+            },
+            {
+                "name": "display-728x90",
+                "width": 728,
+                "height": 90,
+                "fit": "fill",
+                "format": "jpeg",
+                "max_kb": 150,
+            },
         ],
     },
     {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +16,7 @@ from dashboard.generations import PromptSpec
 from dashboard.models import (
     Campaign,
     Generation,
+    Output,
     Provider,
     Recipe,
     RecipeVersion,
@@ -22,6 +24,7 @@ from dashboard.models import (
     TaskQuerySet,
     UrlImport,
 )
+from jobs.errors import BudgetCapReachedError
 from jobs.queueing import GENERATIONS, URL_IMPORTS, enqueue_attempts
 
 
@@ -106,10 +109,76 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
     return len(rows)
 
 
+@dataclass(frozen=True)
+class RequeueReport:
+    requeued: int
+    moved: int  # moved to their recipe's current version
+    kept: int  # already had a task on the current version, so left as they were
+
+
+def requeue_differently(
+    tasks: TaskQuerySet,
+    *,
+    on_current_version: bool = False,
+    provider_overrides: dict[str, str | None] | None = None,
+) -> RequeueReport:
+    """Requeue failed tasks, optionally on their recipe's current version and with some steps sent to
+    another provider (or run locally): what a marketer does once the cause of a group of failures is known.
+
+    A task moved to the current version keeps its row and attempts; one whose image already has a task
+    there (a later Process made it) is left alone rather than duplicated.
+    """
+    with transaction.atomic():
+        tasks = tasks.failed()
+        moved = kept = 0
+        if on_current_version:
+            moved, kept_pks = move_to_current_versions(tasks)
+            kept = len(kept_pks)
+            tasks = tasks.exclude(pk__in=kept_pks)
+        if provider_overrides:
+            tasks.update(provider_overrides=provider_overrides)
+        return RequeueReport(requeue_tasks(tasks), moved, kept)
+
+
+def move_to_current_versions(tasks: TaskQuerySet) -> tuple[int, list[int]]:
+    """Point failed tasks at the current version of their recipe; returns (moved, pks left in place)."""
+    rows = list(tasks.select_for_update().values_list("pk", "source_id", "recipe_version_id"))
+    recipe_of = dict(
+        RecipeVersion.objects.filter(pk__in={row[2] for row in rows}).values_list("pk", "recipe_id")
+    )
+    recipes = Recipe.objects.filter(pk__in=set(recipe_of.values()))
+    current = {recipe.pk: recipe.current_version() for recipe in recipes}
+    stale = [
+        (pk, source, current[recipe_of[version]])
+        for pk, source, version in rows
+        if current[recipe_of[version]].pk != version
+    ]
+    taken = set(
+        Task.objects.filter(
+            source_id__in={source for _, source, _ in stale}, recipe_version__in=list(current.values())
+        ).values_list("source_id", "recipe_version_id")
+    )
+    moves: dict[RecipeVersion, list[int]] = {}
+    kept: list[int] = []
+    for pk, source, target in stale:
+        if (source, target.pk) in taken:
+            kept.append(pk)
+        else:
+            taken.add((source, target.pk))
+            moves.setdefault(target, []).append(pk)
+    for target, pks in moves.items():
+        Task.objects.filter(pk__in=pks).update(recipe_version=target)
+        # Outputs of the old version's partial attempt would mislabel the new one's.
+        Output.objects.filter(task_id__in=pks).delete()
+    return sum(len(pks) for pks in moves.values()), kept
+
+
 def resume_remote_work(campaign: Campaign) -> int:
     """Lift a pause (credits topped up): parked tasks go back on the queue; returns how many."""
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).update(remote_paused_reason="", remote_paused_at=None)
+        Campaign.objects.filter(pk=campaign.pk).update(
+            remote_paused_reason="", remote_paused_code="", remote_paused_at=None
+        )
         rows = list(
             Task.objects.filter(campaign=campaign, state=Task.State.PAUSED)
             .select_for_update()
@@ -123,8 +192,21 @@ def resume_remote_work(campaign: Campaign) -> int:
             error_message="",
         )
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
-    campaign.remote_paused_reason = ""
+    campaign.remote_paused_reason = campaign.remote_paused_code = ""
     return len(rows)
+
+
+def set_budget_cap(campaign: Campaign, cap: Decimal | None) -> int:
+    """Change the campaign's budget cap; when the old cap had paused remote work and the new one leaves
+    room, the waiting tasks resume. Returns how many resumed."""
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=cap)
+    campaign.refresh_from_db(
+        fields=["budget_cap", "remote_spent", "remote_paused_code", "remote_paused_reason"]
+    )
+    paused_by_budget = campaign.remote_paused_code == BudgetCapReachedError.code
+    if paused_by_budget and (cap is None or cap > campaign.remote_spent):
+        return resume_remote_work(campaign)
+    return 0
 
 
 def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[PromptSpec]) -> int:

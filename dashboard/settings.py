@@ -213,6 +213,11 @@ PIXELMILL_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("PIXELMILL_WEBHOOK_TIME
 # empty = paths only.
 PIXELMILL_BASE_URL = os.environ.get("PIXELMILL_BASE_URL", "")
 
+# Estimates before Process and budget caps: the currency providers' prices are written in (a label only),
+# and the task time assumed until tasks have been measured.
+PIXELMILL_CURRENCY = os.environ.get("PIXELMILL_CURRENCY", "USD")
+PIXELMILL_ASSUMED_TASK_SECONDS = float(os.environ.get("PIXELMILL_ASSUMED_TASK_SECONDS", "5"))
+
 # Generation from prompts (fal queue): a worker polls a submitted request every POLL_SECONDS for at most
 # POLL_WINDOW_SECONDS, then frees itself and looks again RECHECK_SECONDS later. With a public base URL
 # (e.g. https://pixelmill.example.com) fal also POSTs to our webhook when a request is done; empty = poll only.

@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import permission_required
 from django.urls import include, path, re_path
 
-from dashboard import review, sharing, views
+from dashboard import chart_views, estimate_views, review, sharing, views
 
 # django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
 queue_view = permission_required("dashboard.view_queues", raise_exception=True)
@@ -26,8 +26,12 @@ urlpatterns = [
         "campaigns/<int:pk>/import-urls/retry/", views.url_imports_requeue, name="campaign-url-imports-retry"
     ),
     path("campaigns/<int:pk>/process/", views.campaign_process, name="campaign-process"),
+    path("campaigns/<int:pk>/estimate/", estimate_views.campaign_estimate, name="campaign-estimate"),
+    path("campaigns/<int:pk>/budget/", estimate_views.campaign_budget, name="campaign-budget"),
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/failures/", views.campaign_failures, name="campaign-failures"),
+    path("campaigns/<int:pk>/charts/", chart_views.campaign_charts, name="campaign-charts"),
+    path("system/", chart_views.system_status, name="system"),
     path("campaigns/<int:pk>/failures/requeue/", views.requeue_failed, name="campaign-requeue-failed"),
     path("campaigns/<int:pk>/resume-remote/", views.campaign_resume_remote, name="campaign-resume-remote"),
     path("campaigns/<int:pk>/download.zip", views.campaign_download, name="campaign-download"),

@@ -4,6 +4,7 @@ and the webhook fal calls when a generation is done."""
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
@@ -11,7 +12,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, F, Prefetch, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -21,11 +22,33 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from zipstream import ZipStream
 
 from dashboard import services
+from dashboard.access import visible_campaign
+from dashboard.causes import BY_SLUG, Cause
+from dashboard.estimate_views import estimate_context
 from dashboard.exports import campaign_zip
-from dashboard.forms import CampaignForm, GenerateForm, ProcessForm, UploadForm, WebhookForm
+from dashboard.forms import (
+    BudgetForm,
+    CampaignForm,
+    EstimateForm,
+    GenerateForm,
+    ProcessForm,
+    RequeueForm,
+    UploadForm,
+    WebhookForm,
+)
 from dashboard.generations import GenerationCounts
 from dashboard.imports import ImportReport, UrlImportCounts, import_uploads, parse_url_list
-from dashboard.models import Campaign, Generation, Output, Provider, Recipe, SourceImage, Task, UrlImport
+from dashboard.models import (
+    Campaign,
+    Generation,
+    Output,
+    Provider,
+    Recipe,
+    SourceImage,
+    Task,
+    TaskQuerySet,
+    UrlImport,
+)
 from jobs.errors import StepError
 from jobs.generation import cancel_generation, web_policy, webhook_token
 from jobs.providers.client import ProviderClient
@@ -42,11 +65,6 @@ from jobs.webhooks import ensure_webhook_secret
 GALLERY_PAGE_SIZE = 24
 FAILURES_PAGE_SIZE = 50
 REFUSALS_SHOWN = 50
-
-
-def visible_campaign(request: HttpRequest, pk: int) -> Campaign:
-    """Another team's campaign answers 404, exactly like one that does not exist."""
-    return get_object_or_404(Campaign.objects.visible_to(request.user), pk=pk)
 
 
 @require_http_methods(["GET", "POST"])
@@ -90,6 +108,7 @@ def render_campaign(
         )
     )
     page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     return render(
         request,
         "dashboard/campaign_detail.html",
@@ -97,11 +116,15 @@ def render_campaign(
             "campaign": campaign,
             "progress": campaign.progress(),
             "page": page,
-            "selected_recipes": set(campaign.recipes.values_list("pk", flat=True)),
+            "selected_recipes": selected_recipes,
+            **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
+            "budget_form": BudgetForm(instance=campaign),
             "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
             "failures": Task.objects.for_campaign(campaign)
             .failed()
             .select_related("source", "recipe_version__recipe")[:10],
+            "failure_causes": Task.objects.for_campaign(campaign).failed().causes(),
+            "rule_breaking_outputs": Output.objects.filter(task__campaign=campaign).breaking_rules().count(),
             **generation_context(request, campaign, generate_form),
             "url_imports": UrlImportCounts.for_campaign(campaign),
             "refused_urls": campaign.url_imports.filter(
@@ -234,41 +257,90 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-@require_GET
-def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
-    """Failures grouped by cause, so a whole group can be requeued once its cause is fixed."""
-    campaign = visible_campaign(request, pk)
+def failure_selection(
+    request: HttpRequest, campaign: Campaign
+) -> tuple[TaskQuerySet, Cause | None, str | None]:
+    """The campaign's failures, narrowed by `?cause=` (a group on the failures page) and/or `?code=`."""
     failures = Task.objects.for_campaign(campaign).failed()
-    groups = failures.order_by().values("error_code").annotate(n=Count("pk")).order_by("-n", "error_code")
+    cause = BY_SLUG.get(request.GET.get("cause", ""))
+    if cause is not None:
+        failures = failures.with_cause(cause.slug)
     code = request.GET.get("code")
     if code is not None:
         failures = failures.filter(error_code=code)
+    return failures, cause, code
+
+
+@require_GET
+def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
+    """Failures grouped by cause in plain words, so a whole group can be requeued once its cause is fixed."""
+    campaign = visible_campaign(request, pk)
+    groups = Task.objects.for_campaign(campaign).failed().causes()
+    failures, cause, code = failure_selection(request, campaign)
     failures = failures.select_related("source", "recipe_version__recipe")
     page = Paginator(failures, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
+    selection = "&".join(
+        f"{key}={quote(value)}"
+        for key, value in (("cause", cause and cause.slug), ("code", code))
+        if value is not None
+    )
     return render(
         request,
         "dashboard/failures.html",
-        {"campaign": campaign, "page": page, "groups": groups, "code": code},
+        {
+            "campaign": campaign,
+            "page": page,
+            "groups": groups,
+            "cause": cause,
+            "code": code,
+            "selection": selection,
+        },
     )
 
 
 @require_http_methods(["GET", "POST"])
 def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET, act on POST (the django-rq and admin-action pattern); `code` narrows to one cause."""
+    """Confirm on GET, act on POST (the django-rq and admin-action pattern); `cause` or `code` narrows the
+    group. The confirmation also offers the current recipe versions and another provider for a failing step."""
     campaign = visible_campaign(request, pk)
-    failures = Task.objects.for_campaign(campaign).failed()
-    code = request.GET.get("code")
-    if code is not None:
-        failures = failures.filter(error_code=code)
-    if request.method == "POST":
-        count = services.requeue_tasks(failures)
-        messages.success(request, f"Requeued {count} task(s).")
+    failures, cause, code = failure_selection(request, campaign)
+    steps = sorted(set(failures.order_by().exclude(error_step="").values_list("error_step", flat=True)))
+    form = RequeueForm(request.POST if request.method == "POST" else None, steps=steps)
+    if request.method == "POST" and form.is_valid():
+        overrides = form.provider_overrides()
+        on_current = form.cleaned_data.get("version") == "current"
+        if overrides or on_current:
+            report = services.requeue_differently(
+                failures, on_current_version=on_current, provider_overrides=overrides
+            )
+            messages.success(request, requeue_message(report, form))
+        else:
+            messages.success(request, f"Requeued {services.requeue_tasks(failures)} task(s).")
         return redirect(campaign)
+    stale = failures.exclude(recipe_version__number=F("recipe_version__recipe__version")).count()
     return render(
         request,
         "dashboard/confirm_requeue.html",
-        {"campaign": campaign, "count": failures.count(), "action": request.get_full_path(), "code": code},
+        {
+            "campaign": campaign,
+            "count": failures.count(),
+            "action": request.get_full_path(),
+            "cause": cause,
+            "code": code,
+            "form": form,
+            "stale": stale,
+        },
     )
+
+
+def requeue_message(report: services.RequeueReport, form: RequeueForm) -> str:
+    text = f"Requeued {report.requeued} task(s)"
+    if report.moved:
+        text += f", {report.moved} of them on the current recipe version"
+    text += "".join(f"; {change}" for change in form.describe_overrides()) + "."
+    if report.kept:
+        text += f" {report.kept} already had a task on the current version and were left as they are."
+    return text
 
 
 @require_POST

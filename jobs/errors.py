@@ -54,3 +54,9 @@ class CreditsExhaustedError(StepError):
     """The provider's account has no credits left (HTTP 402): the campaign's remote work pauses."""
 
     code = "credits_exhausted"
+
+
+class BudgetCapReachedError(CreditsExhaustedError):
+    """The campaign's own budget cap would be passed by the next paid call: remote work pauses the same way."""
+
+    code = "budget_reached"

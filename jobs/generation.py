@@ -31,8 +31,9 @@ from rq.timeouts import JobTimeoutException
 
 from dashboard import services
 from dashboard.imports import IncomingFile, sanitize_display_name, store_source
-from dashboard.models import Generation, SourceImage
+from dashboard.models import Campaign, Generation, SourceImage
 from jobs.errors import (
+    BudgetCapReachedError,
     CreditsExhaustedError,
     DeferredError,
     PermanentError,
@@ -44,6 +45,7 @@ from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
+from jobs.remote import book_call, refund_call
 from jobs.retry import backoff_delay, transient_for_unexpected
 from jobs.webhooks import campaign_run_finished
 
@@ -66,6 +68,9 @@ def run_generation(generation_id: int, attempt: int) -> str:
             return run_attempt(generation, attempt, fal_queue(generation, client), started)
     except CreditsExhaustedError as error:
         # Unlike a recipe step nothing waits on other work here: stop, and Requeue once credits are back.
+        if isinstance(error, BudgetCapReachedError):
+            # The cap is the campaign's: its recipe steps stop too, and the banner says why.
+            Campaign.pause_remote(generation.campaign_id, code=error.code, reason=error.message)
         record_failure(generation, attempt, PermanentError(error.message, code=error.code), started)
         return error.code
     except (DeferredError, RateLimitedError) as error:
@@ -96,7 +101,14 @@ def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: fl
     """Submit unless already submitted, poll for a while, then store the images or hand the attempt back."""
     request = submitted_request(generation)
     if request is None:
-        request = fal.submit(fal_arguments(generation), webhook_url=webhook_url())
+        price = generation.provider.price_per_call * generation.num_images
+        book_call(generation.campaign_id, price)
+        try:
+            request = fal.submit(fal_arguments(generation), webhook_url=webhook_url())
+        except StepError as error:
+            if error.code != "timeout":  # an error answer is not billed; a timed-out submit may have been
+                refund_call(generation.campaign_id, price)
+            raise
         if not save_request(generation, attempt, request):
             # Cancelled while fal was answering: drop it there too rather than pay for images nobody wants.
             fal.cancel(request)

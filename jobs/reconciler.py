@@ -139,7 +139,7 @@ def release_overdue_scheduled_jobs() -> int:
 def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:
     report = {"worker_lost": 0, "queue_lost": 0, "dead": 0}
     expired = rows.rows().filter(state="running", lease_expires_at__lt=now)
-    strand(rows, "worker_lost", list(stranded_values(expired, lost_attempt=0)), now, report)
+    strand(rows, list(stranded_values(expired, lost_attempt=0)), now, report, code="worker_lost")
 
     grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
     waiting = (
@@ -149,7 +149,7 @@ def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:
     )
     candidates = list(stranded_values(waiting, lost_attempt=1))
     lost = set(missing_attempts([(pk, attempt) for pk, attempt, *_ in candidates], rows.kind))
-    strand(rows, "queue_lost", [row for row in candidates if (row[0], row[1]) in lost], now, report)
+    strand(rows, [row for row in candidates if (row[0], row[1]) in lost], now, report, code="queue_lost")
     return report
 
 
@@ -164,10 +164,10 @@ def stranded_values(queryset, *, lost_attempt: int):
         yield pk, attempts + lost_attempt, attempts, deferrals, max_attempts, campaign_id
 
 
-def strand(rows: AttemptRows, reason: str, stranded: list[tuple], now: datetime, report: dict) -> None:
+def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict, *, code: str) -> None:
     """Count each stranded attempt; the rows with attempts left go back on the queue, at its front."""
-    message = rows.worker_lost if reason == "worker_lost" else rows.queue_lost
-    state = "running" if reason == "worker_lost" else "queued"
+    message = rows.worker_lost if code == "worker_lost" else rows.queue_lost
+    state = "running" if code == "worker_lost" else "queued"
     # One conditional UPDATE per (attempts, stranded attempt, dead or not): a row that moved meanwhile is
     # left alone. Which rows changed is read back by the `now` stamped on them, inside the transaction
     # that holds their locks.
@@ -182,7 +182,7 @@ def strand(rows: AttemptRows, reason: str, stranded: list[tuple], now: datetime,
         for (attempts, attempt, dead), pks in groups.items():
             for start in range(0, len(pks), BATCH):
                 chunk = pks[start : start + BATCH]
-                common = {"attempts": attempt, "lease_expires_at": None, "error_code": reason}
+                common = {"attempts": attempt, "lease_expires_at": None, "error_code": code}
                 if dead:
                     outcome = {"state": "dead", "finished_at": now, "next_attempt_at": None}
                 else:
@@ -197,7 +197,7 @@ def strand(rows: AttemptRows, reason: str, stranded: list[tuple], now: datetime,
                     report["dead"] += len(changed)
                     dead_campaigns.update(campaigns[pk] for pk in changed)
                 else:
-                    report[reason] += len(changed)
+                    report[code] += len(changed)
                     resend += [(pk, attempt + 1) for pk in changed]
         if resend:
             transaction.on_commit(lambda: enqueue_attempts(resend, rows.kind, at_front=True))

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 from collections.abc import Mapping, Sequence, Set
+from decimal import Decimal
 from typing import Any, Self
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 from redis import Redis
 
-from jobs.errors import CreditsExhaustedError, DeferredError, PermanentError
+from jobs.errors import BudgetCapReachedError, CreditsExhaustedError, DeferredError, PermanentError, StepError
 from jobs.imaging import decode_image, encode_intermediate
 from jobs.operations import Operation, OperationContext, carry_hints
 from jobs.providers.adapters import RemoteResult, adapter_for
@@ -171,6 +172,27 @@ class StepCache:
             default_storage.delete(name)  # another worker stored the same result first
 
 
+def book_call(campaign_id: int, price: Decimal) -> None:
+    """Book a paid call against the campaign's budget cap before making it; raises BudgetCapReachedError
+    instead of paying past the cap."""
+    from dashboard.models import Campaign
+
+    if Campaign.book_remote_spend(campaign_id, price):
+        return
+    campaign = Campaign.objects.only("budget_cap", "remote_spent").get(pk=campaign_id)
+    raise BudgetCapReachedError(
+        f"The campaign's budget cap of {campaign.budget_cap:.2f} {settings.PIXELMILL_CURRENCY} is reached "
+        f"({campaign.remote_spent:.2f} spent; the next call costs {price:.2f}). Raise the cap to go on."
+    )
+
+
+def refund_call(campaign_id: int, price: Decimal) -> None:
+    """Give back a booking the provider did not charge for."""
+    from dashboard.models import Campaign
+
+    Campaign.refund_remote_spend(campaign_id, price)
+
+
 class RemoteRunner:
     """Runs one attempt's remote steps: chooses the provider, consults the cache, records each call."""
 
@@ -189,6 +211,7 @@ class RemoteRunner:
         self.cache = cache or StepCache()
         self.policy = policy
         self.clients: dict[str, ProviderClient] = {}
+        self.prices: dict[str, Decimal] = {}
         self.calls: list[dict[str, Any]] = []
 
     def __enter__(self) -> RemoteRunner:
@@ -207,6 +230,7 @@ class RemoteRunner:
                 raise PermanentError(
                     f"The provider {slug!r} is not configured or is switched off.", code="bad_config"
                 )
+            self.prices[slug] = provider.price_per_call
             self.clients[slug] = ProviderClient(
                 provider.config(),
                 connection=self.connection,
@@ -244,10 +268,14 @@ class RemoteRunner:
             if has_fallback and client.circuit_open_for():
                 continue
             self._check_not_paused()
+            price = self._book(slug)
             try:
                 result = adapter_for(client).run_chain(step.operations, data, content_type)
-            except DeferredError as error:
-                if error.code == "circuit_open" and has_fallback:
+            except StepError as error:
+                # An error answer is not billed; a timeout may have been (the work can finish unseen).
+                if error.code != "timeout":
+                    self._refund(price)
+                if isinstance(error, DeferredError) and error.code == "circuit_open" and has_fallback:
                     continue
                 raise
             self.cache.put(keys[slug], provider=slug, operation=step.name, result=result)
@@ -275,6 +303,16 @@ class RemoteRunner:
         )
         if reason:
             raise CreditsExhaustedError(reason)
+
+    def _book(self, slug: str) -> Decimal:
+        price = self.prices.get(slug, Decimal(0))
+        if self.campaign_id is not None:
+            book_call(self.campaign_id, price)
+        return price
+
+    def _refund(self, price: Decimal) -> None:
+        if self.campaign_id is not None:
+            refund_call(self.campaign_id, price)
 
     @staticmethod
     def _decode(data: bytes, source: Image.Image) -> Image.Image:

@@ -7,7 +7,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PIL import Image, UnidentifiedImageError, features
 
@@ -21,7 +21,14 @@ from jobs.imaging import (
     place_window,
     read_dimensions,
 )
-from jobs.operations import Operation, OperationContext, colour_rgb, normalise_colour
+from jobs.operations import (
+    Operation,
+    OperationContext,
+    aspect_ratio,
+    colour_rgb,
+    normalise_aspect,
+    normalise_colour,
+)
 
 FITS = ("fit", "fill", "pad")
 FORMATS = ("jpeg", "webp", "png", "avif")
@@ -31,6 +38,13 @@ MAX_SIDE = 10_000
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 # A step down of more than this factor goes through an intermediate (see render_outputs).
 CASCADE_FACTOR = 2.0
+# Channel rules an output spec may carry; each is checked on the rendered file (see check_rules).
+RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")
+# A byte budget steps quality down only in formats where quality means something.
+LOSSY_FORMATS = ("jpeg", "webp", "avif")
+# Below this quality JPEG and WebP show blocks and smears at any size: past it the output is flagged
+# for a person to decide (a smaller box, a simpler picture, a larger budget) instead of shipped ugly.
+BUDGET_QUALITY_FLOOR = 30
 
 
 class OutputSpecError(ValueError):
@@ -48,10 +62,16 @@ class OutputSpec:
     format: str = "jpeg"
     quality: int | None = None
     background: str = "#ffffff"
+    # Channel rules (e.g. a display ad: at most 150 KB); None means no rule.
+    max_bytes: int | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+    aspect: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> OutputSpec:
-        unknown = set(data) - {"name", "width", "height", "fit", "format", "quality", "background"}
+        known = {"name", "width", "height", "fit", "format", "quality", "background", *RULE_FIELDS}
+        unknown = set(data) - known
         if unknown:
             raise OutputSpecError(f"output: unknown field(s) {', '.join(sorted(unknown))}")
         name = str(data.get("name") or "")
@@ -83,7 +103,8 @@ class OutputSpec:
             raise OutputSpecError(f"output {name}: 'background' must be {error}") from None
         if background == "transparent" and fmt == "jpeg":
             raise OutputSpecError(f"output {name}: JPEG has no transparency; pick a background colour")
-        return cls(name, size[0], size[1], fit, fmt, quality, background)
+        spec = cls(name, size[0], size[1], fit, fmt, quality, background)
+        return replace(spec, **read_rules(spec, data))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -94,6 +115,7 @@ class OutputSpec:
             "format": self.format,
             "quality": self.quality,
             "background": self.background,
+            **{rule: getattr(self, rule) for rule in RULE_FIELDS},
         }
 
     @property
@@ -112,6 +134,99 @@ class OutputSpec:
         return max(1, round(sw * scale)), max(1, round(sh * scale))
 
 
+def read_rules(spec: OutputSpec, data: Mapping[str, object]) -> dict[str, object]:
+    """The channel rules in `data`, validated against the box: a rule the box can never meet is refused
+    here, in the admin, rather than flagged on every output later."""
+    rules: dict[str, object] = {}
+    max_bytes = data.get("max_bytes")
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise OutputSpecError(
+                f"output {spec.name}: 'max_bytes' must be a whole number of bytes, or empty"
+            )
+        rules["max_bytes"] = max_bytes
+    for key, side in (("min_width", spec.width), ("min_height", spec.height)):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+            raise OutputSpecError(f"output {spec.name}: '{key}' must be a whole number from 1 to {MAX_SIDE}")
+        if value > side:
+            # No fit mode makes an output larger than its box.
+            raise OutputSpecError(
+                f"output {spec.name}: '{key}' {value} can never be met by a {spec.width}×{spec.height} box"
+            )
+        rules[key] = value
+    aspect = data.get("aspect")
+    if aspect not in (None, ""):
+        try:
+            aspect = normalise_aspect(aspect)
+        except ValueError as error:
+            raise OutputSpecError(f"output {spec.name}: 'aspect' must be {error}") from None
+        if spec.fit != "fit" and not aspect_matches(spec.width, spec.height, aspect):
+            raise OutputSpecError(
+                f"output {spec.name}: a {spec.fit} output is exactly {spec.width}×{spec.height}, "
+                f"which is never {aspect}; change the box or the rule"
+            )
+        rules["aspect"] = aspect
+    return rules
+
+
+@dataclass(frozen=True)
+class RuleViolation:
+    """A channel rule a rendered output breaks, worded for the marketer who has to deal with it."""
+
+    rule: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+def kilobytes(size: int) -> str:
+    """1024-based like the gallery's file sizes, so "150 KB" reads the same everywhere."""
+    value = size / 1024
+    return f"{value:.0f} KB" if value >= 100 or value == int(value) else f"{value:.1f} KB"
+
+
+def aspect_matches(width: int, height: int, aspect: str) -> bool:
+    """Within a pixel of rounding: 1200×628 is 300:157, and 1199×628 would still pass."""
+    ratio = aspect_ratio(aspect)
+    return abs(width - height * ratio) <= 1 or abs(height - width / ratio) <= 1
+
+
+def check_rules(
+    spec: OutputSpec, width: int, height: int, byte_size: int, quality: int | None
+) -> tuple[RuleViolation, ...]:
+    """Every channel rule of `spec` that the rendered output breaks."""
+    broken: list[RuleViolation] = []
+    if spec.max_bytes is not None and byte_size > spec.max_bytes:
+        if spec.format in LOSSY_FORMATS:
+            how = f"even at quality {quality}" if quality is not None else "as encoded"
+        else:
+            how = f"{spec.format.upper()} is lossless: pick JPEG or WebP to meet a size limit"
+        broken.append(
+            RuleViolation(
+                "max_bytes", f"{kilobytes(byte_size)}, over the {kilobytes(spec.max_bytes)} limit ({how})"
+            )
+        )
+    min_width, min_height = spec.min_width or 0, spec.min_height or 0
+    if width < min_width or height < min_height:
+        broken.append(
+            RuleViolation(
+                "min_size",
+                f"{width}×{height}, smaller than the {min_width or '–'}×{min_height or '–'} minimum "
+                "(the source image is too small)",
+            )
+        )
+    if spec.aspect and not aspect_matches(width, height, spec.aspect):
+        actual = normalise_aspect(f"{width}:{height}") if 0.1 <= width / height <= 10 else f"{width}:{height}"
+        broken.append(
+            RuleViolation("aspect", f"{width}×{height} is {actual}, not the required {spec.aspect}")
+        )
+    return tuple(broken)
+
+
 # The dashboard's preview (imaging.make_thumbnail) must be served by the draft decode too.
 PREVIEW_SPEC = OutputSpec("preview", 320, 320, "fit", "webp")
 
@@ -122,6 +237,8 @@ class RenderedOutput:
     data: bytes
     width: int
     height: int
+    quality: int | None = None
+    violations: tuple[RuleViolation, ...] = ()
 
 
 @dataclass
@@ -169,7 +286,9 @@ def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[Rend
             resized.info = dict(image.info)
             intermediates.append(resized)
         framed = frame(resized, spec, image.info)
-        results[index] = RenderedOutput(spec, encode(framed, spec), framed.width, framed.height)
+        data, quality = encode_within_budget(framed, spec)
+        violations = check_rules(spec, framed.width, framed.height, len(data), quality)
+        results[index] = RenderedOutput(spec, data, framed.width, framed.height, quality, violations)
     return [results[i] for i in range(len(specs))]
 
 
@@ -225,6 +344,30 @@ def encode(image: Image.Image, spec: OutputSpec) -> bytes:
     else:
         image.save(buffer, "AVIF", quality=quality, speed=8)
     return buffer.getvalue()
+
+
+def encode_within_budget(image: Image.Image, spec: OutputSpec) -> tuple[bytes, int | None]:
+    """`encode`, and the quality used. Over the spec's byte budget, the highest quality that fits, found
+    by bisection (about six encodes from q85); when even the floor does not fit, the floor's encoding,
+    the smallest we are willing to ship, which check_rules then flags."""
+    quality = spec.quality or DEFAULT_QUALITY.get(spec.format)
+    data = encode(image, spec)
+    budget = spec.max_bytes
+    if budget is None or len(data) <= budget or spec.format not in LOSSY_FORMATS or quality is None:
+        return data, quality
+    if quality <= BUDGET_QUALITY_FLOOR:
+        return data, quality  # an admin who asked for this little quality gets no less
+    low, high = BUDGET_QUALITY_FLOOR, quality - 1
+    fitting: tuple[bytes, int] | None = None
+    lowest_tried = (data, quality)
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = encode(image, replace(spec, quality=middle))
+        if len(candidate) <= budget:
+            fitting, low = (candidate, middle), middle + 1
+        else:
+            lowest_tried, high = (candidate, middle), middle - 1
+    return fitting or lowest_tried
 
 
 def draft_size(

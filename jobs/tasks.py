@@ -54,7 +54,7 @@ def process_task(task_id: int, attempt: int) -> str:
     task = Task.objects.select_related("source", "recipe_version__recipe", "campaign").get(pk=task_id)
     step = "load"
     started = time.perf_counter()
-    remote = task.recipe_version.uses_providers()
+    remote = task.uses_providers()
     if remote and task.campaign.remote_paused_reason:
         return park(task, attempt, task.campaign.remote_paused_reason, started)
 
@@ -70,10 +70,8 @@ def process_task(task_id: int, attempt: int) -> str:
     try:
         with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner:
             return run_attempt(task, attempt, started, enter_step, runner if remote else None)
-    except CreditsExhaustedError as error:
-        Campaign.objects.filter(pk=task.campaign_id, remote_paused_reason="").update(
-            remote_paused_reason=error.message, remote_paused_at=timezone.now()
-        )
+    except CreditsExhaustedError as error:  # the provider's credits, or the campaign's budget cap
+        Campaign.pause_remote(task.campaign_id, code=error.code, reason=error.message)
         return park(task, attempt, error.message, started)
     except (DeferredError, RateLimitedError) as error:
         if task.deferrals < settings.PIXELMILL_MAX_DEFERRALS:
@@ -108,7 +106,7 @@ def run_attempt(
     runner: RemoteRunner | None = None,
 ) -> str:
     """Load, run the pipeline, store every output, and only then mark the task succeeded."""
-    steps = task.recipe_version.build_steps()
+    steps = task.build_steps()
     specs = task.recipe_version.build_specs()
     with default_storage.open(task.source.file.name, "rb") as handle:
         source_bytes = handle.read()
@@ -157,6 +155,8 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 "height": rendered.height,
                 "format": rendered.spec.format,
                 "byte_size": len(rendered.data),
+                "quality": rendered.quality,
+                "violations": [violation.to_dict() for violation in rendered.violations],
             },
         )
     preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))

@@ -41,6 +41,10 @@ def recipe_form(recipe: Recipe, **step_overrides) -> dict:
             f"outputs-{n}-format": output.format,
             f"outputs-{n}-quality": "" if output.quality is None else str(output.quality),
             f"outputs-{n}-background": output.background,
+            f"outputs-{n}-max_kb": "" if output.max_kb is None else str(output.max_kb),
+            f"outputs-{n}-min_width": "" if output.min_width is None else str(output.min_width),
+            f"outputs-{n}-min_height": "" if output.min_height is None else str(output.min_height),
+            f"outputs-{n}-aspect": output.aspect,
         }
     return data
 
@@ -64,3 +68,37 @@ def test_invalid_step_params_are_refused_with_the_registry_message(admin_client,
     assert "opacity" in response.content.decode()
     recipe.refresh_from_db()
     assert recipe.version == 1
+
+
+def test_an_output_row_carries_channel_rules_into_the_next_version(admin_client, ready_recipes):
+    recipe = ready_recipes["social-ads-pack"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    page = admin_client.get(url).content.decode()
+    assert "outputs-0-max_kb" in page and "outputs-0-aspect" in page
+    data = recipe_form(recipe)
+    facebook = next(n for n, o in enumerate(recipe.outputs.all()) if o.name == "facebook")
+    data |= {f"outputs-{facebook}-max_kb": "200", f"outputs-{facebook}-aspect": "1200:628"}
+    assert admin_client.post(url, data).status_code == 302
+    specs = {spec.name: spec for spec in recipe.current_version().build_specs()}
+    assert (specs["facebook"].max_bytes, specs["facebook"].aspect) == (200 * 1024, "300:157")
+    assert specs["display-300x250"].max_bytes == 150 * 1024  # the ready display ads come with the limit
+
+
+def test_a_rule_the_box_can_never_meet_is_refused_in_the_admin(admin_client, ready_recipes):
+    recipe = ready_recipes["social-ads-pack"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    data = recipe_form(recipe) | {"outputs-0-aspect": "1:1"}  # facebook fills 1200×628
+    response = admin_client.post(url, data)
+    assert response.status_code == 200 and "never 1:1" in response.content.decode()
+    recipe.refresh_from_db()
+    assert recipe.version == 1
+
+
+def test_the_campaign_admin_shows_the_budget_cap_and_what_was_spent(admin_client, campaign):
+    from decimal import Decimal
+
+    from dashboard.models import Campaign
+
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=Decimal("20"), remote_spent=Decimal("3.25"))
+    page = admin_client.get(reverse("admin:dashboard_campaign_change", args=[campaign.pk])).content.decode()
+    assert 'name="budget_cap"' in page and "3.2500" in page and 'name="remote_spent"' not in page

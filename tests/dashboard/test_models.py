@@ -136,3 +136,25 @@ def test_progress_counts_percent_rate_and_eta(campaign, ready_recipes):
     assert 5.5 < progress.per_minute < 6.5  # six in the minute since the run started
     assert 35 < progress.eta_seconds < 45
     assert not progress.is_finished
+
+
+def test_spend_is_booked_only_while_the_budget_cap_allows_it(campaign):
+    from decimal import Decimal
+
+    from dashboard.models import Campaign
+
+    campaign.budget_cap = Decimal("0.50")
+    campaign.save()
+    price = Decimal("0.20")
+    assert [Campaign.book_remote_spend(campaign.pk, price) for _ in range(3)] == [True, True, False]
+    Campaign.refund_remote_spend(campaign.pk, price)
+    campaign.refresh_from_db()
+    assert campaign.remote_spent == Decimal("0.20") and campaign.budget_left == Decimal("0.30")
+    assert Campaign.book_remote_spend(campaign.pk, Decimal(0)), "free calls are never stopped"
+
+
+def test_a_succeeded_task_keeps_its_total_time_in_a_column_for_aggregates(campaign, ready_recipes):
+    task = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.RUNNING, attempts=1)
+    assert task.mark_succeeded(1, timings={"decode": 10.0, "total": 1234.5})
+    task.refresh_from_db()
+    assert task.duration_ms == 1234.5

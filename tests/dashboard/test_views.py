@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 
 import pytest
@@ -246,3 +247,97 @@ def test_an_upload_declaring_more_than_the_request_limit_is_a_413_before_it_is_r
     assert response.status_code == 413
     assert "may carry at most 9.8\xa0KB" in response.content.decode()
     assert campaign.sources.count() == 0
+
+
+def test_the_gallery_flags_each_output_that_breaks_a_channel_rule_with_the_rule(
+    marketer_client, campaign, ready_recipes
+):
+    from tests.dashboard.test_models import make_task
+
+    task = make_task(campaign, ready_recipes["social-ads-pack"], state=Task.State.SUCCEEDED)
+    message = "183 KB, over the 150 KB limit (even at quality 30)"
+    task.outputs.create(name="display-300x250", file="x.jpg", width=300, height=250, format="jpeg",
+                        byte_size=187_000, quality=30, violations=[{"rule": "max_bytes", "message": message}])  # fmt: skip
+    task.outputs.create(
+        name="facebook", file="y.jpg", width=1200, height=628, format="jpeg", byte_size=90_000
+    )
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert "1 output breaks a channel rule" in page
+    assert f"<b>display-300x250</b>: {message}" in page
+    assert page.count("chip violates") == 1 and "⚠ display-300x250 300×250" in page
+
+
+def failed_tasks(campaign, recipe, codes: list[str], **fields) -> list[Task]:
+    from tests.dashboard.test_models import make_task
+
+    return [
+        make_task(campaign, recipe, sha=f"{n:064d}", state=Task.State.FAILED, attempts=1, error_code=code,
+                  error_step=fields.get("step", "remove_background"), error_message=f"failed: {code}")
+        for n, code in enumerate(codes)
+    ]  # fmt: skip
+
+
+def test_failures_are_grouped_by_cause_in_plain_words_with_counts(marketer_client, campaign, ready_recipes):
+    failed_tasks(
+        campaign,
+        ready_recipes["ecommerce-pack"],
+        ["rate_limited", "rate_limit_wait", "http_503", "unreadable"],
+    )
+    page = marketer_client.get(reverse("campaign-failures", args=[campaign.pk])).content.decode()
+    causes = re.findall(r'data-cause="([a-z_]+)"', page)
+    assert causes == ["rate_limited", "provider_down", "unreadable"]
+    assert "Rate limited" in page and "Requeue these 2…" in page and "Unreadable file" in page
+    filtered = marketer_client.get(
+        reverse("campaign-failures", args=[campaign.pk]), {"cause": "rate_limited"}
+    )
+    text = filtered.content.decode()
+    assert "<h1>Failures: Rate limited</h1>" in text and "failed: http_503" not in text
+    assert "failed: rate_limit_wait" in text
+    detail = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert "?cause=rate_limited" in detail  # the campaign page links each cause
+
+
+def test_a_whole_cause_is_requeued_after_confirmation_and_other_causes_stay(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    limited, _, unreadable = failed_tasks(
+        campaign, ready_recipes["ecommerce-pack"], ["rate_limited", "http_429", "unreadable"]
+    )
+    url = reverse("campaign-requeue-failed", args=[campaign.pk]) + "?cause=rate_limited"
+    confirm = marketer_client.get(url).content.decode()
+    assert (
+        "Requeue 1 failed task (rate limited)?" in confirm and "Our workers (no provider, no cost)" in confirm
+    )
+    assert Task.objects.get(pk=limited.pk).state == "failed"  # GET only asks
+    with django_capture_on_commit_callbacks(execute=True):
+        response = marketer_client.post(url, follow=True)
+    assert "Requeued 1 task(s)." in response.content.decode()
+    assert Task.objects.get(pk=limited.pk).state == "queued"
+    assert Task.objects.get(pk=unreadable.pk).state == "failed"
+
+
+def test_a_group_can_be_requeued_with_another_provider_for_its_failing_step(
+    marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    from dashboard.models import Provider
+
+    Provider.objects.create(
+        name="Photoroom", slug="photoroom", kind="photoroom", base_url="https://sdk.photoroom.com"
+    )
+    Provider.objects.create(
+        name="Upscaler", slug="pp", kind="pixelpanda", base_url="https://pp.example.com", is_active=False
+    )
+    [task] = failed_tasks(campaign, ready_recipes["ecommerce-pack"], ["no_plain_background"])
+    url = reverse("campaign-requeue-failed", args=[campaign.pk]) + "?cause=unsuitable"
+    confirm = marketer_client.get(url).content.decode()
+    assert "Run remove background with" in confirm and "Photoroom (0.00 USD a call)" in confirm
+    assert "Upscaler" not in confirm  # switched off
+    assert "version-choice" not in confirm  # every task is on its recipe's current version already
+    with django_capture_on_commit_callbacks(execute=True):
+        response = marketer_client.post(
+            url, {"version": "same", "provider_remove_background": "photoroom"}, follow=True
+        )
+    assert "Requeued 1 task(s); remove background with Photoroom." in response.content.decode()
+    task.refresh_from_db()
+    assert task.state == "queued" and task.provider_overrides == {"remove_background": "photoroom"}
+    assert [type(step).__name__ for step in task.build_steps()] == ["RemoteStep", "Canvas"]

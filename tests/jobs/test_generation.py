@@ -305,3 +305,31 @@ def test_fal_queue_speaks_fals_wire_format(simulator, redis_conn, fal_provider):
         assert fal.cancel(request) is False  # fal answers 400 ALREADY_COMPLETED
     statuses = [e for e in simulator.log(kind="api") if e["endpoint"] == "status"]
     assert statuses and all(e["status"] in (200, 202) for e in statuses)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_cap_stops_generations_before_fal_is_paid_and_pauses_the_campaign(
+    campaign, fal_provider, simulator
+):
+    from decimal import Decimal
+
+    from dashboard.models import Campaign
+
+    Provider = type(fal_provider)
+    Provider.objects.filter(pk=fal_provider.pk).update(price_per_call=Decimal("0.03"))  # per image
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=Decimal("0.10"))
+    first, second = generate(
+        campaign,
+        fal_provider,
+        PromptSpec("A lamp", seed=1, image_size="256x256", num_images=2),
+        PromptSpec("A desk", seed=2, image_size="256x256", num_images=2),
+    )
+    drain_until(lambda: settled(first, second))
+
+    states = dict(Generation.objects.values_list("prompt", "state"))
+    assert states == {"A lamp": "succeeded", "A desk": "failed"}
+    assert len(submits(simulator)) == 1, "the second prompt was never sent"
+    failed = Generation.objects.get(prompt="A desk")
+    assert failed.error_code == "budget_reached" and "budget cap of 0.10 USD" in failed.error_message
+    campaign.refresh_from_db()
+    assert campaign.remote_spent == Decimal("0.06") and campaign.remote_paused_code == "budget_reached"

@@ -338,3 +338,72 @@ def test_a_long_rate_limit_wait_defers_the_task_without_spending_an_attempt(
     assert (task.state, task.attempts, task.deferrals, task.failed_attempts) == (Task.State.QUEUED, 1, 1, 0)
     assert "Retry-After" in task.error_message and task.next_attempt_at is not None
     assert calls(simulator, "removebg") == []
+
+
+def test_a_budget_cap_stops_paid_calls_when_reached_and_raising_it_finishes_the_run(
+    simulator, make_provider, campaign, redis_conn, marketer_client
+):
+    from decimal import Decimal
+
+    from dashboard.services import set_budget_cap
+
+    removebg = make_provider("removebg", price_per_call=Decimal("0.20"))
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
+    for n in range(4):
+        add_source(campaign, jpeg(product_on_white(200 + n * 8, 150)), name=f"{n}.jpg")
+    Campaign.objects.filter(pk=campaign.pk).update(budget_cap=Decimal("0.50"))
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+
+    campaign.refresh_from_db()
+    states = sorted(campaign.tasks.values_list("state", flat=True))
+    assert states == [Task.State.PAUSED] * 2 + [Task.State.SUCCEEDED] * 2
+    assert len(calls(simulator, "removebg")) == 2, "no call past the cap"
+    assert campaign.remote_spent == Decimal("0.40") and campaign.remote_paused_code == "budget_reached"
+    assert "budget cap of 0.50 USD is reached" in campaign.remote_paused_reason
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert "Budget cap reached: remote work is paused." in page
+
+    assert set_budget_cap(campaign, Decimal("1.00")) == 2
+    run_burst_worker()
+    campaign.refresh_from_db()
+    assert set(campaign.tasks.values_list("state", flat=True)) == {Task.State.SUCCEEDED}
+    assert campaign.remote_spent == Decimal("0.80") and campaign.remote_paused_reason == ""
+
+
+def test_a_call_the_provider_refused_is_not_counted_against_the_budget(
+    simulator, make_provider, campaign, redis_conn
+):
+    from decimal import Decimal
+
+    removebg = make_provider("removebg", price_per_call=Decimal("0.20"))
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="removebg", fail_next=["400"])
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+    assert Task.objects.get().error_code == "provider_rejected"
+    assert Campaign.objects.get(pk=campaign.pk).remote_spent == 0
+
+
+def test_images_one_provider_rejected_succeed_when_requeued_with_another(
+    simulator, make_provider, campaign, redis_conn
+):
+    from dashboard.services import requeue_differently
+
+    photoroom = make_provider("photoroom")
+    make_provider("removebg")
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, photoroom)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="photoroom", fail_next=["400"])
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+    task = Task.objects.get()
+    assert (task.state, task.error_code) == (Task.State.FAILED, "provider_rejected")
+
+    requeue_differently(Task.objects.all(), provider_overrides={"remove_background": "sim-removebg"})
+    run_burst_worker()
+    task.refresh_from_db()
+    assert task.state == Task.State.SUCCEEDED, task.error_message
+    assert [c["provider"] for c in task.provider_calls] == ["sim-removebg"]
+    assert (len(calls(simulator, "photoroom")), len(calls(simulator, "removebg"))) == (1, 1)

@@ -243,3 +243,116 @@ def test_steps_are_announced_in_order_and_pillow_errors_become_permanent():
         )
     assert heard == ["decode", "enhance", "explodes"]
     assert error.value.step == "explodes" and "cannot write mode P" in error.value.message
+
+
+# --- channel rules: byte budget, minimum size, exact aspect -------------------------------------------------
+
+
+def budget_spec(fmt: str = "jpeg", **rules) -> OutputSpec:
+    return OutputSpec.from_dict(
+        {"name": "display", "width": 728, "height": 90, "fit": "fill", "format": fmt, **rules}
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_a_byte_budget_steps_quality_down_to_the_highest_that_fits(fmt):
+    source = images.photo(1456, 180, seed=4)
+    [unlimited] = render_outputs(source, [budget_spec(fmt)])
+    budget = len(unlimited.data) * 6 // 10
+    [output] = render_outputs(source, [budget_spec(fmt, max_bytes=budget)])
+    assert len(output.data) <= budget and output.violations == ()
+    assert output.quality < unlimited.quality and opened(output.data).size == (728, 90)
+    # The highest: one quality step up would have broken the budget.
+    [one_up] = render_outputs(
+        source, [OutputSpec.from_dict({**budget_spec(fmt).to_dict(), "quality": output.quality + 1})]
+    )
+    assert len(one_up.data) > budget
+
+
+def test_the_budget_search_is_a_bisection_of_a_handful_of_encodes(monkeypatch):
+    from jobs import rendering
+
+    encodes: list[int | None] = []
+    real = rendering.encode
+
+    def counting(image, spec):
+        encodes.append(spec.quality)
+        return real(image, spec)
+
+    monkeypatch.setattr(rendering, "encode", counting)
+    source = images.photo(1456, 180, seed=4)
+    [unlimited] = render_outputs(source, [budget_spec()])
+    encodes.clear()
+    render_outputs(source, [budget_spec(max_bytes=len(unlimited.data) // 2)])
+    assert 2 <= len(encodes) <= 7, encodes  # one at q85, then log2(85 - 30) ≈ 6 at most
+    encodes.clear()
+    render_outputs(source, [budget_spec(max_bytes=len(unlimited.data) * 2)])
+    assert encodes == [None], "an output already within budget is encoded once"
+
+
+def test_an_output_that_cannot_meet_its_budget_is_flagged_at_the_quality_floor():
+    from jobs.rendering import BUDGET_QUALITY_FLOOR
+
+    [output] = render_outputs(images.photo(1456, 180), [budget_spec(max_bytes=1024)])
+    assert output.quality == BUDGET_QUALITY_FLOOR and len(output.data) > 1024
+    [violation] = output.violations
+    assert violation.rule == "max_bytes"
+    assert (
+        "over the 1 KB limit" in violation.message and f"quality {BUDGET_QUALITY_FLOOR}" in violation.message
+    )
+
+
+def test_png_cannot_step_quality_so_an_oversized_png_is_flagged_with_the_way_out():
+    [output] = render_outputs(images.photo(1456, 180), [budget_spec("png", max_bytes=2048)])
+    assert output.quality is None and [v.rule for v in output.violations] == ["max_bytes"]
+    assert "lossless" in output.violations[0].message and "JPEG or WebP" in output.violations[0].message
+
+
+def test_minimum_size_and_aspect_are_checked_on_what_was_rendered():
+    spec = OutputSpec.from_dict(
+        {
+            "name": "fb",
+            "width": 1200,
+            "height": 1200,
+            "fit": "fit",
+            "min_width": 600,
+            "min_height": 315,
+            "aspect": "1200:628",
+        }
+    )
+    [small] = render_outputs(images.photo(400, 300), [spec])  # fit never enlarges: 400×300, 4:3
+    assert {v.rule: v.message for v in small.violations} == {
+        "min_size": "400×300, smaller than the 600×315 minimum (the source image is too small)",
+        "aspect": "400×300 is 4:3, not the required 300:157",
+    }
+    [good] = render_outputs(images.photo(2400, 1256), [spec])
+    assert (good.width, good.height) == (1200, 628) and good.violations == ()
+
+
+@pytest.mark.parametrize(
+    ("rules", "mentions"),
+    [
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"min_width": 800}, "can never be met"),
+        ({"aspect": "wide"}, "aspect"),
+        ({"aspect": "16:9"}, "never 16:9"),  # a fill output is exactly 728×90
+    ],
+)
+def test_rules_the_box_can_never_meet_are_refused_when_the_spec_is_read(rules, mentions):
+    with pytest.raises(OutputSpecError, match=mentions):
+        budget_spec(**rules)
+
+
+def test_rules_round_trip_and_old_versions_without_them_still_read():
+    spec = budget_spec(max_bytes=150 * 1024, min_width=728, aspect="728:90")
+    assert spec.aspect == "364:45" and OutputSpec.from_dict(spec.to_dict()) == spec
+    old = {
+        "name": "x",
+        "width": 10,
+        "height": 10,
+        "fit": "fit",
+        "format": "jpeg",
+        "quality": None,
+        "background": "#ffffff",
+    }
+    assert OutputSpec.from_dict(old).max_bytes is None

@@ -282,3 +282,27 @@ def test_a_database_that_drops_mid_attempt_is_a_retry_with_a_readable_reason(que
     queued_task.refresh_from_db()
     assert (queued_task.state, queued_task.error_code) == ("queued", "database_unavailable")
     assert queued_task.error_message == "The database was briefly unreachable; this will be tried again."
+
+
+def test_a_worker_stores_the_quality_used_and_the_channel_rules_an_output_breaks(campaign, db):
+    from dashboard.models import Recipe
+    from jobs.rendering import BUDGET_QUALITY_FLOOR
+
+    recipe = Recipe.objects.create(name="Display ads", slug="display-ads")
+    recipe.outputs.create(name="roomy", width=300, height=250, fit="fill", format="jpeg", max_kb=150)
+    recipe.outputs.create(name="tight", width=300, height=250, fit="fill", format="jpeg", max_kb=1)
+    recipe.outputs.create(name="big", width=1200, height=1200, fit="fit", format="jpeg", min_width=1000)
+    recipe.publish_version()
+    add_source(campaign, jpeg(photo(800, 600)))
+    process_campaign(campaign, [recipe])
+    assert process_task(campaign.tasks.get().pk, 1) == "succeeded"
+    outputs = {o.name: o for o in campaign.tasks.get().outputs.all()}
+    assert (outputs["roomy"].quality, outputs["roomy"].violations) == (85, [])
+    assert outputs["tight"].quality == BUDGET_QUALITY_FLOOR
+    assert [v["rule"] for v in outputs["tight"].violations] == ["max_bytes"]
+    assert outputs["big"].violations == [
+        {
+            "rule": "min_size",
+            "message": "800×600, smaller than the 1000×– minimum (the source image is too small)",
+        }
+    ]

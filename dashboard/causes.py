@@ -1,0 +1,123 @@
+"""Why tasks fail, in a marketer's words: the workers' error codes grouped into causes, each saying what
+helps. The codes come from jobs/ (errors.py, provider_errors.py, operations, imaging, tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import Q
+
+
+@dataclass(frozen=True)
+class Cause:
+    slug: str
+    label: str
+    advice: str
+    codes: frozenset[str] = frozenset()
+    code_prefix: str = ""  # e.g. "http_" for every status a provider failed with
+
+    def matches(self, code: str) -> bool:
+        return code in self.codes or bool(self.code_prefix and code.startswith(self.code_prefix))
+
+    def q(self) -> Q:
+        """The tasks whose error code has this cause, as a filter."""
+        condition = Q(error_code__in=self.codes)
+        if self.code_prefix:
+            condition |= Q(error_code__startswith=self.code_prefix)
+        return condition
+
+
+CAUSES: tuple[Cause, ...] = (
+    Cause(
+        "rate_limited",
+        "Rate limited",
+        "The provider kept asking us to slow down. Requeue later, or send them to another provider.",
+        frozenset({"rate_limited", "rate_limit_wait"}),
+    ),
+    Cause(
+        "provider_down",
+        "Provider unavailable",
+        "The provider answered with server errors or could not be reached. Requeue once it is back, or use another provider.",
+        frozenset({"connection_failed", "circuit_open"}),
+        code_prefix="http_",
+    ),
+    Cause(
+        "provider_rejected",
+        "Provider rejected the image",
+        "The provider refused these images or sent back something unusable; its reason is on each. Try another provider, or our own workers.",
+        frozenset({"provider_rejected", "bad_answer"}),
+    ),
+    Cause(
+        "timeout",
+        "Timed out",
+        "A step took longer than allowed. Requeueing usually works; a provider that stays slow can be swapped.",
+        frozenset({"timeout"}),
+    ),
+    Cause(
+        "unreadable",
+        "Unreadable file",
+        "The file is corrupt, truncated, too large or not an image. Replace it: requeueing the same file will not help.",
+        frozenset({"unreadable", "unprocessable", "too_large"}),
+    ),
+    Cause(
+        "unsuitable",
+        "Photo does not suit the recipe",
+        "For example background removal on our workers needs a plain backdrop. An AI provider for that step, or another recipe, can help.",
+        frozenset({"no_plain_background", "no_subject", "text_too_long"}),
+    ),
+    Cause(
+        "worker_lost",
+        "Interrupted",
+        "A worker stopped part way (a restart or a crash), the queue lost the job (Redis restarted empty) "
+        "or the database restarted. Nothing was lost; requeueing usually works.",
+        frozenset({"worker_lost", "queue_lost", "database_unavailable"}),
+    ),
+    Cause(
+        "setup",
+        "Recipe or provider setup",
+        "A provider is switched off or misconfigured, or an asset such as the logo is missing. An admin fixes it, then requeue.",
+        frozenset({"bad_config", "missing_asset", "bad_params"}),
+    ),
+    Cause(
+        "internal_error",
+        "Unexpected error",
+        "Something went wrong on our side; the message on each has the details for an admin. Requeueing may work.",
+        frozenset({"internal_error"}),
+    ),
+)
+OTHER = Cause("other", "Other", "An error without a known cause; the message on each says what happened.")
+BY_SLUG = {cause.slug: cause for cause in (*CAUSES, OTHER)}
+
+
+def cause_for(code: str) -> Cause:
+    return next((cause for cause in CAUSES if cause.matches(code)), OTHER)
+
+
+def other_q() -> Q:
+    """Failed tasks that none of the known causes explain."""
+    known = Q()
+    for cause in CAUSES:
+        known |= cause.q()
+    return ~known
+
+
+@dataclass(frozen=True)
+class CauseGroup:
+    cause: Cause
+    count: int
+    codes: tuple[str, ...]
+
+
+def group_by_cause(code_counts: Iterable[tuple[str, int]]) -> list[CauseGroup]:
+    """(error code, count) rows, as one SQL GROUP BY gives them, folded into causes, largest first."""
+    counts: dict[str, int] = {}
+    codes: dict[str, list[str]] = {}
+    for code, count in code_counts:
+        cause = cause_for(code)
+        counts[cause.slug] = counts.get(cause.slug, 0) + count
+        codes.setdefault(cause.slug, []).append(code or "unknown")
+    return sorted(
+        (CauseGroup(BY_SLUG[slug], count, tuple(sorted(codes[slug]))) for slug, count in counts.items()),
+        key=lambda group: (-group.count, group.cause.label),
+    )
