@@ -15,7 +15,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Worker
 
-from dashboard.models import Campaign, Provider, Recipe, Task
+from dashboard.models import Campaign, Provider, Recipe, Task, remote_calls
 from jobs.queueing import get_process_queue
 
 # The average is taken over this many recent succeeded tasks: recent enough to reflect today's
@@ -202,7 +202,7 @@ def estimate_run(
         definition = version.definition if version else recipe.definition()
         existing = Task.objects.filter(campaign=campaign, recipe_version=version).count() if version else 0
         tasks = max(0, sources - existing)
-        remote = tuple(step["provider"] for step in definition["steps"] if step.get("provider"))
+        remote = remote_calls(definition)
         for slug in remote:
             calls[slug] = calls.get(slug, 0) + tasks
         estimates.append(

@@ -405,6 +405,54 @@ class RecipeOutput(models.Model):
             raise ValidationError(str(error)) from error
 
 
+def step_providers(
+    step: dict[str, Any], overrides: dict[str, str | None] | None
+) -> tuple[str | None, str | None]:
+    """The (provider, fallback) slugs a recipe step runs with, after a requeue's overrides."""
+    provider, fallback = step.get("provider"), step.get("fallback")
+    if overrides and step["operation"] in overrides:
+        provider = overrides[step["operation"]]
+        fallback = fallback if provider and fallback != provider else None
+    return provider, fallback
+
+
+def build_steps(
+    definition: dict[str, Any], overrides: dict[str, str | None] | None = None
+) -> list[Operation]:
+    """A recipe definition's steps as operations: local steps as they are, a step with a provider wrapped so
+    that it runs remotely, and consecutive steps at one batching provider folded into a single call.
+
+    `overrides` maps an operation to another provider's slug, or to None to run it locally (a requeue
+    chose so for a task); the recipe's fallback stays when it differs from the new one.
+    """
+    from jobs.providers import batches
+    from jobs.remote import RemoteStep, chain_remote_steps
+
+    steps: list[Operation] = []
+    for step in definition["steps"]:
+        operation = build_operation(step["operation"], step["params"])
+        provider, fallback = step_providers(step, overrides)
+        if provider:
+            operation = RemoteStep(operation, provider, fallback)
+        steps.append(operation)
+    slugs = {slug for step in definition["steps"] for slug in step_providers(step, overrides)} - {None}
+    if len(steps) > 1 and slugs:
+        batching = {
+            provider.slug
+            for provider in Provider.objects.filter(slug__in=slugs, is_active=True)
+            if batches(provider.kind, provider.options)
+        }
+        steps = chain_remote_steps(steps, batching)
+    return steps
+
+
+def remote_calls(definition: dict[str, Any]) -> tuple[str, ...]:
+    """The provider of each paid call one task of this definition makes (a batched chain is one call)."""
+    from jobs.remote import RemoteStep
+
+    return tuple(step.provider for step in build_steps(definition) if isinstance(step, RemoteStep))
+
+
 class RecipeVersion(models.Model):
     """An immutable snapshot of a recipe; tasks point here so a later edit never changes past work."""
 
@@ -421,44 +469,10 @@ class RecipeVersion(models.Model):
         return f"{self.recipe.name} v{self.number}"
 
     def build_steps(self, overrides: dict[str, str | None] | None = None) -> list[Operation]:
-        """Local steps as they are; a step with a provider wrapped so that it runs remotely, and consecutive
-        steps at one batching provider folded into a single call.
-
-        `overrides` maps an operation to another provider's slug, or to None to run it locally
-        (a requeue chose so for a task); the recipe's fallback stays when it differs from the new one.
-        """
-        from jobs.providers import batches
-        from jobs.remote import RemoteStep, chain_remote_steps
-
-        steps: list[Operation] = []
-        for step in self.definition["steps"]:
-            operation = build_operation(step["operation"], step["params"])
-            provider, fallback = self.step_providers(step, overrides)
-            if provider:
-                operation = RemoteStep(operation, provider, fallback)
-            steps.append(operation)
-        slugs = {slug for step in self.definition["steps"] for slug in self.step_providers(step, overrides)}
-        if len(steps) > 1 and slugs - {None}:
-            batching = {
-                provider.slug
-                for provider in Provider.objects.filter(slug__in=slugs - {None}, is_active=True)
-                if batches(provider.kind, provider.options)
-            }
-            steps = chain_remote_steps(steps, batching)
-        return steps
-
-    @staticmethod
-    def step_providers(
-        step: dict[str, Any], overrides: dict[str, str | None] | None
-    ) -> tuple[str | None, str | None]:
-        provider, fallback = step.get("provider"), step.get("fallback")
-        if overrides and step["operation"] in overrides:
-            provider = overrides[step["operation"]]
-            fallback = fallback if provider and fallback != provider else None
-        return provider, fallback
+        return build_steps(self.definition, overrides)
 
     def uses_providers(self, overrides: dict[str, str | None] | None = None) -> bool:
-        return any(self.step_providers(step, overrides)[0] for step in self.definition["steps"])
+        return any(step_providers(step, overrides)[0] for step in self.definition["steps"])
 
     def build_specs(self) -> list[OutputSpec]:
         return [OutputSpec.from_dict(spec) for spec in self.definition["outputs"]]

@@ -62,6 +62,25 @@ def test_tasks_are_images_times_recipes_less_what_exists_and_only_remote_steps_a
     assert estimate.calls == 3 and estimate.cost == Decimal("0.6")
 
 
+def test_steps_batched_into_one_pixelpanda_call_are_estimated_as_one_call(campaign, no_workers):
+    pixelpanda = Provider.objects.create(
+        name="PixelPanda", slug="pixelpanda", kind="pixelpanda", base_url="https://api.pixelpanda.ai",
+        price_per_call=Decimal("0.05"),
+    )  # fmt: skip
+    recipe = Recipe.objects.create(name="Studio", slug="studio")
+    recipe.steps.create(position=0, operation="remove_background", provider=pixelpanda)
+    recipe.steps.create(position=1, operation="enhance", provider=pixelpanda)
+    recipe.outputs.create(name="square", width=200, height=200, fit="pad", format="png")
+    recipe.publish_version()
+    add_sources(campaign, 4)
+    assert (estimate_run(campaign, [recipe]).calls, estimate_run(campaign, [recipe]).cost) == (
+        4,
+        Decimal("0.2"),
+    )
+    Provider.objects.filter(pk=pixelpanda.pk).update(options={"batch": False})
+    assert estimate_run(campaign, [recipe]).calls == 8
+
+
 def test_estimating_a_recipe_never_processed_publishes_no_version(campaign, no_workers, db):
     recipe = Recipe.objects.create(name="Fresh", slug="fresh")
     recipe.outputs.create(name="x", width=10, height=10)
