@@ -20,4 +20,4 @@ RUN useradd --system --home /app pixelmill \
 USER pixelmill
 
 EXPOSE 8000
-CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "300", "--access-logfile", "-"]
+CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "300", "--access-logfile", "-", "--logger-class", "dashboard.access_log.RedactingLogger"]

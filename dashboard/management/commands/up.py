@@ -57,7 +57,7 @@ class Command(BaseCommand):
                 [
                     sys.executable, "-m", "gunicorn", "dashboard.wsgi",
                     "--bind", f"{bind}:{port}", "--workers", "2", "--threads", "4",
-                    "--timeout", "300", "--access-logfile", "-",
+                    "--timeout", "300", "--access-logfile", "-", "--logger-class", "dashboard.access_log.RedactingLogger",
                 ],
             ),
             Child("scheduler", [*manage, "rqcron", "jobs.cron", "--logging-level", "WARNING"]),
