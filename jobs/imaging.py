@@ -261,8 +261,10 @@ def _normalise(image: Image.Image, orientation: int) -> Image.Image:
         image = image.transpose(method)
     if image is source:
         # Never hand out the file object itself: it still answers getexif() with the original
-        # orientation, and a later exif_transpose would rotate the picture twice.
-        image = image.copy()
+        # orientation, and a later exif_transpose would rotate the picture twice. A new Image
+        # over the same pixels does that without copying them (18 MB for a 24 MP JPEG at 1/2).
+        image = image._new(image.im)
+        image.info = {}
     return image
 
 
