@@ -38,6 +38,7 @@ class RecipeOutputInline(admin.TabularInline):
     model = RecipeOutput
     extra = 0
     fields = ["position", "name", "width", "height", "fit", "format", "quality", "background"]
+    fields += ["webp_method", "progressive", "avif_speed"]
 
 
 @admin.register(Recipe)

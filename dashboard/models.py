@@ -275,6 +275,24 @@ class RecipeOutput(models.Model):
     format = models.CharField(max_length=8, choices=FORMAT_CHOICES, default="jpeg")
     quality = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: JPEG 85, WebP 80.")
     background = models.CharField(max_length=16, default="#ffffff")
+    # Encoder effort (jobs.rendering.ENCODER_DEFAULTS); what each costs is in docs/performance.md.
+    webp_method = models.PositiveSmallIntegerField(
+        "WebP method",
+        null=True,
+        blank=True,
+        help_text="WebP only: 0 (fastest) to 6 (smallest files). Empty: 4.",
+    )
+    progressive = models.BooleanField(
+        "progressive JPEG",
+        default=False,
+        help_text="JPEG only: shows a coarse picture early while loading, files a little smaller, slower to encode.",
+    )
+    avif_speed = models.PositiveSmallIntegerField(
+        "AVIF speed",
+        null=True,
+        blank=True,
+        help_text="AVIF only: 0 (slowest, smallest files) to 10 (fastest). Empty: 8.",
+    )
 
     class Meta:
         ordering = ["position", "pk"]
@@ -295,6 +313,9 @@ class RecipeOutput(models.Model):
                 "format": self.format,
                 "quality": self.quality,
                 "background": self.background,
+                "webp_method": self.webp_method,
+                "progressive": self.progressive,
+                "avif_speed": self.avif_speed,
             }
         )
 

@@ -64,3 +64,17 @@ def test_invalid_step_params_are_refused_with_the_registry_message(admin_client,
     assert "opacity" in response.content.decode()
     recipe.refresh_from_db()
     assert recipe.version == 1
+
+
+def test_encoder_options_are_edited_in_the_output_inline(admin_client, ready_recipes):
+    recipe = ready_recipes["ecommerce-pack"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    page = admin_client.get(url).content.decode()
+    assert "webp_method" in page and "progressive" in page and "avif_speed" in page
+    data = recipe_form(recipe)
+    index = [o.name for o in recipe.outputs.all()].index("zoom-webp")
+    response = admin_client.post(url, {**data, f"outputs-{index}-webp_method": "9"})
+    assert response.status_code == 200 and "webp_method" in response.content.decode()
+    response = admin_client.post(url, {**data, f"outputs-{index}-webp_method": "2"})
+    assert response.status_code == 302
+    assert recipe.current_version().build_specs()[index].webp_method == 2

@@ -136,3 +136,19 @@ def test_progress_counts_percent_rate_and_eta(campaign, ready_recipes):
     assert 5.5 < progress.per_minute < 6.5  # six in the minute since the run started
     assert 35 < progress.eta_seconds < 45
     assert not progress.is_finished
+
+
+def test_encoder_options_are_frozen_into_the_version_and_reach_the_spec(ready_recipes):
+    recipe = ready_recipes["ecommerce-pack"]
+    recipe.outputs.filter(name="zoom-webp").update(webp_method=1)
+    recipe.outputs.filter(name="zoom").update(progressive=True)
+    specs = {spec.name: spec for spec in recipe.publish_version().build_specs()}
+    assert specs["zoom-webp"].webp_method == 1 and specs["zoom"].progressive is True
+    assert specs["product-webp"].webp_method == 4  # empty means the documented default
+
+
+def test_an_encoder_option_on_the_wrong_format_is_a_validation_error(ready_recipes):
+    output = ready_recipes["ecommerce-pack"].outputs.get(name="zoom")
+    output.webp_method = 2
+    with pytest.raises(ValidationError, match="WEBP only"):
+        output.full_clean()
