@@ -8,7 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -31,6 +32,24 @@ class CampaignQuerySet(models.QuerySet):
         if user.is_superuser:
             return self
         return self.filter(team__members=user)
+
+    def with_counts(self) -> CampaignQuerySet:
+        """source_count, task_count, done_count and failed_count, one correlated subquery each.
+
+        Counting through joins (COUNT DISTINCT over sources × tasks) multiplies the rows: a campaign
+        of 10,000 images and 100,000 tasks made a billion of them.
+        """
+        return self.annotate(
+            source_count=_count_per_campaign(SourceImage.objects.all()),
+            task_count=_count_per_campaign(Task.objects.all()),
+            done_count=_count_per_campaign(Task.objects.filter(state__in=Task.TERMINAL_STATES)),
+            failed_count=_count_per_campaign(Task.objects.failed()),
+        )
+
+
+def _count_per_campaign(rows: models.QuerySet) -> Coalesce:
+    counted = rows.filter(campaign=OuterRef("pk")).order_by().values("campaign").annotate(n=Count("pk"))
+    return Coalesce(Subquery(counted.values("n")), 0)
 
 
 class Campaign(models.Model):

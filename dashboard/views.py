@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Prefetch
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.crypto import constant_time_compare
@@ -56,16 +56,7 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         campaign.save()
         messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
         return redirect(campaign)
-    campaigns = (
-        Campaign.objects.visible_to(request.user)
-        .select_related("team")
-        .annotate(
-            source_count=Count("sources", distinct=True),
-            task_count=Count("tasks", distinct=True),
-            done_count=Count("tasks", filter=Q(tasks__state__in=Task.TERMINAL_STATES), distinct=True),
-            failed_count=Count("tasks", filter=Q(tasks__state__in=["failed", "dead"]), distinct=True),
-        )
-    )
+    campaigns = Campaign.objects.visible_to(request.user).select_related("team").with_counts()
     return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
 
 

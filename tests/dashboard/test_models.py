@@ -152,3 +152,21 @@ def test_an_encoder_option_on_the_wrong_format_is_a_validation_error(ready_recip
     output.webp_method = 2
     with pytest.raises(ValidationError, match="WEBP only"):
         output.full_clean()
+
+
+def test_campaign_counts_come_from_subqueries_not_a_join_of_sources_and_tasks(campaign, ready_recipes):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dashboard.models import Campaign
+
+    recipe = ready_recipes["social-ads-pack"]
+    for n, state in enumerate(["succeeded", "succeeded", "failed", "dead", "queued"]):
+        make_task(campaign, recipe, sha=f"{n}" * 64, state=state)
+    make_source(campaign, sha="f" * 64)  # an image with no task yet
+    with CaptureQueriesContext(connection) as queries:
+        row = Campaign.objects.with_counts().get(pk=campaign.pk)
+    assert (row.source_count, row.task_count, row.done_count, row.failed_count) == (6, 5, 4, 2)
+    assert "JOIN" not in queries[0]["sql"].upper()
+    empty = Campaign.objects.create(name="Empty", team=campaign.team)
+    assert Campaign.objects.with_counts().get(pk=empty.pk).task_count == 0
