@@ -75,7 +75,10 @@ def render_campaign(
     sources = campaign.sources.prefetch_related(
         Prefetch(
             "tasks",
-            queryset=Task.objects.select_related("recipe_version__recipe").prefetch_related("outputs"),
+            # The gallery shows none of the recipe's definition or the task's timings (JSON per row).
+            queryset=Task.objects.select_related("recipe_version__recipe")
+            .defer("recipe_version__definition", "timings", "provider_calls")
+            .prefetch_related("outputs"),
         )
     )
     page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
