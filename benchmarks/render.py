@@ -4,7 +4,9 @@ For every corpus image (12 and 24 MP, product and scene, JPEG and PNG) and both 
 (e-commerce: 150/800/2000 px pads as JPEG and WebP; social: five fills as JPEG), each contender does
 the same work (see benchmarks.contenders) on one core. Printed per image and pack:
 
-- time: the fastest of --repeat runs, contenders interleaved so a noisy neighbour hurts all alike;
+- time: CPU time of the process (all its threads), the least of --repeat runs, contenders interleaved.
+  CPU time, not wall time: on a shared machine another job's load stretches the wall clock of a
+  single-threaded render but hardly its CPU time (wall times are kept in the JSON);
 - ratios: naive ÷ Pixelmill, libvips ÷ Pixelmill (above 1: Pixelmill is faster), Pixelmill ÷ floor;
 - SSIM: the lowest over the pack's outputs, of the rendered pixels against a reference resized with
   LANCZOS from the full-resolution decode (both rendered losslessly, so the encoder's own loss, the
@@ -120,16 +122,25 @@ def high_water_kb() -> int:
 
 
 def time_contenders(contenders: dict, data: bytes, specs: list, repeat: int) -> dict[str, dict[str, float]]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
     for contender in contenders.values():
         contender.prepare(data, specs)
         contender.run()  # warm: first-call imports and caches are not what is measured
     for _ in range(repeat):
         for name, contender in contenders.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             contender.run()
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {name: {"best_ms": min(t), "median_ms": statistics.median(t)} for name, t in times.items()}
+            cpu[name].append((time.process_time() - started_cpu) * 1000)
+            wall[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {
+            "best_ms": min(cpu[name]),
+            "median_ms": statistics.median(cpu[name]),
+            "best_wall_ms": min(wall[name]),
+        }
+        for name in contenders
+    }
 
 
 def encoder_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
@@ -151,9 +162,9 @@ def encoder_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
         )
         best, size = float("inf"), 0
         for _ in range(repeat):
-            started = time.perf_counter()
+            started = time.process_time()
             size = len(encode(picture, spec))
-            best = min(best, (time.perf_counter() - started) * 1000)
+            best = min(best, (time.process_time() - started) * 1000)
         rows.append({"format": fmt, "option": option or "default", "ms": best, "bytes": size})
     return rows
 
@@ -205,7 +216,7 @@ def main() -> None:
     info = machine()
     print(
         f"Renderer benchmark on core {core} of {info['cores']} ({info['cpu']}); Python {info['python']}, "
-        f"Pillow {info['pillow']}, libvips {info.get('libvips', '-')}; best of {args.repeat}."
+        f"Pillow {info['pillow']}, libvips {info.get('libvips', '-')}; CPU ms, best of {args.repeat}."
     )
     print(
         f"{'image':22} {'pack':16} {'pixelmill':>9} {'naive':>7} {'libvips':>7} {'floor':>6} │ "
@@ -243,7 +254,9 @@ def main() -> None:
     summarise(rows)
     zoom_source = next((image for image in corpus if image.format == "jpeg"), corpus[0])
     costs = encoder_costs(zoom_source.read(), args.repeat)
-    print(f"\nEncoder options on the 2000×2000 zoom output of {zoom_source.label} (best of {args.repeat}):")
+    print(
+        f"\nEncoder options on the 2000×2000 zoom output of {zoom_source.label} (CPU ms, best of {args.repeat}):"
+    )
     for cost in costs:
         option = (
             cost["option"]

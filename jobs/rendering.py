@@ -188,13 +188,19 @@ def required_size(source_size: tuple[int, int], specs: Sequence[OutputSpec]) -> 
     return max(1, math.ceil(sw * scale)), max(1, math.ceil(sh * scale))
 
 
-def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[RenderedOutput]:
+def render_outputs(
+    image: Image.Image, specs: Sequence[OutputSpec], *, release_source: bool = False
+) -> list[RenderedOutput]:
     """Every spec from one image, each resized picture made once however many specs share it.
 
     Larger targets first; each resize starts from the smallest full picture made so far that is
     still at least CASCADE_FACTOR× the target, so small variants never pay for filtering the
     full-size one, and Lanczos (after a box-filter reduce by whole factors, REDUCING_GAP) keeps
     the quality. A `fill` output resizes only the window it keeps, not the whole picture.
+
+    Memory: an intermediate is dropped once no output left needs it, and with `release_source`
+    the source's pixels too (the image is closed; its size and info stay readable), so a 24 MP
+    decode is gone before the largest output is encoded.
     """
     order = sorted(range(len(specs)), key=lambda i: -math.prod(specs[i].resized_size(image.size)))
     frames: list[Image.Image] = [image]
@@ -204,7 +210,7 @@ def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[Rend
     waiting = Counter(keys)
     pictures: dict[tuple[object, ...], Image.Image] = {}
     results: dict[int, RenderedOutput] = {}
-    for index in order:
+    for position, index in enumerate(order):
         spec, key = specs[index], keys[index]
         picture = pictures.get(key)
         if picture is None:
@@ -214,11 +220,36 @@ def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[Rend
             else:
                 picture = frame(scaled_frame(frames, target), spec, image.info)
             pictures[key] = picture
+            release_frames(frames, [specs[i] for i in order[position + 1 :]], image, pictures, release_source)
         results[index] = RenderedOutput(spec, encode(picture, spec), picture.width, picture.height)
         waiting[key] -= 1
         if not waiting[key]:
             del pictures[key]
     return [results[i] for i in range(len(specs))]
+
+
+def release_frames(
+    frames: list[Image.Image],
+    remaining: Sequence[OutputSpec],
+    source: Image.Image,
+    pictures: Mapping[tuple[object, ...], Image.Image],
+    release_source: bool,
+) -> None:
+    """Forget the intermediates no remaining spec will resize from (later frames are only ever
+    smaller, so one not chosen now is never chosen again); close the source if allowed."""
+    needed = {id(base_for(frames, spec.resized_size(source.size))) for spec in remaining}
+    frames[1:] = [candidate for candidate in frames[1:] if id(candidate) in needed]
+    in_use = id(source) in needed or any(picture is source for picture in pictures.values())
+    if release_source and not in_use:
+        source.close()
+
+
+def base_for(frames: Sequence[Image.Image], target: tuple[int, int]) -> Image.Image:
+    """The picture a `target`-sized output is made from: one already that size, or the cascade's base."""
+    for candidate in frames:
+        if candidate.size == target:
+            return candidate
+    return cascade_base(frames, target)
 
 
 def picture_key(spec: OutputSpec, source: tuple[int, int]) -> tuple[object, ...]:
@@ -241,10 +272,9 @@ def cascade_base(frames: Sequence[Image.Image], target: tuple[int, int]) -> Imag
 
 def scaled_frame(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
     """The whole picture at `target` size, made once and kept as a base for smaller outputs."""
-    for candidate in frames:
-        if candidate.size == target:
-            return candidate
-    base = cascade_base(frames, target)
+    base = base_for(frames, target)
+    if base.size == target:
+        return base
     resized = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
     resized.info = dict(frames[0].info)
     frames.append(resized)
@@ -266,10 +296,9 @@ def fill_window(
     y_span = (subject[1], subject[3]) if subject else None
     left = place_window(target[0], spec.width, float(focus[0]), x_span)
     top = place_window(target[1], spec.height, float(focus[1]), y_span)
-    for candidate in frames:
-        if candidate.size == target:
-            return candidate.crop((left, top, left + spec.width, top + spec.height))
-    base = cascade_base(frames, target)
+    base = base_for(frames, target)
+    if base.size == target:
+        return base.crop((left, top, left + spec.width, top + spec.height))
     sx, sy = base.width / target[0], base.height / target[1]
     box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
     return base.resize(
@@ -397,7 +426,7 @@ def run_pipeline(
             on_step(step)
         started = time.perf_counter()
         # The preview is one more output, so it is cut from a small intermediate too.
-        *outputs, preview = render_outputs(image, [*specs, PREVIEW_SPEC])
+        *outputs, preview = render_outputs(image, [*specs, PREVIEW_SPEC], release_source=True)
         timed("render", started)
     except StepError as error:
         error.step = step  # type: ignore[attr-defined]

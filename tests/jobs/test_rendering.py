@@ -368,3 +368,24 @@ def test_avif_speed_reaches_the_encoder(monkeypatch):
     monkeypatch.setattr(Image.Image, "save", spy)
     render_outputs(images.photo(64, 48), [OutputSpec("a", 64, 48, format="avif", avif_speed=10)])
     assert seen[-1]["speed"] == 10 and seen[-1]["max_threads"] == 1
+
+
+def test_the_pipeline_releases_the_decode_once_every_output_has_a_smaller_base(monkeypatch):
+    closed: list[tuple[int, int]] = []
+    real = Image.Image.close
+
+    def spy(self):
+        closed.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(Image.Image, "close", spy)
+    source = images.jpeg(images.photo(2400, 1800))
+    result = run_pipeline(source, [], [OutputSpec("l", 1000, 1000, "pad"), OutputSpec("s", 200, 200, "pad")])
+    assert (1200, 900) in closed  # the 1/2 draft decode, freed before the large output is encoded
+    assert [(o.width, o.height) for o in result.outputs] == [(1000, 1000), (200, 200)]
+
+
+def test_render_outputs_leaves_a_callers_image_usable():
+    source = images.photo(800, 600)
+    render_outputs(source, [OutputSpec("s", 100, 100)])
+    assert source.resize((10, 10)).size == (10, 10)
