@@ -26,6 +26,7 @@ import argparse
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,8 +76,19 @@ def main() -> None:
             f"{per_image * 1000:.0f} ms per image ({cpu_per_image * 1000:.0f} ms CPU; mean of {args.sample}, one core) "
             f"→ {ideal:.1f} s for all on {cores} cores"
         )
+        # The same, one renderer per core at once: what the hardware gives two busy cores side by side.
+        parallel = statistics.mean(
+            wall for wall, _ in renderer_children(folder, recipe, args.sample, list(range(cores)))
+        )
+        print(
+            f"Renderer alone, one process per core at the same time: {parallel * 1000:.0f} ms per image "
+            f"→ {parallel * args.images / cores:.1f} s for all"
+        )
         run = run_process_command(folder, args.recipe)
         report(run, ideal, cores, args.images)
+        print(
+            f"Against the renderer running one process per core at once: {run['processing'] / (parallel * args.images / cores):.2f}×"
+        )
         # Wall time depends on what else the machine runs; CPU time much less so.
         cpu_ratio = run["cpu"] / (cpu_per_image * args.images)
         print(
@@ -118,13 +130,20 @@ def install_recipe(slug: str):
     return Recipe.objects.get(slug=slug)
 
 
-def renderer_only(folder: Path, recipe, sample: int) -> tuple[float, float]:
+def renderer_only(folder: Path, recipe, sample: int, core: int | None = None) -> tuple[float, float]:
     """Mean wall and CPU seconds of run_pipeline per image, in a child pinned to one core (like one worker)."""
+    return renderer_children(
+        folder, recipe, sample, [core if core is not None else max(os.sched_getaffinity(0))]
+    )[0]
+
+
+def renderer_children(folder: Path, recipe, sample: int, cores: list[int]) -> list[tuple[float, float]]:
+    """`renderer_only` in one child per listed core, all at once."""
     code = (
-        "import sys, time, json, os; sys.path.insert(0, sys.argv[1]); os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})\n"
+        "import sys, time, json, os; sys.path.insert(0, sys.argv[1]); os.sched_setaffinity(0, {int(sys.argv[2])})\n"
         "from jobs.rendering import OutputSpec, run_pipeline\nfrom jobs.operations import build_operation\n"
-        "d = json.loads(sys.argv[2]); steps = [build_operation(s['operation'], s['params']) for s in d['steps']]\n"
-        "specs = [OutputSpec.from_dict(o) for o in d['outputs']]; paths = sys.argv[3:]\n"
+        "d = json.loads(sys.argv[3]); steps = [build_operation(s['operation'], s['params']) for s in d['steps']]\n"
+        "specs = [OutputSpec.from_dict(o) for o in d['outputs']]; paths = sys.argv[4:]\n"
         "run_pipeline(open(paths[0], 'rb').read(), steps, specs)\n"
         "total = cpu = 0.0\nfor p in paths:\n    data = open(p, 'rb').read(); t = time.perf_counter(); c = time.process_time()\n"
         "    run_pipeline(data, steps, specs); total += time.perf_counter() - t; cpu += time.process_time() - c\n"
@@ -134,12 +153,22 @@ def renderer_only(folder: Path, recipe, sample: int) -> tuple[float, float]:
 
     paths = sorted(folder.glob("*.jpg"))[:sample]
     definition = json.dumps(recipe.current_version().definition)
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT), definition, *map(str, paths)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    wall, cpu = result.stdout.split()
-    return float(wall), float(cpu)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(ROOT), str(core), definition, *map(str, paths)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for core in cores
+    ]
+    results = []
+    for child in children:
+        output, _ = child.communicate()
+        if child.returncode:
+            raise RuntimeError("a renderer child failed")
+        wall, cpu = output.split()
+        results.append((float(wall), float(cpu)))
+    return results
 
 
 class WorkerMemory(threading.Thread):
