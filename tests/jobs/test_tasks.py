@@ -232,3 +232,19 @@ def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task,
     assert reconcile_task()["queue_lost"] == 0  # a 30-second-old heartbeat is normal
     settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS = 10
     assert reconcile_task()["queue_lost"] == 1
+
+
+def test_storing_again_overwrites_the_same_output_rows(queued_task):
+    """A retried attempt that gets as far as storing replaces its earlier rows instead of adding any."""
+    from jobs.rendering import run_pipeline
+
+    assert process_task(queued_task.pk, 1) == "succeeded"
+    before = {o.name: (o.pk, o.byte_size) for o in queued_task.outputs.all()}
+    version = queued_task.recipe_version
+    source = default_storage.open(queued_task.source.file.name).read()
+    result = run_pipeline(source, version.build_steps(), version.build_specs())
+    result.outputs[0] = type(result.outputs[0])(result.outputs[0].spec, b"x" * 10, 1, 1)
+    task_module.store_result(queued_task, result)
+    after = {o.name: (o.pk, o.byte_size) for o in queued_task.outputs.all()}
+    assert {name: pk for name, (pk, _) in after.items()} == {name: pk for name, (pk, _) in before.items()}
+    assert after[result.outputs[0].spec.name][1] == 10
