@@ -93,7 +93,9 @@ def main() -> None:
         cpu_ratio = run["cpu"] / (cpu_per_image * args.images)
         print(
             f"CPU: the command and its workers used {run['cpu']:.0f} CPU-seconds, the renderer alone would use "
-            f"{cpu_per_image * args.images:.0f}: {cpu_ratio:.2f}× (import included)"
+            f"{cpu_per_image * args.images:.0f}: {cpu_ratio:.2f}× (import included). As last sampled: the "
+            f"command (import, enqueue, progress polling) {run['command_cpu']:.0f} s, the workers "
+            f"{run['worker_cpu']:.0f} s = {run['worker_cpu'] / (cpu_per_image * args.images):.2f}× the renderer's"
         )
 
 
@@ -172,22 +174,34 @@ def renderer_children(folder: Path, recipe, sample: int, cores: list[int]) -> li
 
 
 class WorkerMemory(threading.Thread):
-    """The peak resident size of each child of a process (the burst workers), sampled every 100 ms."""
+    """The peak resident size of each child of a process (the burst workers), and the CPU seconds of
+    the process and of each child as last seen alive, sampled every 100 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peaks, self.stopped = pid, {}, threading.Event()
+        self.pid, self.peaks, self.cpu, self.stopped = pid, {}, {}, threading.Event()
 
     def run(self) -> None:
         from benchmarks.remote_throughput import children, rss_kb
 
         while not self.stopped.wait(0.1):
+            self.cpu[self.pid] = cpu_seconds(self.pid) or self.cpu.get(self.pid, 0.0)
             for child in children(self.pid):
                 self.peaks[child] = max(self.peaks.get(child, 0), rss_kb(child))
+                self.cpu[child] = cpu_seconds(child) or self.cpu.get(child, 0.0)
 
     def stop(self) -> None:
         self.stopped.set()
         self.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_process_command(folder: Path, recipe: str) -> dict:
@@ -208,7 +222,11 @@ def run_process_command(folder: Path, recipe: str) -> dict:
     match = re.search(r"of (\d+) task\(s\) in ([\d.]+) s", output)
     if not match:
         raise RuntimeError(f"manage.py process said:\n{output}")
-    return {"wall": wall, "processing": float(match.group(2)), "cpu": cpu, "memory": memory.peaks}
+    command_cpu = memory.cpu.pop(process.pid, 0.0)
+    return {
+        "wall": wall, "processing": float(match.group(2)), "cpu": cpu, "memory": memory.peaks,
+        "command_cpu": command_cpu, "worker_cpu": sum(memory.cpu.values()),
+    }  # fmt: skip
 
 
 def report(run: dict, ideal: float, cores: int, images: int) -> None:
