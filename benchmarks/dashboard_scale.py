@@ -27,6 +27,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -83,6 +84,7 @@ def main() -> None:
             measure_zip(client, server, campaign.pk, args.outputs)
             measure_upload(client, server, user, args.zip_files, workdir)
         measure_enqueue(user, recipe, args.enqueue)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def seed(sources: int, versions_per_image: int, outputs: int, media: Path):

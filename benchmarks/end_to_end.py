@@ -26,6 +26,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def main() -> None:
             f"command (import, enqueue, progress polling) {run['command_cpu']:.0f} s, the workers "
             f"{run['worker_cpu']:.0f} s = {run['worker_cpu'] / (cpu_per_image * args.images):.2f}× the renderer's"
         )
+    shutil.rmtree(workdir, ignore_errors=True)  # the run's database and its 7,000 stored files
 
 
 def make_corpus(images: int, megapixels: float, distinct: int) -> Path:
