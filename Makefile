@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum requirements-bench.txt | cut -d' ' -f1)
 
-.PHONY: run test lint format chaos chaos-postgres provider-chaos clean
+.PHONY: run test lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e clean
 
 run: $(STAMP)
 	$(PY) manage.py up
@@ -30,6 +31,23 @@ provider-chaos: $(STAMP)
 	PIXELMILL_PROVIDER_CHAOS_WORKERS=$${PIXELMILL_PROVIDER_CHAOS_WORKERS:-4} \
 	$(PY) -m pytest tests/jobs/test_provider_chaos.py -s -q -p no:cacheprovider
 
+# Performance (docs/performance.md): every figure printed side by side in one run, pinned to one core
+# where it says so. BENCH_RENDER_ARGS sizes the corpus (e.g. --megapixels 12 --formats jpeg --repeat 5).
+bench: bench-render bench-dashboard bench-providers
+
+bench-render: $(STAMP) $(BENCH_STAMP)
+	$(PY) -m benchmarks.render $(BENCH_RENDER_ARGS)
+
+bench-dashboard: $(STAMP)
+	$(PY) -m benchmarks.dashboard_scale $(BENCH_DASHBOARD_ARGS)
+
+bench-providers: $(STAMP)
+	$(PY) -m benchmarks.remote_throughput $${BENCH_PROVIDERS_ARGS:---images 300 --workers 2,4}
+
+# Long: 1,000 twelve-megapixel JPEGs through `manage.py process`, one worker per core.
+bench-e2e: $(STAMP) $(BENCH_STAMP)
+	$(PY) -m benchmarks.end_to_end $(BENCH_E2E_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -44,6 +62,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	rm -f $(VENV)/.bench-installed-*
 	touch $@
 
 clean:

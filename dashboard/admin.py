@@ -39,20 +39,8 @@ class RecipeStepInline(admin.TabularInline):
 class RecipeOutputInline(admin.TabularInline):
     model = RecipeOutput
     extra = 0
-    fields = [
-        "position",
-        "name",
-        "width",
-        "height",
-        "fit",
-        "format",
-        "quality",
-        "background",
-        "max_kb",
-        "min_width",
-        "min_height",
-        "aspect",
-    ]
+    fields = ["position", "name", "width", "height", "fit", "format", "quality", "background"]
+    fields += ["webp_method", "progressive", "avif_speed", "max_kb", "min_width", "min_height", "aspect"]
 
 
 @admin.register(Recipe)

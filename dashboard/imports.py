@@ -21,7 +21,7 @@ from django.db.models import Count
 
 from dashboard.models import Campaign, Generation, SourceImage, UrlImport
 from jobs.errors import PermanentError
-from jobs.imaging import decode_image, make_thumbnail, probe_image
+from jobs.imaging import probe_with_thumbnail
 
 ARCHIVE_SUFFIXES = {".zip"}
 EXTENSIONS = {
@@ -172,13 +172,12 @@ def store_source(
     sha256 = hashlib.sha256(incoming.data).hexdigest()
     if SourceImage.objects.filter(campaign=campaign, sha256=sha256).exists():
         return None
-    info = probe_image(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
+    info, thumbnail_bytes = probe_with_thumbnail(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     extension = EXTENSIONS.get(info.format, "img")
     key = f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.{extension}"
     stored = default_storage.save(key, ContentFile(incoming.data))
     thumbnail = default_storage.save(
-        f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.thumb.webp",
-        ContentFile(make_thumbnail(decode_image(incoming.data, min_size=(320, 320)))),
+        f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.thumb.webp", ContentFile(thumbnail_bytes)
     )
     try:
         with transaction.atomic():

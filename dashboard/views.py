@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Prefetch, Q
+from django.db.models import Count, F, Prefetch
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -76,16 +76,7 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         campaign.save()
         messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
         return redirect(campaign)
-    campaigns = (
-        Campaign.objects.visible_to(request.user)
-        .select_related("team")
-        .annotate(
-            source_count=Count("sources", distinct=True),
-            task_count=Count("tasks", distinct=True),
-            done_count=Count("tasks", filter=Q(tasks__state__in=Task.TERMINAL_STATES), distinct=True),
-            failed_count=Count("tasks", filter=Q(tasks__state__in=["failed", "dead"]), distinct=True),
-        )
-    )
+    campaigns = Campaign.objects.visible_to(request.user).select_related("team").with_counts()
     return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
 
 
@@ -104,7 +95,10 @@ def render_campaign(
     sources = campaign.sources.prefetch_related(
         Prefetch(
             "tasks",
-            queryset=Task.objects.select_related("recipe_version__recipe").prefetch_related("outputs"),
+            # The gallery shows none of the recipe's definition or the task's timings (JSON per row).
+            queryset=Task.objects.select_related("recipe_version__recipe")
+            .defer("recipe_version__definition", "timings", "provider_calls")
+            .prefetch_related("outputs"),
         )
     )
     page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))

@@ -6,6 +6,7 @@ import io
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +18,6 @@ from jobs.imaging import (
     FOCUS_KEY,
     SUBJECT_KEY,
     decode_image,
-    make_thumbnail,
     place_window,
     read_dimensions,
 )
@@ -33,11 +33,25 @@ from jobs.operations import (
 FITS = ("fit", "fill", "pad")
 FORMATS = ("jpeg", "webp", "png", "avif")
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
+# Encoder effort per output, with the format each applies to and its default. The costs measured
+# on a 2000×2000 output are in docs/performance.md ("Encoder options"); see also
+# https://pillow.readthedocs.io/en/stable/handbook/image-file-formats.html
+WEBP_METHODS = range(0, 7)  # libwebp's method: 0 fastest, 6 smallest files
+AVIF_SPEEDS = range(0, 11)  # libavif's speed: 0 slowest and smallest, 10 fastest
+ENCODER_DEFAULTS: dict[str, object] = {"webp_method": 4, "progressive": False, "avif_speed": 8}
+ENCODER_FORMATS = {"webp_method": "webp", "progressive": "jpeg", "avif_speed": "avif"}
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "png": "png", "avif": "avif"}
 MAX_SIDE = 10_000
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 # A step down of more than this factor goes through an intermediate (see render_outputs).
 CASCADE_FACTOR = 2.0
+# Pillow's reducing_gap: a resize by more than twice this factor first averages whole blocks of
+# pixels (Image.reduce, a cheap box filter), then runs Lanczos over the rest (at least this factor,
+# enough to clean up what the box filter lets through). Measured on the benchmark corpus (make
+# bench-render): 2.0 → 1.25 cut the social pack's CPU time on 12 MP JPEGs by 30-37% and lowered
+# the least SSIM against full-resolution Lanczos from 0.996 to 0.994.
+REDUCING_GAP = 1.25
+
 # Channel rules an output spec may carry; each is checked on the rendered file (see check_rules).
 RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")
 # A byte budget steps quality down only in formats where quality means something.
@@ -62,6 +76,9 @@ class OutputSpec:
     format: str = "jpeg"
     quality: int | None = None
     background: str = "#ffffff"
+    webp_method: int = 4
+    progressive: bool = False
+    avif_speed: int = 8
     # Channel rules (e.g. a display ad: at most 150 KB); None means no rule.
     max_bytes: int | None = None
     min_width: int | None = None
@@ -70,7 +87,17 @@ class OutputSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> OutputSpec:
-        known = {"name", "width", "height", "fit", "format", "quality", "background", *RULE_FIELDS}
+        known = {
+            "name",
+            "width",
+            "height",
+            "fit",
+            "format",
+            "quality",
+            "background",
+            *ENCODER_DEFAULTS,
+            *RULE_FIELDS,
+        }
         unknown = set(data) - known
         if unknown:
             raise OutputSpecError(f"output: unknown field(s) {', '.join(sorted(unknown))}")
@@ -103,7 +130,8 @@ class OutputSpec:
             raise OutputSpecError(f"output {name}: 'background' must be {error}") from None
         if background == "transparent" and fmt == "jpeg":
             raise OutputSpecError(f"output {name}: JPEG has no transparency; pick a background colour")
-        spec = cls(name, size[0], size[1], fit, fmt, quality, background)
+        encoder = read_encoder_options(name, fmt, data)
+        spec = cls(name, size[0], size[1], fit, fmt, quality, background, **encoder)  # type: ignore[arg-type]
         return replace(spec, **read_rules(spec, data))
 
     def to_dict(self) -> dict[str, object]:
@@ -115,6 +143,9 @@ class OutputSpec:
             "format": self.format,
             "quality": self.quality,
             "background": self.background,
+            "webp_method": self.webp_method,
+            "progressive": self.progressive,
+            "avif_speed": self.avif_speed,
             **{rule: getattr(self, rule) for rule in RULE_FIELDS},
         }
 
@@ -227,7 +258,34 @@ def check_rules(
     return tuple(broken)
 
 
-# The dashboard's preview (imaging.make_thumbnail) must be served by the draft decode too.
+def read_encoder_options(name: str, fmt: str, data: Mapping[str, object]) -> dict[str, object]:
+    """The encoder options of one output, defaults filled; empty (None) means the default.
+
+    An option set away from its default on a format it does not apply to is refused, so a recipe
+    never claims a setting that has no effect.
+    """
+    options: dict[str, object] = {}
+    for key, default in ENCODER_DEFAULTS.items():
+        value = data.get(key)
+        if value is None:
+            value = default
+        if key == "progressive":
+            if not isinstance(value, bool):
+                raise OutputSpecError(f"output {name}: 'progressive' must be true or false")
+        else:
+            allowed = WEBP_METHODS if key == "webp_method" else AVIF_SPEEDS
+            if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+                raise OutputSpecError(
+                    f"output {name}: '{key}' must be a whole number from {allowed[0]} to {allowed[-1]}, or empty"
+                )
+        if value != default and fmt != ENCODER_FORMATS[key]:
+            raise OutputSpecError(f"output {name}: '{key}' applies to {ENCODER_FORMATS[key].upper()} only")
+        options[key] = value
+    return options
+
+
+# The dashboard's preview: one more output of every render (the same 320 px WebP as
+# imaging.make_thumbnail), so the draft decode serves it and the cascade makes it cheaply.
 PREVIEW_SPEC = OutputSpec("preview", 320, 320, "fit", "webp")
 
 
@@ -261,35 +319,124 @@ def required_size(source_size: tuple[int, int], specs: Sequence[OutputSpec]) -> 
     return max(1, math.ceil(sw * scale)), max(1, math.ceil(sh * scale))
 
 
-def render_outputs(image: Image.Image, specs: Sequence[OutputSpec]) -> list[RenderedOutput]:
-    """Every spec from one image. Larger targets first; each resize starts from the smallest
-    intermediate that is still at least CASCADE_FACTOR× the target, so small variants never pay
-    for filtering the full-size picture while keeping Lanczos quality."""
+def render_outputs(
+    image: Image.Image, specs: Sequence[OutputSpec], *, release_source: bool = False
+) -> list[RenderedOutput]:
+    """Every spec from one image, each resized picture made once however many specs share it.
+
+    Larger targets first; each resize starts from the smallest full picture made so far that is
+    still at least CASCADE_FACTOR× the target, so small variants never pay for filtering the
+    full-size one, and Lanczos (after a box-filter reduce by whole factors, REDUCING_GAP) keeps
+    the quality. A `fill` output resizes only the window it keeps, not the whole picture.
+
+    Memory: an intermediate is dropped once no output left needs it, and with `release_source`
+    the source's pixels too (the image is closed; its size and info stay readable), so a 24 MP
+    decode is gone before the largest output is encoded.
+    """
     order = sorted(range(len(specs)), key=lambda i: -math.prod(specs[i].resized_size(image.size)))
-    intermediates: list[Image.Image] = [image]
+    frames: list[Image.Image] = [image]
+    keys = [picture_key(spec, image.size) for spec in specs]
+    # JPEG and WebP twins of one variant share their pixels; only the encode differs. A picture is
+    # dropped once its last spec is encoded, so a large padded canvas is not held to the end.
+    waiting = Counter(keys)
+    pictures: dict[tuple[object, ...], Image.Image] = {}
     results: dict[int, RenderedOutput] = {}
-    for index in order:
-        spec = specs[index]
-        target = spec.resized_size(image.size)
-        base = image
-        for candidate in intermediates:
-            big_enough = (
-                candidate.width >= target[0] * CASCADE_FACTOR
-                and candidate.height >= target[1] * CASCADE_FACTOR
-            )
-            if big_enough and candidate.width < base.width:
-                base = candidate
-        if base.size == target:
-            resized = base
-        else:
-            resized = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-            resized.info = dict(image.info)
-            intermediates.append(resized)
-        framed = frame(resized, spec, image.info)
-        data, quality = encode_within_budget(framed, spec)
-        violations = check_rules(spec, framed.width, framed.height, len(data), quality)
-        results[index] = RenderedOutput(spec, data, framed.width, framed.height, quality, violations)
+    for position, index in enumerate(order):
+        spec, key = specs[index], keys[index]
+        picture = pictures.get(key)
+        if picture is None:
+            target = spec.resized_size(image.size)
+            if spec.fit == "fill" and target != (spec.width, spec.height):
+                picture = fill_window(image, frames, target, spec)
+            else:
+                picture = frame(scaled_frame(frames, target), spec, image.info)
+            pictures[key] = picture
+            release_frames(frames, [specs[i] for i in order[position + 1 :]], image, pictures, release_source)
+        data, quality = encode_within_budget(picture, spec)
+        violations = check_rules(spec, picture.width, picture.height, len(data), quality)
+        results[index] = RenderedOutput(spec, data, picture.width, picture.height, quality, violations)
+        waiting[key] -= 1
+        if not waiting[key]:
+            del pictures[key]
     return [results[i] for i in range(len(specs))]
+
+
+def release_frames(
+    frames: list[Image.Image],
+    remaining: Sequence[OutputSpec],
+    source: Image.Image,
+    pictures: Mapping[tuple[object, ...], Image.Image],
+    release_source: bool,
+) -> None:
+    """Forget the intermediates no remaining spec will resize from (later frames are only ever
+    smaller, so one not chosen now is never chosen again); close the source if allowed."""
+    needed = {id(base_for(frames, spec.resized_size(source.size))) for spec in remaining}
+    frames[1:] = [candidate for candidate in frames[1:] if id(candidate) in needed]
+    in_use = id(source) in needed or any(picture is source for picture in pictures.values())
+    if release_source and not in_use:
+        source.close()
+
+
+def base_for(frames: Sequence[Image.Image], target: tuple[int, int]) -> Image.Image:
+    """The picture a `target`-sized output is made from: one already that size, or the cascade's base."""
+    for candidate in frames:
+        if candidate.size == target:
+            return candidate
+    return cascade_base(frames, target)
+
+
+def picture_key(spec: OutputSpec, source: tuple[int, int]) -> tuple[object, ...]:
+    """Specs with equal keys get identical pixels."""
+    background = spec.background if spec.fit == "pad" else None
+    return (spec.resized_size(source), spec.fit, spec.width, spec.height, background)
+
+
+def cascade_base(frames: Sequence[Image.Image], target: tuple[int, int]) -> Image.Image:
+    """The smallest full picture at least CASCADE_FACTOR× `target`, or the original."""
+    base = frames[0]
+    for candidate in frames[1:]:
+        big_enough = (
+            candidate.width >= target[0] * CASCADE_FACTOR and candidate.height >= target[1] * CASCADE_FACTOR
+        )
+        if big_enough and candidate.width < base.width:
+            base = candidate
+    return base
+
+
+def scaled_frame(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
+    """The whole picture at `target` size, made once and kept as a base for smaller outputs."""
+    base = base_for(frames, target)
+    if base.size == target:
+        return base
+    resized = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    resized.info = dict(frames[0].info)
+    frames.append(resized)
+    return resized
+
+
+def fill_window(
+    image: Image.Image, frames: list[Image.Image], target: tuple[int, int], spec: OutputSpec
+) -> Image.Image:
+    """A `fill` output: the window around the focus, resampled straight to the box.
+
+    Resizing only the window (Pillow's `box`) gives the pixels a resize-then-crop would, without
+    filtering the columns or rows the crop throws away.
+    """
+    hints = image.info
+    focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
+    subject = hints.get(SUBJECT_KEY)
+    x_span = (subject[0], subject[2]) if subject else None
+    y_span = (subject[1], subject[3]) if subject else None
+    left = place_window(target[0], spec.width, float(focus[0]), x_span)
+    top = place_window(target[1], spec.height, float(focus[1]), y_span)
+    base = base_for(frames, target)
+    if base.size == target:
+        return base.crop((left, top, left + spec.width, top + spec.height))
+    sx, sy = base.width / target[0], base.height / target[1]
+    box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
+    return base.resize(
+        (spec.width, spec.height), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP
+    )
 
 
 def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str, object]) -> Image.Image:
@@ -335,14 +482,20 @@ def encode(image: Image.Image, spec: OutputSpec) -> bytes:
     if spec.format == "jpeg":
         # https://pillow.readthedocs.io/en/stable/handbook/image-file-formats.html#jpeg-saving
         flatten(image, spec.background).save(
-            buffer, "JPEG", quality=quality, optimize=False, progressive=False, subsampling="4:2:0"
+            buffer,
+            "JPEG",
+            quality=quality,
+            optimize=False,
+            progressive=spec.progressive,
+            subsampling="4:2:0",
         )
     elif spec.format == "webp":
-        image.save(buffer, "WEBP", quality=quality, method=4)
+        image.save(buffer, "WEBP", quality=quality, method=spec.webp_method)
     elif spec.format == "png":
         image.save(buffer, "PNG", optimize=False, compress_level=6)
     else:
-        image.save(buffer, "AVIF", quality=quality, speed=8)
+        # One thread: a worker is one core's worth of work (a worker runs per core).
+        image.save(buffer, "AVIF", quality=quality, speed=spec.avif_speed, max_threads=1)
     return buffer.getvalue()
 
 
@@ -429,8 +582,8 @@ def run_pipeline(
         if on_step:
             on_step(step)
         started = time.perf_counter()
-        outputs = render_outputs(image, specs)
-        preview = make_thumbnail(image, PREVIEW_SPEC.width)
+        # The preview is one more output, so it is cut from a small intermediate too.
+        *outputs, preview = render_outputs(image, [*specs, PREVIEW_SPEC], release_source=True)
         timed("render", started)
     except StepError as error:
         error.step = step  # type: ignore[attr-defined]
@@ -442,5 +595,5 @@ def run_pipeline(
         error.step = step  # type: ignore[attr-defined]
         raise error from exc
     return PipelineResult(
-        outputs=outputs, preview=preview, width=image.width, height=image.height, timings=timings
+        outputs=outputs, preview=preview.data, width=image.width, height=image.height, timings=timings
     )

@@ -143,24 +143,34 @@ def announce_if_run_finished(campaign_id: int) -> None:
 
 
 def store_result(task: Task, result: PipelineResult) -> None:
+    """Files first, then every Output row in one upsert and one commit (a retried attempt overwrites
+    its own rows): six update_or_create calls took six write locks, which two SQLite workers queue on."""
+    rows = []
     for rendered in result.outputs:
         key = output_key(task, rendered.spec.name, rendered.spec.extension)
         stored = default_storage.save(key, ContentFile(rendered.data))
-        Output.objects.update_or_create(
-            task=task,
-            name=rendered.spec.name,
-            defaults={
-                "file": stored,
-                "width": rendered.width,
-                "height": rendered.height,
-                "format": rendered.spec.format,
-                "byte_size": len(rendered.data),
-                "quality": rendered.quality,
-                "violations": [violation.to_dict() for violation in rendered.violations],
-            },
+        rows.append(
+            Output(
+                task=task,
+                name=rendered.spec.name,
+                file=stored,
+                width=rendered.width,
+                height=rendered.height,
+                format=rendered.spec.format,
+                byte_size=len(rendered.data),
+                quality=rendered.quality,
+                violations=[violation.to_dict() for violation in rendered.violations],
+            )
         )
     preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))
-    Task.objects.filter(pk=task.pk).update(preview=preview)
+    with transaction.atomic():
+        Output.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["task", "name"],
+            update_fields=["file", "width", "height", "format", "byte_size", "quality", "violations"],
+        )
+        Task.objects.filter(pk=task.pk).update(preview=preview)
 
 
 def record_calls(task_id: int, attempt: int, calls: list[dict]) -> None:

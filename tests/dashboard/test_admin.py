@@ -102,3 +102,17 @@ def test_the_campaign_admin_shows_the_budget_cap_and_what_was_spent(admin_client
     Campaign.objects.filter(pk=campaign.pk).update(budget_cap=Decimal("20"), remote_spent=Decimal("3.25"))
     page = admin_client.get(reverse("admin:dashboard_campaign_change", args=[campaign.pk])).content.decode()
     assert 'name="budget_cap"' in page and "3.2500" in page and 'name="remote_spent"' not in page
+
+
+def test_encoder_options_are_edited_in_the_output_inline(admin_client, ready_recipes):
+    recipe = ready_recipes["ecommerce-pack"]
+    url = reverse("admin:dashboard_recipe_change", args=[recipe.pk])
+    page = admin_client.get(url).content.decode()
+    assert "webp_method" in page and "progressive" in page and "avif_speed" in page
+    data = recipe_form(recipe)
+    index = [o.name for o in recipe.outputs.all()].index("zoom-webp")
+    response = admin_client.post(url, {**data, f"outputs-{index}-webp_method": "9"})
+    assert response.status_code == 200 and "webp_method" in response.content.decode()
+    response = admin_client.post(url, {**data, f"outputs-{index}-webp_method": "2"})
+    assert response.status_code == 302
+    assert recipe.current_version().build_specs()[index].webp_method == 2

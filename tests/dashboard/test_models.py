@@ -158,3 +158,37 @@ def test_a_succeeded_task_keeps_its_total_time_in_a_column_for_aggregates(campai
     assert task.mark_succeeded(1, timings={"decode": 10.0, "total": 1234.5})
     task.refresh_from_db()
     assert task.duration_ms == 1234.5
+
+
+def test_encoder_options_are_frozen_into_the_version_and_reach_the_spec(ready_recipes):
+    recipe = ready_recipes["ecommerce-pack"]
+    recipe.outputs.filter(name="zoom-webp").update(webp_method=1)
+    recipe.outputs.filter(name="zoom").update(progressive=True)
+    specs = {spec.name: spec for spec in recipe.publish_version().build_specs()}
+    assert specs["zoom-webp"].webp_method == 1 and specs["zoom"].progressive is True
+    assert specs["product-webp"].webp_method == 4  # empty means the documented default
+
+
+def test_an_encoder_option_on_the_wrong_format_is_a_validation_error(ready_recipes):
+    output = ready_recipes["ecommerce-pack"].outputs.get(name="zoom")
+    output.webp_method = 2
+    with pytest.raises(ValidationError, match="WEBP only"):
+        output.full_clean()
+
+
+def test_campaign_counts_come_from_subqueries_not_a_join_of_sources_and_tasks(campaign, ready_recipes):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dashboard.models import Campaign
+
+    recipe = ready_recipes["social-ads-pack"]
+    for n, state in enumerate(["succeeded", "succeeded", "failed", "dead", "queued"]):
+        make_task(campaign, recipe, sha=f"{n}" * 64, state=state)
+    make_source(campaign, sha="f" * 64)  # an image with no task yet
+    with CaptureQueriesContext(connection) as queries:
+        row = Campaign.objects.with_counts().get(pk=campaign.pk)
+    assert (row.source_count, row.task_count, row.done_count, row.failed_count) == (6, 5, 4, 2)
+    assert "JOIN" not in queries[0]["sql"].upper()
+    empty = Campaign.objects.create(name="Empty", team=campaign.team)
+    assert Campaign.objects.with_counts().get(pk=empty.pk).task_count == 0

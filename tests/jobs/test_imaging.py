@@ -183,3 +183,32 @@ def test_intermediates_keep_the_focus_hints_through_a_cache_round_trip():
     restored = decode_image(encode_intermediate(image))
     assert restored.info == {FOCUS_KEY: (0.25, 0.75), SUBJECT_KEY: (0.1, 0.5, 0.4, 1.0)}
     assert np.array_equal(np.asarray(restored), np.asarray(image))
+
+
+def test_probe_with_thumbnail_decodes_an_upload_once(monkeypatch):
+    from PIL import ImageFile
+
+    from jobs.imaging import probe_with_thumbnail
+
+    loads = []
+    real = ImageFile.ImageFile.load
+
+    def spy(self):
+        if self.tile:  # pixels still to decode; later calls return at once
+            loads.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    data = images.exif_rotated_jpeg(images.photo(1600, 1200), orientation=6)
+    info, thumbnail = probe_with_thumbnail(data)
+    assert loads == [(800, 600)]  # one draft decode (1/2: 1/4 would leave 300 < 320), not two
+    assert (info.width, info.height, info.format) == (1200, 1600, "JPEG")
+    assert Image.open(io.BytesIO(thumbnail)).size == (240, 320)
+
+
+def test_probe_with_thumbnail_refuses_what_the_probe_refuses():
+    from jobs.imaging import probe_with_thumbnail
+
+    with pytest.raises(PermanentError) as error:
+        probe_with_thumbnail(images.truncated(images.jpeg(images.photo(800, 600))))
+    assert error.value.code == "unreadable"

@@ -356,3 +356,149 @@ def test_rules_round_trip_and_old_versions_without_them_still_read():
         "background": "#ffffff",
     }
     assert OutputSpec.from_dict(old).max_bytes is None
+
+
+def count_resizes(monkeypatch, *, sources: list | None = None) -> list[tuple[int, int]]:
+    sizes: list[tuple[int, int]] = []
+    real = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(tuple(size))
+        if sources is not None:
+            sources.append(self.size)
+        return real(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    return sizes
+
+
+def test_jpeg_and_webp_twins_are_resized_once(monkeypatch):
+    resized = count_resizes(monkeypatch)
+    twins = [OutputSpec("p", 400, 400, "pad", "jpeg"), OutputSpec("p-webp", 400, 400, "pad", "webp")]
+    jpeg, webp = render_outputs(images.photo(1200, 900), twins)
+    assert resized == [(400, 300)]
+    assert opened(jpeg.data).format == "JPEG" and opened(webp.data).format == "WEBP"
+    assert (jpeg.width, jpeg.height) == (webp.width, webp.height) == (400, 400)
+
+
+def test_fill_resamples_only_its_window_and_matches_resize_then_crop(monkeypatch):
+    source = images.gradient(2400, 1600)
+    resized = count_resizes(monkeypatch)
+    [output] = render_outputs(source, [OutputSpec("story", 450, 800, "fill", "png")])
+    assert resized == [(450, 800)]  # straight to the box, the cropped-away columns never filtered
+    full = source.resize((1200, 800), Image.Resampling.LANCZOS)
+    reference = full.crop((375, 0, 825, 800))
+    assert ssim(opened(output.data), reference) >= 0.995
+
+
+def test_small_outputs_cascade_from_an_intermediate(monkeypatch):
+    resized = count_resizes(monkeypatch)
+    source = images.photo(2400, 1800)
+    specs = [OutputSpec("l", 1000, 1000, "fit", "png"), OutputSpec("s", 200, 200, "fit", "png")]
+    large, small = render_outputs(source, specs)
+    assert resized == [(1000, 750), (200, 150)]
+    reference = source.resize((200, 150), Image.Resampling.LANCZOS)
+    assert ssim(opened(small.data), reference) >= 0.99
+
+
+def test_the_preview_is_cut_from_the_cascade_too(monkeypatch):
+    sources: list[tuple[int, int]] = []
+    resized = count_resizes(monkeypatch, sources=sources)
+    source = images.jpeg(images.photo(1600, 1200))
+    result = run_pipeline(source, [], [OutputSpec("p", 700, 700, "fit")])
+    assert resized == [(700, 525), (320, 240)] and opened(result.preview).size == (320, 240)
+    assert sources == [(800, 600), (700, 525)]  # decoded at 1/2, the preview from the 700 px output
+
+
+def test_encoder_options_default_and_round_trip():
+    spec = OutputSpec.from_dict({"name": "z", "width": 10, "height": 10, "format": "webp"})
+    assert (spec.webp_method, spec.progressive, spec.avif_speed) == (4, False, 8)
+    tuned = OutputSpec.from_dict({**spec.to_dict(), "webp_method": 0})
+    assert tuned.webp_method == 0 and OutputSpec.from_dict(tuned.to_dict()) == tuned
+    # Versions frozen before the options existed still read, with the defaults.
+    old = {
+        "name": "z",
+        "width": 10,
+        "height": 10,
+        "fit": "fit",
+        "format": "jpeg",
+        "quality": None,
+        "background": "#ffffff",
+    }
+    assert OutputSpec.from_dict(old).progressive is False
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [
+        ({"format": "webp", "webp_method": 7}, "webp_method"),
+        ({"format": "webp", "webp_method": True}, "webp_method"),
+        ({"format": "avif", "avif_speed": -1}, "avif_speed"),
+        ({"format": "jpeg", "progressive": "yes"}, "progressive"),
+        ({"format": "jpeg", "webp_method": 2}, "WEBP only"),
+        ({"format": "webp", "progressive": True}, "JPEG only"),
+        ({"format": "png", "avif_speed": 4}, "AVIF only"),
+    ],
+)
+def test_invalid_encoder_options_name_the_field(options, mentions, monkeypatch):
+    from jobs import rendering
+
+    monkeypatch.setattr(rendering.features, "check", lambda feature: True)
+    with pytest.raises(OutputSpecError, match=mentions):
+        OutputSpec.from_dict({"name": "x", "width": 10, "height": 10, **options})
+
+
+def test_progressive_jpeg_is_written_when_asked():
+    photo = images.photo(400, 300)
+    baseline, progressive = render_outputs(
+        photo, [OutputSpec("b", 400, 300), OutputSpec("p", 400, 300, progressive=True)]
+    )
+    assert not opened(baseline.data).info.get("progressive")
+    assert opened(progressive.data).info.get("progressive")
+
+
+def test_webp_method_reaches_the_encoder():
+    photo = images.photo(400, 300)
+    fast, small = render_outputs(
+        photo,
+        [
+            OutputSpec("f", 400, 300, format="webp", webp_method=0),
+            OutputSpec("s", 400, 300, format="webp", webp_method=6),
+        ],
+    )
+    assert fast.data != small.data and len(small.data) < len(fast.data)
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF encoder")
+def test_avif_speed_reaches_the_encoder(monkeypatch):
+    seen: list[dict] = []
+    real = Image.Image.save
+
+    def spy(self, fp, format=None, **params):
+        seen.append(params)
+        return real(self, fp, format, **params)
+
+    monkeypatch.setattr(Image.Image, "save", spy)
+    render_outputs(images.photo(64, 48), [OutputSpec("a", 64, 48, format="avif", avif_speed=10)])
+    assert seen[-1]["speed"] == 10 and seen[-1]["max_threads"] == 1
+
+
+def test_the_pipeline_releases_the_decode_once_every_output_has_a_smaller_base(monkeypatch):
+    closed: list[tuple[int, int]] = []
+    real = Image.Image.close
+
+    def spy(self):
+        closed.append(self.size)
+        return real(self)
+
+    monkeypatch.setattr(Image.Image, "close", spy)
+    source = images.jpeg(images.photo(2400, 1800))
+    result = run_pipeline(source, [], [OutputSpec("l", 1000, 1000, "pad"), OutputSpec("s", 200, 200, "pad")])
+    assert (1200, 900) in closed  # the 1/2 draft decode, freed before the large output is encoded
+    assert [(o.width, o.height) for o in result.outputs] == [(1000, 1000), (200, 200)]
+
+
+def test_render_outputs_leaves_a_callers_image_usable():
+    source = images.photo(800, 600)
+    render_outputs(source, [OutputSpec("s", 100, 100)])
+    assert source.resize((10, 10)).size == (10, 10)

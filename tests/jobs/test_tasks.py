@@ -306,3 +306,19 @@ def test_a_worker_stores_the_quality_used_and_the_channel_rules_an_output_breaks
             "message": "800×600, smaller than the 1000×– minimum (the source image is too small)",
         }
     ]
+
+
+def test_storing_again_overwrites_the_same_output_rows(queued_task):
+    """A retried attempt that gets as far as storing replaces its earlier rows instead of adding any."""
+    from jobs.rendering import run_pipeline
+
+    assert process_task(queued_task.pk, 1) == "succeeded"
+    before = {o.name: (o.pk, o.byte_size) for o in queued_task.outputs.all()}
+    version = queued_task.recipe_version
+    source = default_storage.open(queued_task.source.file.name).read()
+    result = run_pipeline(source, version.build_steps(), version.build_specs())
+    result.outputs[0] = type(result.outputs[0])(result.outputs[0].spec, b"x" * 10, 1, 1)
+    task_module.store_result(queued_task, result)
+    after = {o.name: (o.pk, o.byte_size) for o in queued_task.outputs.all()}
+    assert {name: pk for name, (pk, _) in after.items()} == {name: pk for name, (pk, _) in before.items()}
+    assert after[result.outputs[0].spec.name][1] == 10

@@ -1,0 +1,295 @@
+"""The renderer against naive Pillow, libvips and the decode-plus-encode floor, side by side in one run.
+
+For every corpus image (12 and 24 MP, product and scene, JPEG and PNG) and both shipped packs
+(e-commerce: 150/800/2000 px pads as JPEG and WebP; social: five fills as JPEG), each contender does
+the same work (see benchmarks.contenders) on one core. Printed per image and pack:
+
+- time: CPU time of the process (all its threads), the least of --repeat runs, contenders interleaved.
+  CPU time, not wall time: on a shared machine another job's load stretches the wall clock of a
+  single-threaded render but hardly its CPU time (wall times are kept in the JSON);
+- ratios: naive ÷ Pixelmill, libvips ÷ Pixelmill (above 1: Pixelmill is faster), Pixelmill ÷ floor;
+- SSIM: the lowest over the pack's outputs, of the rendered pixels against a reference resized with
+  LANCZOS from the full-resolution decode (both rendered losslessly, so the encoder's own loss, the
+  same for every contender, does not hide the resampling);
+- peak memory: the peak resident size of a fresh process that renders once (the interpreter and
+  imports included), and how much of it the render added.
+
+Then the cost of each encoder option on the zoom output. Everything runs pinned to one core.
+
+    python -m benchmarks.render [--megapixels 12,24] [--subjects product,scene] [--formats jpeg,png]
+                                [--packs ecommerce-pack,social-ads-pack] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench-out" / "render.json"
+ORDER = ("pixelmill", "naive", "libvips", "floor")
+
+
+def pin_to_one_core() -> int:
+    core = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def pack_specs(slugs: list[str]) -> dict[str, list]:
+    """The output specs of the shipped recipes, read without a database."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    import django
+
+    django.setup()
+    from dashboard.ready_recipes import READY_RECIPES
+    from jobs.rendering import OutputSpec
+
+    packs = {recipe["slug"]: [OutputSpec.from_dict(o) for o in recipe["outputs"]] for recipe in READY_RECIPES}
+    return {slug: packs[slug] for slug in slugs}
+
+
+def lossless(specs: list) -> list:
+    return [dataclasses.replace(spec, format="png") for spec in specs]
+
+
+def reference_pictures(data: bytes, specs: list) -> list:
+    """Each output resized with plain LANCZOS from the full-resolution decode, then framed."""
+    from PIL import Image
+
+    from jobs.imaging import decode_image
+    from jobs.rendering import frame
+
+    full = decode_image(data)
+    return [
+        frame(full.resize(spec.resized_size(full.size), Image.Resampling.LANCZOS), spec, {}) for spec in specs
+    ]
+
+
+def lowest_ssim(contender, data: bytes, specs: list, references: list) -> float:
+    from PIL import Image
+
+    from benchmarks.quality import ssim
+
+    contender.prepare(data, lossless(specs))
+    outputs = contender.run()[: len(specs)]
+    return min(ssim(Image.open(io.BytesIO(out)), ref) for out, ref in zip(outputs, references, strict=True))
+
+
+def measure_memory(name: str, path: Path, specs: list) -> dict[str, float]:
+    """Peak RSS of a fresh process rendering once (see `memory_child`)."""
+    payload = json.dumps([spec.to_dict() for spec in specs])
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.render", "--memory-child", name, str(path), payload],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def memory_child(name: str, path: str, payload: str) -> None:
+    from benchmarks.contenders import CONTENDERS
+    from jobs.rendering import OutputSpec
+
+    specs = [OutputSpec.from_dict(item) for item in json.loads(payload)]
+    contender = CONTENDERS[name]()
+    data = Path(path).read_bytes()
+    contender.prepare(data, specs)
+    before = high_water_kb()
+    contender.run()
+    peak = high_water_kb()
+    print(json.dumps({"peak_mb": peak / 1024, "added_mb": (peak - before) / 1024}))
+
+
+def high_water_kb() -> int:
+    """This process's peak resident size (VmHWM). Not ru_maxrss: Linux carries that over an exec from
+    the parent, which would report the benchmark's own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def time_contenders(contenders: dict, data: bytes, specs: list, repeat: int) -> dict[str, dict[str, float]]:
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    for contender in contenders.values():
+        contender.prepare(data, specs)
+        contender.run()  # warm: first-call imports and caches are not what is measured
+    for _ in range(repeat):
+        for name, contender in contenders.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            contender.run()
+            cpu[name].append((time.process_time() - started_cpu) * 1000)
+            wall[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {
+            "best_ms": min(cpu[name]),
+            "median_ms": statistics.median(cpu[name]),
+            "best_wall_ms": min(wall[name]),
+        }
+        for name in contenders
+    }
+
+
+def encoder_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
+    """Time and size of the 2000×2000 zoom picture under each encoder option."""
+    from benchmarks.contenders import captured_encodes
+    from jobs.rendering import OutputSpec, encode, run_pipeline
+
+    pictures: list = []
+    with captured_encodes(pictures):
+        run_pipeline(data, [], [OutputSpec("zoom", 2000, 2000, "pad", "jpeg")])
+    picture = pictures[0][0]
+    variants = [("jpeg", {}), ("jpeg", {"progressive": True})]
+    variants += [("webp", {"webp_method": m}) for m in range(7)]
+    variants += [("avif", {"avif_speed": s}) for s in (10, 8, 6, 4)]
+    rows = []
+    for fmt, option in variants:
+        spec = OutputSpec.from_dict(
+            {"name": "zoom", "width": 2000, "height": 2000, "fit": "pad", "format": fmt, **option}
+        )
+        best, size = float("inf"), 0
+        for _ in range(repeat):
+            started = time.process_time()
+            size = len(encode(picture, spec))
+            best = min(best, (time.process_time() - started) * 1000)
+        rows.append({"format": fmt, "option": option or "default", "ms": best, "bytes": size})
+    return rows
+
+
+def machine() -> dict[str, str]:
+    import PIL
+
+    info = {"python": platform.python_version(), "pillow": PIL.__version__, "cores": str(os.cpu_count())}
+    try:
+        import pyvips
+
+        info["libvips"] = f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+    except ImportError:
+        pass
+    with open("/proc/cpuinfo") as handle:
+        info["cpu"] = next(
+            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "?"
+        )
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", default="12,24")
+    parser.add_argument("--subjects", default="product,scene")
+    parser.add_argument("--formats", default="jpeg,png")
+    parser.add_argument("--packs", default="ecommerce-pack,social-ads-pack")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("CONTENDER", "PATH", "SPECS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    core = pin_to_one_core()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+
+    from benchmarks.contenders import CONTENDERS
+    from benchmarks.corpus import build_corpus
+
+    packs = pack_specs(args.packs.split(","))
+    corpus = build_corpus(
+        tuple(int(n) for n in args.megapixels.split(",")),
+        tuple(args.subjects.split(",")),
+        tuple(args.formats.split(",")),
+    )
+    contenders = {name: CONTENDERS[name]() for name in ORDER}
+    info = machine()
+    print(
+        f"Renderer benchmark on core {core} of {info['cores']} ({info['cpu']}); Python {info['python']}, "
+        f"Pillow {info['pillow']}, libvips {info.get('libvips', '-')}; CPU ms, best of {args.repeat}."
+    )
+    print(
+        f"{'image':22} {'pack':16} {'pixelmill':>9} {'naive':>7} {'libvips':>7} {'floor':>6} │ "
+        f"{'×naive':>6} {'×vips':>6} {'÷floor':>6} │ {'SSIM pm':>7} {'naive':>6} {'vips':>6} │ "
+        f"{'peak MB pm':>10} {'naive':>5} {'vips':>5}"
+    )
+    rows = []
+    for image in corpus:
+        data = image.read()
+        for slug, specs in packs.items():
+            timed = time_contenders(contenders, data, specs, args.repeat)
+            references = reference_pictures(data, specs)
+            quality = {
+                name: lowest_ssim(contenders[name], data, specs, references)
+                for name in ("pixelmill", "naive", "libvips")
+            }
+            memory = {
+                name: measure_memory(name, image.path, specs) for name in ("pixelmill", "naive", "libvips")
+            }
+            best = {name: timed[name]["best_ms"] for name in ORDER}
+            row = {
+                "image": image.label, "megapixels": image.megapixels, "format": image.format, "subject": image.subject,
+                "pack": slug, "bytes": len(data), "times": timed, "ssim": quality, "memory": memory,
+                "vs_naive": best["naive"] / best["pixelmill"], "vs_libvips": best["libvips"] / best["pixelmill"],
+                "over_floor": best["pixelmill"] / best["floor"],
+            }  # fmt: skip
+            rows.append(row)
+            print(
+                f"{image.label:22} {slug:16} {best['pixelmill']:7.0f}ms {best['naive']:5.0f}ms {best['libvips']:5.0f}ms "
+                f"{best['floor']:4.0f}ms │ {row['vs_naive']:5.2f}× {row['vs_libvips']:5.2f}× {row['over_floor']:5.2f}× │ "
+                f"{quality['pixelmill']:7.4f} {quality['naive']:6.4f} {quality['libvips']:6.4f} │ "
+                f"{memory['pixelmill']['peak_mb']:10.0f} {memory['naive']['peak_mb']:5.0f} {memory['libvips']['peak_mb']:5.0f}",
+                flush=True,
+            )
+    summarise(rows)
+    zoom_source = next((image for image in corpus if image.format == "jpeg"), corpus[0])
+    costs = encoder_costs(zoom_source.read(), args.repeat)
+    print(
+        f"\nEncoder options on the 2000×2000 zoom output of {zoom_source.label} (CPU ms, best of {args.repeat}):"
+    )
+    for cost in costs:
+        option = (
+            cost["option"]
+            if cost["option"] == "default"
+            else ", ".join(f"{k}={v}" for k, v in cost["option"].items())
+        )
+        print(f"  {cost['format']:5} {option:22} {cost['ms']:7.1f} ms {cost['bytes'] / 1024:8.0f} KiB")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": info, "core": core, "rows": rows, "encoders": costs}, indent=1))
+    print(f"\nAll figures: {RESULTS.relative_to(ROOT)}")
+
+
+def summarise(rows: list[dict]) -> None:
+    """The targets of issue 5, checked over the JPEG inputs (and memory over the 24 MP ones)."""
+    jpeg = [row for row in rows if row["format"] == "jpeg"]
+    if not jpeg:
+        return
+    checks = [
+        ("≥ 2.5× naive Pillow (JPEG inputs)", min(r["vs_naive"] for r in jpeg), 2.5, "min"),
+        ("≥ 1.1× libvips (JPEG inputs)", min(r["vs_libvips"] for r in jpeg), 1.1, "min"),
+        ("≤ 1.3× the floor (JPEG inputs)", max(r["over_floor"] for r in jpeg), 1.3, "max"),
+        ("SSIM ≥ 0.99 (every input)", min(r["ssim"]["pixelmill"] for r in rows), 0.99, "min"),
+    ]
+    big = [r for r in jpeg if r["megapixels"] >= 24]
+    if big:
+        checks.append(
+            ("peak ≤ 100 MB, 24 MP JPEG", max(r["memory"]["pixelmill"]["peak_mb"] for r in big), 100, "max")
+        )
+    print("\nTargets (worst case over the rows above):")
+    for label, value, target, kind in checks:
+        met = value >= target if kind == "min" else value <= target
+        print(f"  {label:36} {value:8.3f}  {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
