@@ -29,6 +29,10 @@ from dashboard.models import (
 from jobs.operations import OPERATIONS
 from jobs.webhooks import resend_deliveries
 
+admin.site.site_header = "Pixelmill administration"
+admin.site.site_title = "Pixelmill admin"
+admin.site.index_title = "Recipes, providers and operations"
+
 
 class RecipeStepInline(admin.TabularInline):
     model = RecipeStep

@@ -50,5 +50,12 @@ def campaign_budget(request: HttpRequest, pk: int) -> HttpResponse:
     text = "Budget cap removed." if cap is None else f"Budget cap set to {describe_money(cap)}."
     if resumed:
         text += f" Remote work resumed: {resumed} waiting task{pluralize(resumed)} {pluralize(resumed, 'is,are')} back on the queue."
+    elif campaign.remote_paused_code == "budget_reached" and cap is not None:
+        messages.warning(
+            request,
+            f"{text} It is still reached ({describe_money(campaign.remote_spent)} spent): raise it above "
+            "that to resume remote work.",
+        )
+        return redirect(campaign)
     messages.success(request, text)
     return redirect(campaign)

@@ -76,6 +76,12 @@ class Campaign(models.Model):
     run_number = models.PositiveIntegerField(
         default=0, editable=False, help_text="Counts Process and Requeue actions; one webhook per run."
     )
+    run_started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the current run began; progress counts from it.",
+    )
     remote_paused_reason = models.TextField(
         blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
     )
@@ -110,8 +116,23 @@ class Campaign(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("campaign-detail", args=[self.pk])
 
+    def archive_name(self, suffix: str = "") -> str:
+        """The download's file name: the campaign's name a person recognises, and its id to keep it unique."""
+        from django.utils.text import slugify
+
+        return f"pixelmill-{slugify(self.name)[:60] or 'campaign'}-{self.pk}{suffix}.zip"
+
+    def run_tasks(self) -> TaskQuerySet:
+        """The tasks of what is going on now: everything queued since the latest Process, Requeue or
+        Generate, and anything older that has not finished yet."""
+        tasks = self.tasks.all()
+        if self.run_started_at is None:
+            return tasks
+        return tasks.filter(Q(queued_at__gte=self.run_started_at) | ~Q(state__in=Task.TERMINAL_STATES))
+
     def progress(self) -> Progress:
-        return Progress.for_tasks(self.tasks.all())
+        """Progress of the current run: a second Process starts again from 0%, not from the history."""
+        return Progress.for_tasks(self.run_tasks())
 
     def approved_output_count(self) -> int:
         return Output.objects.filter(task__campaign=self).approved().count()
@@ -158,6 +179,15 @@ class Campaign(models.Model):
                 remote_paused_reason=reason, remote_paused_code=code[:40], remote_paused_at=timezone.now()
             )
         )
+
+    def suggested_budget_cap(self) -> Decimal | None:
+        """What to raise a reached cap to: what is spent plus the dearest call for each waiting task."""
+        if self.budget_cap is None:
+            return None
+        waiting = self.tasks.filter(state=Task.State.PAUSED).count()
+        dearest = Provider.objects.filter(is_active=True).aggregate(m=models.Max("price_per_call"))["m"]
+        suggested = self.remote_spent + waiting * (dearest or Decimal(0))
+        return max(suggested, self.budget_cap + Decimal("0.01")).quantize(Decimal("0.01"))
 
     @property
     def budget_left(self) -> Decimal | None:
@@ -342,8 +372,16 @@ class RecipeStep(models.Model):
         for field in ("provider", "fallback"):
             chosen = getattr(self, field)
             if chosen is not None and not supports(chosen.kind, self.operation):
+                op = (
+                    OPERATIONS[self.operation].label.lower()
+                    if self.operation in OPERATIONS
+                    else self.operation
+                )
                 raise ValidationError(
-                    {field: f"{chosen.name} ({chosen.get_kind_display()}) cannot {self.operation}."}
+                    {
+                        field: f"{chosen.name} is a {chosen.get_kind_display()} provider and cannot {op}. "
+                        "Pick one that can, or leave it empty to run this step on our workers."
+                    }
                 )
         if self.fallback_id and not self.provider_id:
             raise ValidationError({"fallback": "A fallback needs a provider to fall back from."})
@@ -774,13 +812,19 @@ class Progress:
 
     @property
     def eta_seconds(self) -> float | None:
-        if not self.remaining or self.per_minute <= 0:
+        if not self.remaining or self.per_minute <= 0 or self.is_waiting_for_resume:
             return None
         return self.remaining / self.per_minute * 60
 
     @property
     def is_finished(self) -> bool:
         return self.total > 0 and self.remaining == 0
+
+    @property
+    def is_waiting_for_resume(self) -> bool:
+        """Everything left is paused (credits or the budget cap): no countdown means anything now."""
+        paused = self.count(Task.State.PAUSED)
+        return bool(paused) and paused == self.remaining
 
     def count(self, state: str) -> int:
         return self.counts.get(state, 0)

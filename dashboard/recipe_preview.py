@@ -208,7 +208,15 @@ def build_preview(model_admin: ModelAdmin, request: HttpRequest, recipe: Recipe)
         )
     except StepError as error:
         step = getattr(error, "step", None)
-        preview.problems.append(f"At step {step}: {error.message}" if step else error.message)
+        remote = next((s for s in preview.steps if s.operation.name == step and s.provider is not None), None)
+        if remote is not None:
+            # The local stand-in refused; the provider the step names may well manage it.
+            preview.problems.append(
+                f"At step {step}: our local version cannot preview this photo ({error.message.rstrip('.')}). "
+                f"In real tasks this step runs at {remote.provider.name}, which this preview does not call."
+            )
+        else:
+            preview.problems.append(f"At step {step}: {error.message}" if step else error.message)
         return preview
     preview.sample_thumbnail = thumbnail_uri(make_thumbnail(sample_image))
     preview.sample_size = read_dimensions(preview.sample.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)

@@ -70,6 +70,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C in a terminal signals the whole foreground group, and Redis must
+            # outlive the workers' warm shutdown (they still report to it); the owner stops it last.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)

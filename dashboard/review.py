@@ -3,6 +3,7 @@ reject it, compare two recipe versions side by side, and re-run a campaign on a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -15,10 +16,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import services
-from dashboard.models import Campaign, Output, Recipe, RecipeVersion, SourceImage, Task
+from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, SourceImage, Task
 from dashboard.renditions import output_thumbnail, viewable_source
 from dashboard.views import serve_file, visible_campaign
 from jobs.errors import PermanentError
+from jobs.operations import OPERATIONS
 
 VERSION_COMPARE_PAGE_SIZE = 8
 DECISION_VERBS = {
@@ -217,8 +219,27 @@ def compare_sources(
     return rows
 
 
-def definition_changes(before: dict, after: dict) -> list[str]:
+def label(operation: str) -> str:
+    found = OPERATIONS.get(operation)
+    return found.label if found else operation
+
+
+def shown(key: str, value: object, provider_names: Mapping[str, str]) -> str:
+    """A setting's value as a marketer reads it: a provider by its name, no Python quoting."""
+    if key == "provider":
+        return provider_names.get(str(value), str(value)) if value else "our workers"
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def definition_changes(
+    before: dict, after: dict, provider_names: Mapping[str, str] | None = None
+) -> list[str]:
     """What an admin changed between two versions, in words: steps by position, outputs by name."""
+    names = provider_names or {}
     changes = []
     steps_before, steps_after = before.get("steps", []), after.get("steps", [])
     for n in range(max(len(steps_before), len(steps_after))):
@@ -227,14 +248,14 @@ def definition_changes(before: dict, after: dict) -> list[str]:
         if old == new:
             continue
         if old is None:
-            changes.append(f"Step {n + 1} added: {new['operation']}")
+            changes.append(f"Step {n + 1} added: {label(new['operation'])}")
         elif new is None:
-            changes.append(f"Step {n + 1} removed: {old['operation']}")
+            changes.append(f"Step {n + 1} removed: {label(old['operation'])}")
         elif old["operation"] != new["operation"]:
-            changes.append(f"Step {n + 1}: {old['operation']} became {new['operation']}")
+            changes.append(f"Step {n + 1}: {label(old['operation'])} became {label(new['operation'])}")
         else:
             changes.extend(
-                f"Step {n + 1} ({new['operation']}): {key} {old_value!r} → {new_value!r}"
+                f"Step {n + 1} ({label(new['operation'])}): {key} {shown(key, old_value, names)} → {shown(key, new_value, names)}"
                 for key, old_value, new_value in changed_fields(
                     {**old["params"], "provider": old.get("provider")},
                     {**new["params"], "provider": new.get("provider")},
@@ -247,7 +268,7 @@ def definition_changes(before: dict, after: dict) -> list[str]:
             changes.append(f"Output {name} added ({spec['width']}×{spec['height']} {spec['format']})")
         else:
             changes.extend(
-                f"Output {name}: {key} {old_value!r} → {new_value!r}"
+                f"Output {name}: {key.replace('_', ' ')} {shown(key, old_value, names)} → {shown(key, new_value, names)}"
                 for key, old_value, new_value in changed_fields(outputs_before[name], spec)
             )
     changes.extend(f"Output {name} removed" for name in outputs_before if name not in outputs_after)
@@ -293,7 +314,9 @@ def version_compare(request: HttpRequest, pk: int, recipe_pk: int) -> HttpRespon
         context |= {
             "page": page,
             "rows": compare_sources(list(page.object_list), before, after),
-            "changes": definition_changes(before.definition, after.definition),
+            "changes": definition_changes(
+                before.definition, after.definition, dict(Provider.objects.values_list("slug", "name"))
+            ),
         }
     return render(request, "dashboard/version_compare.html", context)
 

@@ -44,7 +44,9 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
     recipes = list(recipes)
     with transaction.atomic():
         campaign.recipes.add(*recipes)
-        Campaign.objects.filter(pk=campaign.pk).update(run_number=F("run_number") + 1)
+        Campaign.objects.filter(pk=campaign.pk).update(
+            run_number=F("run_number") + 1, run_started_at=timezone.now()
+        )
         versions = [recipe.current_version() for recipe in recipes]
         created = queue_tasks(campaign, campaign.sources.values_list("pk", flat=True), versions)
     return ProcessReport(created=len(created))
@@ -86,6 +88,7 @@ def queue_tasks(campaign: Campaign, source_ids: Iterable[int], versions: list[Re
 
 def requeue_tasks(tasks: TaskQuerySet) -> int:
     """failed/dead → queued with a fresh budget of attempts; returns how many were requeued."""
+    now = timezone.now()  # one instant: the run starts when its tasks are queued, not after
     with transaction.atomic():
         rows = list(tasks.failed().select_for_update().values_list("pk", "attempts", "campaign_id"))
         if not rows:
@@ -95,7 +98,7 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
         ).update(
             state=Task.State.QUEUED,
             max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
-            queued_at=timezone.now(),
+            queued_at=now,
             next_attempt_at=None,
             finished_at=None,
             error_code="",
@@ -103,7 +106,7 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
             error_step="",
         )
         Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).update(
-            run_number=F("run_number") + 1
+            run_number=F("run_number") + 1, run_started_at=now
         )
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
     return len(rows)
@@ -213,7 +216,9 @@ def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[Pr
     """One queued Generation per prompt, enqueued after commit; a new run of the campaign."""
     now = timezone.now()
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).update(run_number=F("run_number") + 1)
+        Campaign.objects.filter(pk=campaign.pk).update(
+            run_number=F("run_number") + 1, run_started_at=timezone.now()
+        )
         created = Generation.objects.bulk_create(
             [
                 Generation(
@@ -262,7 +267,9 @@ def requeue_generations(generations: QuerySet[Generation]) -> int:
         Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.FAILED).update(
             **fresh, request_id="", status_url="", response_url="", cancel_url="", submitted_at=None
         )
-        Campaign.objects.filter(pk__in={row[2] for row in rows}).update(run_number=F("run_number") + 1)
+        Campaign.objects.filter(pk__in={row[2] for row in rows}).update(
+            run_number=F("run_number") + 1, run_started_at=timezone.now()
+        )
         attempts = [(pk, done + 1) for pk, done, _, _ in rows]
         transaction.on_commit(lambda: enqueue_attempts(attempts, GENERATIONS))
     return len(rows)
@@ -291,17 +298,28 @@ class UrlImportReport:
 
 
 def queue_url_imports(campaign: Campaign, urls: Iterable[str]) -> UrlImportReport:
-    """One queued UrlImport per new URL, downloaded by the workers. URLs that cannot work are refused at
-    once; a URL the campaign is already importing, or imported, is not fetched again."""
+    """One queued UrlImport per new URL, downloaded by the workers. A URL that cannot work is refused at
+    once, and kept as a failed import so the list of what did not come in stays on the page; a URL the
+    campaign is already importing, or imported, is not fetched again."""
     refused: list[tuple[str, str]] = []
     wanted: list[str] = []
+    failed: list[UrlImport] = []
+    now = timezone.now()
     for url in dict.fromkeys(url.strip() for url in urls):
         if len(url) > MAX_URL_LENGTH:
-            refused.append((url[:80] + "…", f"longer than {MAX_URL_LENGTH:,} characters"))
+            reason, code, url = f"longer than {MAX_URL_LENGTH:,} characters", "url_invalid", url[:80] + "…"
         elif not url.lower().startswith(("http://", "https://")):
-            refused.append((url, "only http and https URLs can be imported"))
+            reason, code = "only http and https URLs can be imported", "url_scheme"
         else:
             wanted.append(url)
+            continue
+        refused.append((url, reason))
+        failed.append(
+            UrlImport(
+                campaign=campaign, url=url, state=UrlImport.State.FAILED, error_code=code,
+                error_message=f"{reason[:1].upper()}{reason[1:]}.", queued_at=now, finished_at=now,
+            )
+        )  # fmt: skip
     limit = settings.PIXELMILL_URL_IMPORT_MAX_URLS
     if len(wanted) > limit:
         refused.append((f"{len(wanted) - limit} more URLs", f"at most {limit:,} URLs per import"))
@@ -311,8 +329,8 @@ def queue_url_imports(campaign: Campaign, urls: Iterable[str]) -> UrlImportRepor
         .exclude(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
         .values_list("url", flat=True)
     )
-    now = timezone.now()
     with transaction.atomic():
+        UrlImport.objects.bulk_create(failed, batch_size=1000)
         created = UrlImport.objects.bulk_create(
             [
                 UrlImport(
@@ -328,14 +346,21 @@ def queue_url_imports(campaign: Campaign, urls: Iterable[str]) -> UrlImportRepor
     return UrlImportReport(queued=len(created), already=len(known), refused=refused)
 
 
+def retryable_url_imports(imports: QuerySet[UrlImport]) -> QuerySet[UrlImport]:
+    """The failed imports another try could bring in: not a malformed URL or another scheme, and not a
+    private address unless an operator has since trusted some network."""
+    never = ["url_scheme", "url_invalid"]
+    if not settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS:
+        never.append("url_forbidden")
+    return imports.filter(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]).exclude(
+        error_code__in=never
+    )
+
+
 def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
     """failed/dead → queued with fresh attempts (the server is back, or an operator trusted its network)."""
     with transaction.atomic():
-        rows = list(
-            imports.filter(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
-            .select_for_update()
-            .values_list("pk", "attempts")
-        )
+        rows = list(retryable_url_imports(imports).select_for_update().values_list("pk", "attempts"))
         UrlImport.objects.filter(
             pk__in=[pk for pk, _ in rows], state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
         ).update(

@@ -245,6 +245,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "rq.worker": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
+        "rq.cron": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
+        "rq.scheduler": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
         # httpx logs every URL at INFO, and providers hand out signed result URLs: keep them out of logs.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

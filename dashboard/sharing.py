@@ -3,10 +3,12 @@ expires or a team member revokes it."""
 
 from __future__ import annotations
 
+import functools
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -73,11 +75,19 @@ def share_link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+class LinkUnusableError(Exception):
+    """A share link that cannot be used: unknown or altered (404), expired or revoked (410)."""
+
+    def __init__(self, link: ShareLink | None) -> None:
+        super().__init__("share link unusable")
+        self.link = link
+
+
 def shared_link(token: str) -> ShareLink:
-    """The link a token names, 404 when forged or unknown; the caller decides what an inactive one shows."""
+    """The active link a token names; raises LinkUnusableError otherwise."""
     link = ShareLink.objects.from_token(token)
-    if link is None:
-        raise Http404("No such share link")
+    if link is None or not link.is_active:
+        raise LinkUnusableError(link)
     return link
 
 
@@ -89,16 +99,29 @@ def private(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def gone(request: HttpRequest, link: ShareLink) -> HttpResponse:
-    return private(render(request, "dashboard/share_gone.html", {"link": link}, status=410))
+def gone(request: HttpRequest, link: ShareLink | None) -> HttpResponse:
+    """One page for every unusable link, worded for whoever was sent it: 410 when it existed, else 404."""
+    status = 404 if link is None else 410
+    return private(render(request, "dashboard/share_gone.html", {"link": link}, status=status))
+
+
+def share_view(view):
+    """A public share view: an unusable link answers with the explanation page, whatever was asked."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, token: str, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, shared_link(token), *args, **kwargs)
+        except LinkUnusableError as error:
+            return gone(request, error.link)
+
+    return wrapped
 
 
 @login_not_required
 @require_GET
-def shared_campaign(request: HttpRequest, token: str) -> HttpResponse:
-    link = shared_link(token)
-    if not link.is_active:
-        return gone(request, link)
+@share_view
+def shared_campaign(request: HttpRequest, link: ShareLink) -> HttpResponse:
     approved = (
         Output.objects.filter(task__campaign=link.campaign)
         .approved()
@@ -121,20 +144,16 @@ def shared_campaign(request: HttpRequest, token: str) -> HttpResponse:
 
 @login_not_required
 @require_GET
-def shared_download(request: HttpRequest, token: str) -> HttpResponse | StreamingHttpResponse:
-    link = shared_link(token)
-    if not link.is_active:
-        return gone(request, link)
+@share_view
+def shared_download(request: HttpRequest, link: ShareLink) -> HttpResponse | StreamingHttpResponse:
     link.record_download()
     archive = campaign_zip(link.campaign, approved_only=True)
-    return private(zip_response(archive, f"pixelmill-{link.campaign.pk}-approved.zip"))
+    return private(zip_response(archive, link.campaign.archive_name("-approved")))
 
 
 @login_not_required
 @require_GET
-def shared_thumbnail(request: HttpRequest, token: str, pk: int) -> FileResponse | HttpResponse:
-    link = shared_link(token)
-    if not link.is_active:
-        return gone(request, link)
+@share_view
+def shared_thumbnail(request: HttpRequest, link: ShareLink, pk: int) -> FileResponse | HttpResponse:
     output = get_object_or_404(Output.objects.filter(task__campaign=link.campaign).approved(), pk=pk)
     return private(serve_rendition(lambda: output_thumbnail(output)))

@@ -109,6 +109,8 @@ def render_campaign(
         {
             "campaign": campaign,
             "progress": campaign.progress(),
+            "has_tasks": campaign.tasks.exists(),
+            "has_outputs": Output.objects.filter(task__campaign=campaign).exists(),
             "page": page,
             "selected_recipes": selected_recipes,
             **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
@@ -124,6 +126,7 @@ def render_campaign(
             "refused_urls": campaign.url_imports.filter(
                 state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
             ).order_by("-pk")[:REFUSALS_SHOWN],
+            "retryable_urls": services.retryable_url_imports(campaign.url_imports.all()).count(),
             "webhook_form": webhook_form or WebhookForm(instance=campaign),
             "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
         },
@@ -177,7 +180,7 @@ def campaign_import_urls(request: HttpRequest, pk: int) -> HttpResponse:
 def url_imports_requeue(request: HttpRequest, pk: int) -> HttpResponse:
     """Confirm on GET; on POST the URLs that could not be imported are tried again."""
     campaign = visible_campaign(request, pk)
-    refused = campaign.url_imports.filter(state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD])
+    refused = services.retryable_url_imports(campaign.url_imports.all())
     if request.method == "POST":
         count = services.requeue_url_imports(refused)
         messages.success(request, f"Trying {count} URL{pluralize(count)} again.")
@@ -433,9 +436,7 @@ def campaign_download(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     campaign = visible_campaign(request, pk)
     approved_only = request.GET.get("approved") == "1"
     suffix = "-approved" if approved_only else ""
-    return zip_response(
-        campaign_zip(campaign, approved_only=approved_only), f"pixelmill-campaign-{campaign.pk}{suffix}.zip"
-    )
+    return zip_response(campaign_zip(campaign, approved_only=approved_only), campaign.archive_name(suffix))
 
 
 def zip_response(archive: ZipStream, filename: str) -> StreamingHttpResponse:

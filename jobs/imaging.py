@@ -202,7 +202,7 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         raise PermanentError("The image has too many pixels to process safely.", code="too_large") from exc
     except UnidentifiedImageError as exc:
         raise PermanentError(
-            "This is not an image Pillow can read (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, HEIC).",
+            "This is not an image we can read (accepted: JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, HEIC).",
             code="unreadable",
         ) from exc
     except Exception as exc:

@@ -95,8 +95,12 @@ def test_raising_the_cap_resumes_the_work_the_budget_paused_with_a_banner_until_
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "Budget cap reached: remote work is paused." in page and "Raise cap and resume" in page
 
+    # The box suggests what is spent plus the dearest call for each waiting image (0.05 here).
+    assert 'value="1.05"' in page
+
     url = reverse("campaign-budget", args=[campaign.pk])
-    marketer_client.post(url, {"budget_cap": "1.00"})  # not above what was spent: still paused
+    response = marketer_client.post(url, {"budget_cap": "1.00"}, follow=True)  # not above what was spent
+    assert "It is still reached (1.00 USD spent): raise it above that" in response.content.decode()
     assert Task.objects.get(pk=task.pk).state == Task.State.PAUSED
     with django_capture_on_commit_callbacks(execute=True):
         response = marketer_client.post(url, {"budget_cap": "5"}, follow=True)

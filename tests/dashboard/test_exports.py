@@ -47,7 +47,7 @@ def test_the_download_button_offers_the_approved_zip(banner_campaign, marketer_c
     response = marketer_client.get(reverse("campaign-download", args=[banner_campaign.pk]), {"approved": "1"})
     assert (
         response["Content-Disposition"]
-        == f'attachment; filename="pixelmill-campaign-{banner_campaign.pk}-approved.zip"'
+        == f'attachment; filename="{banner_campaign.archive_name("-approved")}"'
     )
     names, _ = read_zip(response.streaming_content)
     assert names == {"sale-banner/banner/shoe.jpg", "sale-banner/banner/bag.jpg"}

@@ -192,3 +192,28 @@ def test_campaign_counts_come_from_subqueries_not_a_join_of_sources_and_tasks(ca
     assert "JOIN" not in queries[0]["sql"].upper()
     empty = Campaign.objects.create(name="Empty", team=campaign.team)
     assert Campaign.objects.with_counts().get(pk=empty.pk).task_count == 0
+
+
+def test_progress_counts_the_current_run_not_the_campaigns_history(campaign, ready_recipes, db):
+    from django.utils import timezone
+
+    from dashboard.services import process_campaign
+
+    make_source(campaign, sha="a" * 64)
+    make_source(campaign, sha="b" * 64)
+    process_campaign(campaign, [ready_recipes["sale-banner"]])
+    campaign.tasks.update(state=Task.State.SUCCEEDED, finished_at=timezone.now())
+    campaign.refresh_from_db()
+    assert (campaign.progress().total, campaign.progress().percent) == (2, 100)
+
+    process_campaign(campaign, [ready_recipes["social-ads-pack"]])  # a second run: two new tasks
+    campaign.refresh_from_db()
+    progress = campaign.progress()
+    assert (progress.total, progress.done, progress.percent) == (2, 0, 0)
+    assert campaign.tasks.count() == 4
+
+
+def test_a_run_left_only_with_paused_tasks_shows_no_countdown(campaign, ready_recipes, db):
+    make_task(campaign, ready_recipes["sale-banner"], sha="c" * 64, state=Task.State.PAUSED)
+    progress = campaign.progress()
+    assert progress.is_waiting_for_resume and progress.eta_seconds is None

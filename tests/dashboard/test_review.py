@@ -194,7 +194,7 @@ def test_two_versions_are_compared_output_beside_output(
         reverse("version-compare", args=[banner_campaign.pk, recipe.pk])
     ).content.decode()
     assert "v1 and v2" in page
-    assert "Step 2 (text_overlay): text &#x27;20% OFF&#x27; → &#x27;30% OFF&#x27;" in page
+    assert "Step 2 (Text overlay): text 20% OFF → 30% OFF" in page
     for source in banner_campaign.sources.all():
         old = Output.objects.get(task__source=source, task__recipe_version__number=1, name="banner")
         new = Output.objects.get(task__source=source, task__recipe_version__number=2, name="banner")
@@ -240,9 +240,9 @@ def test_definition_changes_are_described_in_words():
         ],
     }
     assert definition_changes(before, after) == [
-        "Step 1 (enhance): sharpen 0.6 → 1.0",
-        "Step 1 (enhance): provider None → 'removebg'",
-        "Step 2 added: canvas",
+        "Step 1 (Enhance): sharpen 0.6 → 1.0",
+        "Step 1 (Enhance): provider our workers → removebg",  # no such provider row: its slug
+        "Step 2 added: Canvas",
         "Output a: width 100 → 120",
         "Output c added (10×10 png)",
         "Output b removed",

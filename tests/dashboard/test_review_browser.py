@@ -252,7 +252,7 @@ def test_a_campaign_reruns_on_a_new_recipe_version_and_the_versions_are_compared
 
     page.locator(f"#recipe-update-{recipe.pk} >> text=Compare versions").click()
     page.wait_for_selector("h1:has-text('Sale banner: v1 and v2')")
-    assert "text '20% OFF' → '30% OFF'" in page.inner_text(".changes")
+    assert "text 20% OFF → 30% OFF" in page.inner_text(".changes")
     assert page.locator(".version-row").count() == 2
     assert page.locator(".pair").count() == 8
     cells = page.locator(".version-row").first.locator(".version-cell img")

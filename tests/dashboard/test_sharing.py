@@ -142,3 +142,21 @@ def test_a_link_cannot_last_longer_than_the_offered_choices(banner_campaign, mar
     )
     assert "Pick how long the link should work" in response.content.decode()
     assert not ShareLink.objects.exists()
+
+
+def test_an_altered_or_made_up_link_explains_itself_like_an_expired_one(banner_campaign, marketer, db):
+    link = ShareLink.issue(banner_campaign, marketer, days=1)
+    altered = link.get_absolute_url()[:-6] + "xxxxx/"
+    for url in (altered, "/share/garbage/", "/share/garbage/download.zip"):
+        response = Client().get(url)
+        assert response.status_code == 404, url
+        page = response.content.decode()
+        assert "This link no longer works" in page and "copied whole" in page, url
+        assert response["Cache-Control"] == "private, no-store"
+
+
+def test_an_unknown_page_is_a_pixelmill_page_not_a_bare_one(marketer_client, settings):
+    settings.DEBUG = False
+    response = marketer_client.get("/campaigns/999999/")
+    assert response.status_code == 404
+    assert "Nothing here" in response.content.decode() and "Back to campaigns" in response.content.decode()

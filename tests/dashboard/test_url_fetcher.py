@@ -205,4 +205,6 @@ def test_the_campaign_page_queues_a_pasted_list_and_shows_what_came_of_it(
 
     again = marketer_client.post(url, {"urls": f"{trusted_server}/shoe.jpg"}, follow=True).content.decode()
     assert "1 URL already imported, skipped." in again
-    assert campaign.url_imports.count() == 2
+    assert campaign.url_imports.count() == 3, "two to fetch, and the refused one kept for the list"
+    assert 'id="refused-urls"' in again and "ftp://x/y.jpg" in again
+    assert "Trying again would not help" in again, "a malformed URL is never offered a retry"

@@ -91,8 +91,14 @@ class Command(BaseCommand):
             self.stderr.write(f"  refused {refusal.name}: {refusal.reason}")
 
         processed = services.process_campaign(campaign, recipes)
-        self.stdout.write(f"Enqueued {processed.created} task(s).")
         tasks = Task.objects.filter(campaign=campaign, recipe_version__recipe__in=recipes)
+        if processed.created:
+            self.stdout.write(f"Enqueued {processed.created} task(s).")
+        elif not tasks.unfinished().exists():
+            self.stdout.write(
+                f"Nothing new to process: every image already has these recipe versions "
+                f"({tasks.count()} task(s), all finished)."
+            )
 
         wait = options["wait"] or options["export"] is not None
         if not wait:
@@ -104,12 +110,15 @@ class Command(BaseCommand):
 
     def summarise(self, campaign, tasks, report, started: float, elapsed: float, export: Path | None) -> None:
         progress = Progress.for_tasks(tasks)
-        rate = progress.total / elapsed if elapsed else 0.0
-        self.stdout.write(
+        summary = (
             f"\nSucceeded {progress.succeeded}, failed {progress.count('failed')}, dead {progress.count('dead')} "
-            f"of {progress.total} task(s) in {elapsed:.1f} s: {rate:.2f} tasks/s, "
-            f"{len(report.accepted) / (time.monotonic() - started):.2f} images/s overall."
+            f"of {progress.total} task(s)"
         )
+        if elapsed >= 0.1:  # a rate is only worth printing for work this run waited for
+            summary += f" in {elapsed:.1f} s: {progress.total / elapsed:.2f} tasks/s"
+            if report.accepted:
+                summary += f", {len(report.accepted) / (time.monotonic() - started):.2f} images/s overall"
+        self.stdout.write(summary + ".")
         for task in tasks.failed().select_related("source", "recipe_version__recipe"):
             self.stderr.write(
                 f"  {task.get_state_display().lower()} {task.source.display_name} "
