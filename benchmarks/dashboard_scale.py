@@ -128,6 +128,7 @@ def seed(sources: int, versions_per_image: int, outputs: int, media: Path):
                     campaign=campaign, source_id=source_id, recipe_version=version, state=state, attempts=1,
                     max_attempts=5, queued_at=now - timedelta(minutes=11), started_at=now - timedelta(minutes=10),
                     finished_at=finished, error_code=rng.choice(codes) if failed else "",
+                    duration_ms=rng.uniform(300, 1500) if state == "succeeded" else None,
                     error_message="The file is truncated or corrupt." if failed else "", error_step="decode" if failed else "",
                 )
             )  # fmt: skip

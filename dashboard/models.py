@@ -668,6 +668,8 @@ class Task(models.Model):
             models.Index(fields=["campaign", "finished_at", "started_at"], name="task_campaign_finished"),
             # Recent succeeded tasks: the measured task time of estimates, system-wide charts.
             models.Index(fields=["state", "finished_at"]),
+            # "Which images already have this version": the estimate and Process count it per version.
+            models.Index(fields=["recipe_version", "campaign"], name="task_version_campaign"),
         ]
 
     def __str__(self) -> str:

@@ -111,6 +111,7 @@ def render_campaign(
             "progress": campaign.progress(),
             "has_tasks": campaign.tasks.exists(),
             "has_outputs": Output.objects.filter(task__campaign=campaign).exists(),
+            "approved_count": campaign.approved_output_count(),
             "page": page,
             "selected_recipes": selected_recipes,
             **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
