@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass, field
 
@@ -142,17 +143,11 @@ class GenerationCounts:
 
     @property
     def total(self) -> int:
-        return self.waiting + self.running + self.done + self.failed + self.cancelled
+        return sum(self.as_dict().values())
 
     @property
     def unfinished(self) -> int:
         return self.waiting + self.running
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "waiting": self.waiting,
-            "running": self.running,
-            "done": self.done,
-            "failed": self.failed,
-            "cancelled": self.cancelled,
-        }
+        return dataclasses.asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import stat
@@ -268,17 +269,11 @@ class UrlImportCounts:
 
     @property
     def total(self) -> int:
-        return self.waiting + self.running + self.added + self.duplicates + self.refused
+        return sum(self.as_dict().values())
 
     @property
     def unfinished(self) -> int:
         return self.waiting + self.running
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "waiting": self.waiting,
-            "running": self.running,
-            "added": self.added,
-            "duplicates": self.duplicates,
-            "refused": self.refused,
-        }
+        return dataclasses.asdict(self)
