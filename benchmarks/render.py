@@ -46,15 +46,19 @@ def pin_to_one_core() -> int:
 
 
 def pack_specs(slugs: list[str]) -> dict[str, list]:
-    """The output specs of the shipped recipes, read without a database."""
+    """The output specs of the shipped recipes, read without a database: unsaved RecipeOutput rows turn
+    their admin fields (max_kb, ...) into specs exactly as a worker's recipe does."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     import django
 
     django.setup()
+    from dashboard.models import RecipeOutput
     from dashboard.ready_recipes import READY_RECIPES
-    from jobs.rendering import OutputSpec
 
-    packs = {recipe["slug"]: [OutputSpec.from_dict(o) for o in recipe["outputs"]] for recipe in READY_RECIPES}
+    packs = {
+        recipe["slug"]: [RecipeOutput(**output).as_spec() for output in recipe["outputs"]]
+        for recipe in READY_RECIPES
+    }
     return {slug: packs[slug] for slug in slugs}
 
 
