@@ -47,11 +47,12 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 # The cascade (see render_outputs): each output is resampled with Lanczos-3 from the smallest picture
 # already made that is at least this many times its size in both directions; where even that picture
 # is twice as large again, a half-size level (jobs.resampling.halve, a box filter) is made first and
-# kept for the outputs after it. So Lanczos reads at most 4 × 1.5² = 9 source pixels per pixel it
-# writes, and the box filter only ever removes detail 1.5× finer than the output can show. Measured on
-# the benchmark corpus (make bench-render, docs/performance.md): 2.0 cost the social pack about 10 ms
-# more on 12 MP JPEGs for a least SSIM 0.001 higher; 1.25 saved 5 ms for 0.001 lower.
-CASCADE_FACTOR = 1.5
+# kept for the outputs after it. So Lanczos never reads more than 2.5× the output's size along either
+# axis, and the box filter only removes detail 1.25× finer than the output can show: the trade of
+# Pillow's reducing_gap=1.25, which the renderer used before. Measured on the benchmark corpus (make
+# bench-render, docs/performance.md): 1.5 made the social pack 8-10 ms (about 10%) slower on 12 MP
+# JPEGs for a least SSIM 0.001 higher (0.9956 against 0.9948); 2.0 another 10 ms.
+CASCADE_FACTOR = 1.25
 
 # Channel rules an output spec may carry; each is checked on the rendered file (see check_rules).
 RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")

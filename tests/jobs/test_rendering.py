@@ -518,8 +518,8 @@ def test_half_size_levels_are_made_once_and_shared_by_the_small_outputs(monkeypa
     source = images.photo(3200, 2400)
     specs = [OutputSpec("banner", 728, 90, "fill", "png"), OutputSpec("box", 300, 250, "fill", "png")]
     banner, box = render_outputs(source, specs)
-    # 3200 → 1600 serves the banner (728 px wide from 1600, at least 1.5×); the box (333 px wide
-    # before its crop) is cut from 1600 → 800, halved once more; 400 would be less than 1.5×.
+    # 3200 → 1600 serves the banner (728 px wide from 1600: 800 would be less than CASCADE_FACTOR×);
+    # the box (333 px wide before its crop) from 1600 → 800, halved once more (400 would be too small).
     assert halved == [(3200, 2400), (1600, 1200)]
     assert sources == [(1600, 1200), (800, 600)]
     full = source.resize((728, 546), Image.Resampling.LANCZOS).crop((0, 228, 728, 318))
