@@ -14,7 +14,8 @@ the same work (see benchmarks.contenders) on one core. Printed per image and pac
 - peak memory: the peak resident size of a fresh process that renders once (the interpreter and
   imports included), and how much of it the render added.
 
-Then the cost of each encoder option on the zoom output. Everything runs pinned to one core.
+Then the cost of each encoder option on the zoom output, and of one resize through each resampler
+(Pillow, Pixelmill's, libvips, OpenCV when installed). Everything runs pinned to one core.
 
     python -m benchmarks.render [--megapixels 12,24] [--subjects product,scene] [--formats jpeg,png]
                                 [--packs ecommerce-pack,social-ads-pack] [--repeat 3]
@@ -46,15 +47,19 @@ def pin_to_one_core() -> int:
 
 
 def pack_specs(slugs: list[str]) -> dict[str, list]:
-    """The output specs of the shipped recipes, read without a database."""
+    """The output specs of the shipped recipes, read without a database: unsaved RecipeOutput rows turn
+    their admin fields (max_kb, ...) into specs exactly as a worker's recipe does."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     import django
 
     django.setup()
+    from dashboard.models import RecipeOutput
     from dashboard.ready_recipes import READY_RECIPES
-    from jobs.rendering import OutputSpec
 
-    packs = {recipe["slug"]: [OutputSpec.from_dict(o) for o in recipe["outputs"]] for recipe in READY_RECIPES}
+    packs = {
+        recipe["slug"]: [RecipeOutput(**output).as_spec() for output in recipe["outputs"]]
+        for recipe in READY_RECIPES
+    }
     return {slug: packs[slug] for slug in slugs}
 
 
@@ -169,6 +174,88 @@ def encoder_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
     return rows
 
 
+def resampler_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
+    """One resize, several resamplers, on the same decoded picture: the 2000 px zoom from the 1/2 draft
+    decode, and the 1080×1920 story window from the full decode (the social pack's largest resize).
+    CPU ms (least of `repeat`) and SSIM against Pillow's LANCZOS. OpenCV is timed when it is
+    installed (`pip install opencv-python-headless`); it is not a dependency."""
+    from PIL import Image
+
+    from benchmarks.quality import ssim
+    from jobs.imaging import decode_image, read_dimensions
+
+    width, height = read_dimensions(data)
+    zoom = (2000, round(2000 * height / width))
+    full = decode_image(data)
+    story_width = round(full.height * 1080 / 1920)
+    left = (full.width - story_width) / 2
+    cases = [
+        ("zoom", decode_image(data, min_size=zoom), zoom, None),
+        ("story", full, (1080, 1920), (left, 0.0, left + story_width, float(full.height))),
+    ]
+    rows = []
+    for label, picture, size, box in cases:
+        if picture.size == size:
+            continue  # a 12 MP photo's 1/2 decode is the zoom already
+        reference = picture.resize(size, Image.Resampling.LANCZOS, box=box)
+        for name, run in resamplers(picture, size, box).items():
+            best, result = float("inf"), None
+            for _ in range(repeat):
+                started = time.process_time()
+                result = run()
+                best = min(best, (time.process_time() - started) * 1000)
+            rows.append(
+                {"case": label, "from": list(picture.size), "to": list(size), "resampler": name, "ms": best,
+                 "ssim": ssim(result.convert("RGB"), reference)}
+            )  # fmt: skip
+    return rows
+
+
+def resamplers(picture, size: tuple[int, int], box: tuple[float, float, float, float] | None) -> dict:
+    """Each resampler as a function of no arguments that makes the resized picture. libvips and OpenCV
+    get their own copy of the (integer-rounded) region first, untimed: their cost of reaching Pillow's
+    pixels is left out."""
+    import numpy as np
+    from PIL import Image
+
+    from jobs.resampling import resample
+
+    region = picture.crop(tuple(round(v) for v in box or (0, 0, picture.width, picture.height)))
+    runs = {
+        "Pillow LANCZOS": lambda: picture.resize(size, Image.Resampling.LANCZOS, box=box),
+        "Pillow LANCZOS, reducing_gap 1.25": lambda: picture.resize(
+            size, Image.Resampling.LANCZOS, box=box, reducing_gap=1.25
+        ),
+        "Pixelmill (fast_image_resize Lanczos-3)": lambda: resample(picture, size, box),
+    }
+    try:
+        import pyvips
+
+        vips = pyvips.Image.new_from_memory(region.tobytes(), region.width, region.height, 3, "uchar")
+        scale = (size[0] / region.width, size[1] / region.height)
+
+        def run_vips():
+            out = vips.resize(scale[0], vscale=scale[1], kernel="lanczos3")
+            return Image.frombytes("RGB", (out.width, out.height), out.write_to_memory())
+
+        runs["libvips resize lanczos3"] = run_vips
+    except ImportError:
+        pass
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+        array = np.asarray(region)
+        for name in ("INTER_AREA", "INTER_LANCZOS4"):
+            flag = getattr(cv2, name)
+            runs[f"OpenCV {name}"] = lambda flag=flag: Image.fromarray(
+                cv2.resize(array, size, interpolation=flag)
+            )
+    except ImportError:
+        pass
+    return runs
+
+
 def machine() -> dict[str, str]:
     import PIL
 
@@ -264,8 +351,23 @@ def main() -> None:
             else ", ".join(f"{k}={v}" for k, v in cost["option"].items())
         )
         print(f"  {cost['format']:5} {option:22} {cost['ms']:7.1f} ms {cost['bytes'] / 1024:8.0f} KiB")
+    # The largest JPEG: its 1/2 decode is larger than the zoom, so both cases really resize.
+    jpegs = [image for image in corpus if image.format == "jpeg"] or corpus
+    resampler_source = max(jpegs, key=lambda image: image.megapixels)
+    resamplers = resampler_costs(resampler_source.read(), args.repeat)
+    print(
+        f"\nResamplers on {resampler_source.label}, one resize each (CPU ms, best of {args.repeat}; SSIM against Pillow LANCZOS):"
+    )
+    for row in resamplers:
+        size = "{}×{} → {}×{}".format(*row["from"], *row["to"])
+        print(f"  {row['case']:5} {size:22} {row['resampler']:40} {row['ms']:7.1f} ms  {row['ssim']:.4f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, "core": core, "rows": rows, "encoders": costs}, indent=1))
+    RESULTS.write_text(
+        json.dumps(
+            {"machine": info, "core": core, "rows": rows, "encoders": costs, "resamplers": resamplers},
+            indent=1,
+        )
+    )
     print(f"\nAll figures: {RESULTS.relative_to(ROOT)}")
 
 

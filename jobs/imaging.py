@@ -9,7 +9,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from jobs.errors import PermanentError
@@ -183,7 +182,13 @@ def place_window(length: int, window: int, focus: float, span: tuple[float, floa
 
 @functools.cache
 def register_heif() -> None:
-    """HEIC/HEIF (phone photos) through pillow-heif; its AVIF opener stays off, Pillow has its own."""
+    """HEIC/HEIF (phone photos) through pillow-heif; its AVIF opener stays off, Pillow has its own.
+
+    Imported on the first file that may be one: libheif and its codecs are 5 MB resident that a
+    worker rendering JPEGs would otherwise carry for nothing.
+    """
+    import pillow_heif
+
     pillow_heif.register_heif_opener()
 
 
@@ -192,12 +197,17 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         raise PermanentError("The file is empty.", code="unreadable")
     # `formats=` looks plugins up by name, so they must all be registered (idempotent, cheap).
     Image.init()
-    register_heif()
+    # Every HEIF file starts with an ISO media "ftyp" box; anything else is not tried as HEIF.
+    formats = ACCEPTED_FORMATS
+    if data[4:8] == b"ftyp":
+        register_heif()
+    else:
+        formats = tuple(name for name in ACCEPTED_FORMATS if name != "HEIF")
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         raise PermanentError("The image has too many pixels to process safely.", code="too_large") from exc
     except UnidentifiedImageError as exc:

@@ -29,6 +29,7 @@ from jobs.operations import (
     normalise_aspect,
     normalise_colour,
 )
+from jobs.resampling import MODES, halve, resample
 
 FITS = ("fit", "fill", "pad")
 FORMATS = ("jpeg", "webp", "png", "avif")
@@ -43,14 +44,15 @@ ENCODER_FORMATS = {"webp_method": "webp", "progressive": "jpeg", "avif_speed": "
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "png": "png", "avif": "avif"}
 MAX_SIDE = 10_000
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
-# A step down of more than this factor goes through an intermediate (see render_outputs).
-CASCADE_FACTOR = 2.0
-# Pillow's reducing_gap: a resize by more than twice this factor first averages whole blocks of
-# pixels (Image.reduce, a cheap box filter), then runs Lanczos over the rest (at least this factor,
-# enough to clean up what the box filter lets through). Measured on the benchmark corpus (make
-# bench-render): 2.0 → 1.25 cut the social pack's CPU time on 12 MP JPEGs by 30-37% and lowered
-# the least SSIM against full-resolution Lanczos from 0.996 to 0.994.
-REDUCING_GAP = 1.25
+# The cascade (see render_outputs): each output is resampled with Lanczos-3 from the smallest picture
+# already made that is at least this many times its size in both directions; where even that picture
+# is twice as large again, a half-size level (jobs.resampling.halve, a box filter) is made first and
+# kept for the outputs after it. So Lanczos never reads more than 2.5× the output's size along either
+# axis, and the box filter only removes detail 1.25× finer than the output can show: the trade of
+# Pillow's reducing_gap=1.25, which the renderer used before. Measured on the benchmark corpus (make
+# bench-render, docs/performance.md): 1.5 made the social pack 8-10 ms (about 10%) slower on 12 MP
+# JPEGs for a least SSIM 0.001 higher (0.9956 against 0.9948); 2.0 another 10 ms.
+CASCADE_FACTOR = 1.25
 
 # Channel rules an output spec may carry; each is checked on the rendered file (see check_rules).
 RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")
@@ -324,15 +326,17 @@ def render_outputs(
 ) -> list[RenderedOutput]:
     """Every spec from one image, each resized picture made once however many specs share it.
 
-    Larger targets first; each resize starts from the smallest full picture made so far that is
-    still at least CASCADE_FACTOR× the target, so small variants never pay for filtering the
-    full-size one, and Lanczos (after a box-filter reduce by whole factors, REDUCING_GAP) keeps
-    the quality. A `fill` output resizes only the window it keeps, not the whole picture.
+    Larger targets first; each resize starts from the smallest picture made so far that is still at
+    least CASCADE_FACTOR× the target (the decode, a full-size output, or a half-size level made for
+    the purpose), so small variants never pay for filtering the large ones, and Lanczos-3 keeps the
+    quality. A `fill` output resamples only the window it keeps, not the whole picture.
 
     Memory: an intermediate is dropped once no output left needs it, and with `release_source`
     the source's pixels too (the image is closed; its size and info stay readable), so a 24 MP
-    decode is gone before the largest output is encoded.
+    decode is gone before the largest output is padded and encoded.
     """
+    if image.mode not in MODES:
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
     order = sorted(range(len(specs)), key=lambda i: -math.prod(specs[i].resized_size(image.size)))
     frames: list[Image.Image] = [image]
     keys = [picture_key(spec, image.size) for spec in specs]
@@ -345,19 +349,36 @@ def render_outputs(
         spec, key = specs[index], keys[index]
         picture = pictures.get(key)
         if picture is None:
+            # The specs still to make a picture for: a twin of this one (same key) will reuse it.
+            remaining = [
+                specs[i] for i in order[position + 1 :] if keys[i] != key and keys[i] not in pictures
+            ]
             target = spec.resized_size(image.size)
             if spec.fit == "fill" and target != (spec.width, spec.height):
                 picture = fill_window(image, frames, target, spec)
+                release_frames(frames, remaining, image, pictures, release_source)
             else:
-                picture = frame(scaled_frame(frames, target), spec, image.info)
+                scaled = scaled_frame(frames, target)
+                # The smaller pictures made from this one are made now, so it can go as soon as it is
+                # framed: a 24 MP decode's 2000 px zoom is not held through its canvas's WebP encode.
+                for later in remaining:
+                    later_target = later.resized_size(image.size)
+                    if later.fit != "fill" and base_for(frames, later_target) is scaled:
+                        scaled_frame(frames, later_target)
+                # Before the padded canvas is made, so the decode and the canvas are never both held.
+                release_frames(frames, remaining, image, pictures, release_source, keep=scaled)
+                picture = frame(scaled, spec, image.info)
+                del scaled
+                # The source may have been what was framed: it goes before the canvas is encoded.
+                release_frames(frames, remaining, image, pictures, release_source, keep=picture)
             pictures[key] = picture
-            release_frames(frames, [specs[i] for i in order[position + 1 :]], image, pictures, release_source)
         data, quality = encode_within_budget(picture, spec)
         violations = check_rules(spec, picture.width, picture.height, len(data), quality)
         results[index] = RenderedOutput(spec, data, picture.width, picture.height, quality, violations)
         waiting[key] -= 1
         if not waiting[key]:
             del pictures[key]
+        del picture
     return [results[i] for i in range(len(specs))]
 
 
@@ -367,18 +388,21 @@ def release_frames(
     source: Image.Image,
     pictures: Mapping[tuple[object, ...], Image.Image],
     release_source: bool,
+    keep: Image.Image | None = None,
 ) -> None:
-    """Forget the intermediates no remaining spec will resize from (later frames are only ever
-    smaller, so one not chosen now is never chosen again); close the source if allowed."""
+    """Forget the intermediates no remaining spec will resize from (a frame added later is only ever
+    a smaller candidate, so one not chosen now is never chosen again); close the source if allowed
+    and neither a remaining spec nor `keep` (a picture still to be framed or encoded) is it."""
     needed = {id(base_for(frames, spec.resized_size(source.size))) for spec in remaining}
     frames[1:] = [candidate for candidate in frames[1:] if id(candidate) in needed]
-    in_use = id(source) in needed or any(picture is source for picture in pictures.values())
+    in_use = id(source) in needed or source is keep or any(picture is source for picture in pictures.values())
     if release_source and not in_use:
         source.close()
 
 
 def base_for(frames: Sequence[Image.Image], target: tuple[int, int]) -> Image.Image:
-    """The picture a `target`-sized output is made from: one already that size, or the cascade's base."""
+    """The picture a `target`-sized output is made from (or its half-size levels are): one already
+    that size, or the cascade's base."""
     for candidate in frames:
         if candidate.size == target:
             return candidate
@@ -392,7 +416,7 @@ def picture_key(spec: OutputSpec, source: tuple[int, int]) -> tuple[object, ...]
 
 
 def cascade_base(frames: Sequence[Image.Image], target: tuple[int, int]) -> Image.Image:
-    """The smallest full picture at least CASCADE_FACTOR× `target`, or the original."""
+    """The smallest picture at least CASCADE_FACTOR× `target`, or the original."""
     base = frames[0]
     for candidate in frames[1:]:
         big_enough = (
@@ -403,12 +427,25 @@ def cascade_base(frames: Sequence[Image.Image], target: tuple[int, int]) -> Imag
     return base
 
 
+def resampling_base(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
+    """`base_for`, halved (and each half kept in `frames`) while the half is still CASCADE_FACTOR×
+    `target`: the box filter does the cheap part of a large reduction, once for every output."""
+    base = base_for(frames, target)
+    while base.size != target:
+        half = (round(base.width / 2), round(base.height / 2))
+        if half[0] < target[0] * CASCADE_FACTOR or half[1] < target[1] * CASCADE_FACTOR:
+            break
+        base = halve(base)
+        frames.append(base)
+    return base
+
+
 def scaled_frame(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
     """The whole picture at `target` size, made once and kept as a base for smaller outputs."""
-    base = base_for(frames, target)
+    base = resampling_base(frames, target)
     if base.size == target:
         return base
-    resized = base.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    resized = resample(base, target)
     resized.info = dict(frames[0].info)
     frames.append(resized)
     return resized
@@ -419,8 +456,8 @@ def fill_window(
 ) -> Image.Image:
     """A `fill` output: the window around the focus, resampled straight to the box.
 
-    Resizing only the window (Pillow's `box`) gives the pixels a resize-then-crop would, without
-    filtering the columns or rows the crop throws away.
+    Resampling only the window (a fractional box, filtered with the pixels around it) gives the
+    pixels a resize-then-crop would, without filtering the columns or rows the crop throws away.
     """
     hints = image.info
     focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
@@ -429,14 +466,12 @@ def fill_window(
     y_span = (subject[1], subject[3]) if subject else None
     left = place_window(target[0], spec.width, float(focus[0]), x_span)
     top = place_window(target[1], spec.height, float(focus[1]), y_span)
-    base = base_for(frames, target)
+    base = resampling_base(frames, target)
     if base.size == target:
         return base.crop((left, top, left + spec.width, top + spec.height))
     sx, sy = base.width / target[0], base.height / target[1]
     box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
-    return base.resize(
-        (spec.width, spec.height), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP
-    )
+    return resample(base, (spec.width, spec.height), box)
 
 
 def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str, object]) -> Image.Image:

@@ -212,3 +212,28 @@ def test_probe_with_thumbnail_refuses_what_the_probe_refuses():
     with pytest.raises(PermanentError) as error:
         probe_with_thumbnail(images.truncated(images.jpeg(images.photo(800, 600))))
     assert error.value.code == "unreadable"
+
+
+def test_pillow_heif_is_loaded_only_for_a_file_that_may_be_heif(tmp_path):
+    """libheif is 5 MB resident: a worker that only ever sees JPEGs never loads it, and a HEIC
+    upload still decodes in a process that had not loaded it yet."""
+    import subprocess
+    import sys
+
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    buffer = io.BytesIO()
+    images.photo(160, 120).save(buffer, "HEIF", quality=80)
+    (tmp_path / "phone.heic").write_bytes(buffer.getvalue())
+    (tmp_path / "photo.jpg").write_bytes(images.jpeg(images.photo(160, 120)))
+    script = (
+        "import sys; from pathlib import Path; from jobs.imaging import decode_image\n"
+        "decode_image(Path(sys.argv[1], 'photo.jpg').read_bytes())\n"
+        "print('pillow_heif' in sys.modules)\n"
+        "print(decode_image(Path(sys.argv[1], 'phone.heic').read_bytes()).size)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split("\n")[:2] == ["False", "(160, 120)"]
