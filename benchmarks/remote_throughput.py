@@ -2,12 +2,13 @@
 
 The provider simulator plays a provider that answers in 100 ms and allows 20 requests/s and 10 concurrent
 requests; the provider row in Pixelmill is configured with the same limits. N small product photos go
-through a recipe whose only expensive step is remote background removal, on W real rqworker processes.
+through a recipe whose only expensive step is remote background removal, on W real rqworker processes,
+each with T threads (PIXELMILL_WORKER_THREADS; `--workers 4` is 4 processes of one thread, `2x5` two of five).
 Throughput is measured from the simulator's request log (successful calls over the span from the first to
 the last call), and memory as the peak resident size of all worker processes (and their work-horses)
 sampled while the run goes.
 
-    python -m benchmarks.remote_throughput [--images 300] [--workers 4,8]
+    python -m benchmarks.remote_throughput [--images 300] [--workers 2,4,1x10,2x5]
 
 Everything runs in a throwaway directory with its own embedded Redis and SQLite database.
 """
@@ -30,10 +31,14 @@ LATENCY_MS, RATE, CONCURRENCY = 100.0, 20.0, 10
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--workers", default="4,8", help="Comma-separated worker counts to compare.")
+    parser.add_argument(
+        "--workers",
+        default="2,4,1x10,2x5",
+        help="Comma-separated worker processes to compare, each N or NxTHREADS.",
+    )
     parser.add_argument("--worker-class", default=None, help="e.g. rq.SimpleWorker (no fork per job).")
     args = parser.parse_args()
-    counts = [int(n) for n in args.workers.split(",")]
+    shapes = [tuple(int(n) for n in (item.split("x") + ["1"])[:2]) for item in args.workers.split(",")]
 
     workdir = Path(tempfile.mkdtemp(prefix="pixelmill-bench-remote-"))
     sys.path.insert(0, str(ROOT))
@@ -61,17 +66,20 @@ def main() -> None:
             f"Provider: {LATENCY_MS:.0f} ms latency, {RATE:.0f} requests/s, {CONCURRENCY} concurrent; "
             f"{args.images} images per run; {os.cpu_count()} cores"
         )
-        for workers in counts:
-            rate, peak_mb, rejected = run(args.images, workers, workdir, args.worker_class)
+        for workers, threads in shapes:
+            rate, peak_mb, rejected = run(args.images, workers, threads, workdir, args.worker_class)
+            in_flight = min(workers * threads, CONCURRENCY)
             print(
-                f"  {workers} workers: {rate:5.1f} requests/s = {100 * rate / RATE:5.1f}% of the limit; "
-                f"429s from the provider: {rejected}; peak memory of all workers {peak_mb:.0f} MB "
-                f"({peak_mb / workers:.0f} MB per worker, {peak_mb / min(workers, CONCURRENCY):.0f} MB per "
-                f"request in flight)"
+                f"  {workers} worker process(es) x {threads} thread(s): {rate:5.1f} requests/s = "
+                f"{100 * rate / RATE:5.1f}% of the limit; 429s from the provider: {rejected}; "
+                f"peak memory of all workers {peak_mb:.0f} MB ({peak_mb / workers:.0f} MB per process, "
+                f"{peak_mb / in_flight:.0f} MB per request in flight)"
             )
 
 
-def run(images: int, workers: int, workdir: Path, worker_class: str | None) -> tuple[float, float, int]:
+def run(
+    images: int, workers: int, threads: int, workdir: Path, worker_class: str | None
+) -> tuple[float, float, int]:
     import django_rq
 
     from dashboard.models import Campaign, Provider, Recipe, StepResult, Task, Team
@@ -97,7 +105,7 @@ def run(images: int, workers: int, workdir: Path, worker_class: str | None) -> t
         recipe.steps.create(position=0, operation="remove_background", params={}, provider=provider)
         recipe.outputs.create(position=0, name="thumb", width=150, height=150, fit="pad", format="jpeg")
         recipe.publish_version()
-        campaign = Campaign.objects.create(name=f"Bench {workers}", team=team)
+        campaign = Campaign.objects.create(name=f"Bench {workers}x{threads}", team=team)
         for n in range(images):
             add_source(campaign, jpeg(product_on_white(200, 150, seed=n)), f"{n}.jpg")
         process_campaign(campaign, [recipe])
@@ -106,7 +114,7 @@ def run(images: int, workers: int, workdir: Path, worker_class: str | None) -> t
             subprocess.Popen(
                 [sys.executable, "manage.py", "rqworker", "default", "--burst", "--verbosity", "0",
                  *(["--worker-class", worker_class] if worker_class else [])],
-                cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                cwd=ROOT, env={**os.environ, "PIXELMILL_WORKER_THREADS": str(threads)}, stdout=subprocess.DEVNULL,
             )
             for _ in range(workers)
         ]  # fmt: skip

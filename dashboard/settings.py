@@ -170,6 +170,9 @@ RQ_QUEUES = {
 # In-process jobs by default (see jobs/worker.py for why and what was measured); forking on request.
 # A worker exits after this many jobs and `manage.py up` starts a fresh one, so memory cannot creep.
 PIXELMILL_WORKER_MAX_JOBS = int(os.environ.get("PIXELMILL_WORKER_MAX_JOBS", "1000"))
+# RQ workers (threads) per worker process: several provider calls in flight for one process's memory;
+# local rendering still takes one CPU turn per process (jobs/cpu_gate.py).
+PIXELMILL_WORKER_THREADS = int(os.environ.get("PIXELMILL_WORKER_THREADS", "4"))
 RQ = {"WORKER_CLASS": os.environ.get("PIXELMILL_WORKER_CLASS", "jobs.worker.PixelmillWorker")}
 RQ_SHOW_ADMIN_LINK = False  # its admin entry checks only is_staff; the pages live at /admin/rq/
 

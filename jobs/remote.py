@@ -23,6 +23,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 from redis import Redis
 
+from jobs.cpu_gate import cpu_released
 from jobs.errors import BudgetCapReachedError, CreditsExhaustedError, DeferredError, PermanentError, StepError
 from jobs.imaging import decode_image, encode_intermediate
 from jobs.operations import Operation, OperationContext, carry_hints
@@ -270,7 +271,8 @@ class RemoteRunner:
             self._check_not_paused()
             price = self._book(slug)
             try:
-                result = adapter_for(client).run_chain(step.operations, data, content_type)
+                with cpu_released():  # only waiting: another thread of this worker may render meanwhile
+                    result = adapter_for(client).run_chain(step.operations, data, content_type)
             except StepError as error:
                 # An error answer is not billed; a timeout may have been (the work can finish unseen).
                 if error.code != "timeout":

@@ -19,6 +19,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from dashboard.models import Campaign, Output, Task
+from jobs.cpu_gate import cpu_turn
 from jobs.errors import (
     CreditsExhaustedError,
     DeferredError,
@@ -68,7 +69,7 @@ def process_task(task_id: int, attempt: int) -> str:
         log_context={"task": task.pk, "attempt": attempt, "job_id": job_id_for(task.pk, attempt)},
     )
     try:
-        with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner:
+        with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner, cpu_turn():
             return run_attempt(task, attempt, started, enter_step, runner if remote else None)
     except CreditsExhaustedError as error:  # the provider's credits, or the campaign's budget cap
         Campaign.pause_remote(task.campaign_id, code=error.code, reason=error.message)

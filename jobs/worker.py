@@ -8,13 +8,26 @@ fork would have bought, we get otherwise: a job killed mid-way (the worker with 
 lease and the reconciler like any lost worker, a job over its timeout is stopped by RQ's SIGALRM death
 penalty, and a worker restarted every `--max-jobs` jobs cannot accumulate memory.
 
+With PIXELMILL_WORKER_THREADS above 1 (4 by default), a `PixelmillWorker` process runs that many RQ
+workers, one per thread, so a process keeps several provider calls in flight for the memory of one (a
+remote step only waits): one process of 10 threads reached a 20 requests/s provider's limit for 119 MB,
+where one job per process took 4 processes and 379 MB (`make bench-providers`). Each thread is a worker of its own to RQ (named `<name>.t2`, `<name>.t3`, …), with its own
+heartbeat and its own job; local work takes the process's one CPU turn (`jobs.cpu_gate`), so threads
+never render side by side. The main thread handles the signals: a first SIGTERM lets every thread
+finish its job, a second one ends the process, and leases and the reconciler recover what was running.
+
 `ForkingPixelmillWorker` keeps RQ's fork per job for those who prefer that isolation; both warm up once.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
+from django.conf import settings
 from django.db import close_old_connections
 from rq import SimpleWorker, Worker
+from rq.timeouts import TimerDeathPenalty
 
 
 def warm_up() -> None:
@@ -37,9 +50,25 @@ def warm_up() -> None:
 
 
 class PixelmillWorker(SimpleWorker):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()
+        self.threads = max(1, threads if threads is not None else settings.PIXELMILL_WORKER_THREADS)
+        self.siblings: list[ThreadWorker] = []
+        if self.threads > 1:
+            # SIGALRM reaches only the main thread: every thread's job timeout is a timer instead.
+            self.death_penalty_class = TimerDeathPenalty
+            self.siblings = [
+                ThreadWorker(
+                    self.queues,
+                    name=f"{self.name}.t{number}",
+                    connection=self.connection,
+                    serializer=self.serializer,
+                    worker_ttl=self.worker_ttl,
+                    job_monitoring_interval=self.job_monitoring_interval,
+                )
+                for number in range(2, self.threads + 1)
+            ]
 
     def execute_job(self, job, queue) -> None:
         # A long-lived process must drop connections that broke (a database restart) or grew too old,
@@ -49,6 +78,69 @@ class PixelmillWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             close_old_connections()
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        if not self.siblings:
+            return super().work(burst, *args, **kwargs)
+        options = {**kwargs, "with_scheduler": False}  # one scheduler per process, the main thread's
+        self.sibling_threads = [
+            threading.Thread(
+                target=sibling.work, args=(burst, *args), kwargs=options, name=sibling.name, daemon=True
+            )
+            for sibling in self.siblings
+        ]
+        try:
+            return super().work(burst, *args, **kwargs)
+        finally:
+            # Warm: each thread finishes the job it holds. A second signal interrupts the join
+            # (SystemExit), and the daemon threads end with the process.
+            for sibling in self.siblings:
+                sibling._stop_requested = True
+            for thread in self.sibling_threads:
+                if thread.is_alive():
+                    thread.join()
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # RQ's work() gets here after the scheduler (a forked process) started: the other threads
+        # start now, so that fork copies a process with one thread.
+        for thread in getattr(self, "sibling_threads", ()):
+            thread.start()
+
+    def request_stop(self, signum, frame) -> None:
+        for sibling in self.siblings:
+            sibling._stop_requested = True
+        super().request_stop(signum, frame)
+
+
+class ThreadWorker(PixelmillWorker):
+    """One more RQ worker in a threaded worker's process: no signals of its own, and an idle one
+    looks up every `poll_seconds` to see whether the main thread asked it to stop."""
+
+    poll_seconds = 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, threads=1, **kwargs)
+        self.death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass  # only the main thread may; it passes a stop on
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        if timeout is None:  # burst: one look, no wait
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        idle = 0
+        while not self._stop_requested:
+            wait = (
+                self.poll_seconds if max_idle_time is None else min(self.poll_seconds, max_idle_time - idle)
+            )
+            if wait <= 0:
+                return None
+            result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)
+            if result is not None:
+                return result
+            idle += wait
+        return None
 
 
 class ForkingPixelmillWorker(Worker):

@@ -43,6 +43,8 @@ from tests.jobs.test_tasks import child_pids
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 FORKING, IN_PROCESS = "jobs.worker.ForkingPixelmillWorker", "jobs.worker.PixelmillWorker"
+# (name, worker class, threads): a fork per job, several jobs on threads, one job in the process.
+KINDS = [("fork", FORKING, 1), ("threads", IN_PROCESS, 2), ("inproc", IN_PROCESS, 1)]
 OUTPUTS_PER_TASK = 5  # the social ads pack
 QUIET_AFTER_LAST_FAULT = 15 * 60
 
@@ -96,14 +98,19 @@ class Crew:
     classes: dict[str, str] = field(default_factory=dict)
     started: int = 0
 
-    def start(self, worker_class: str) -> None:
+    def start(self, kind: tuple[str, str, int]) -> None:
         self.started += 1
-        name = f"chaos-{self.started}-{'fork' if worker_class == FORKING else 'inproc'}"
+        label, worker_class, threads = kind
+        name = f"chaos-{self.started}-{label}"
         queues = ("control", "default") if self.plan.realistic else ("default",)
         self.processes[name] = start_worker_process(
-            *queues, burst=not self.plan.realistic, worker_class=worker_class, name=name, env=self.env
+            *queues,
+            burst=not self.plan.realistic,
+            worker_class=worker_class,
+            name=name,
+            env={**self.env, "PIXELMILL_WORKER_THREADS": str(threads)},
         )
-        self.classes[name] = worker_class
+        self.classes[name] = kind
 
     def replace_exited(self) -> None:
         for name, process in list(self.processes.items()):
@@ -174,9 +181,10 @@ def test_kills_a_redis_flush_and_a_database_restart_lose_nothing(
     happened: list[str] = []
 
     crew = Crew(plan, env)
-    # Half the workers fork a work-horse per job (so there are horses to kill), half run jobs in-process.
+    # Workers take turns: one forks a work-horse per job (so there are horses to kill), the next runs
+    # two jobs on threads, the next one job in its own process.
     for n in range(plan.workers):
-        crew.start(FORKING if n % 2 == 0 else IN_PROCESS)
+        crew.start(KINDS[n % len(KINDS)])
     scheduler = None
     if plan.realistic:
         scheduler = subprocess.Popen(
@@ -261,13 +269,15 @@ def strike(fault, crew: Crew, states, killed_at, rng, plan: Plan, redis_conn) ->
         subprocess.run(plan.db_restart, check=True, capture_output=True, timeout=120)
         connection.close()
         return True
-    busy = {name: [pk for pk, (state, worker) in states.items() if state == "running" and worker == name]
+    # A threaded worker's threads are named "<process>.t2", …: killing the process kills all of them.
+    busy = {name: [pk for pk, (state, worker) in states.items()
+                   if state == "running" and (worker or "").partition(".t")[0] == name]
             for name in crew.processes}  # fmt: skip
     if fault == "horse":
         candidates = [
             (name, horses)
             for name, process in crew.processes.items()
-            if crew.classes[name] == FORKING and busy[name] and (horses := child_pids(process.pid))
+            if crew.classes[name][1] == FORKING and busy[name] and (horses := child_pids(process.pid))
         ]
     else:
         candidates = [(name, []) for name in crew.processes if busy[name]]

@@ -1,0 +1,118 @@
+"""The worker process: several RQ workers on threads share one CPU turn and keep several provider
+calls in flight; a SIGTERM lets every thread finish and leaves no worker registered."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import django_rq
+import pytest
+from rq import Worker
+
+from dashboard.models import Task
+from dashboard.services import process_campaign
+from jobs.cpu_gate import cpu_released, cpu_turn, holding
+from jobs.reconciler import reconcile_task
+from jobs.simulator import max_in_flight
+from tests.conftest import start_worker_process
+from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.jobs.images import jpeg, product_on_white
+
+
+def test_one_thread_at_a_time_holds_the_cpu_turn_and_a_remote_wait_hands_it_on():
+    order: list[str] = []
+    waiting = threading.Event()
+    second_rendered = threading.Event()
+
+    def first() -> None:
+        with cpu_turn():
+            order.append("first renders")
+            waiting.set()
+            with cpu_released():  # a provider call: the other thread may render meanwhile
+                assert second_rendered.wait(5)
+                assert not holding()
+            order.append("first renders again")
+
+    def second() -> None:
+        assert waiting.wait(5)
+        with cpu_turn():
+            assert holding()
+            order.append("second renders")
+            second_rendered.set()
+            time.sleep(0.1)  # while this holds the turn, the first thread cannot take it back
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["first renders", "second renders", "first renders again"]
+    assert not holding()
+
+
+def test_a_nested_turn_and_a_release_outside_a_turn_do_nothing():
+    with cpu_turn():
+        with cpu_turn():
+            assert holding()
+        assert holding()
+    with cpu_released():
+        assert not holding()
+    with cpu_turn():  # the lock was given back: taking it again does not block
+        pass
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_one_threaded_worker_process_keeps_several_provider_calls_in_flight(
+    simulator, make_provider, campaign, redis_conn
+):
+    simulator.configure(latency_ms=300)
+    removebg = make_provider("removebg", requests_per_second=50.0, concurrency=8)
+    recipe = make_remote_recipe(
+        "Cut-out thumbs",
+        [("remove_background", {}, removebg)],
+        outputs=[{"name": "thumb", "width": 120, "height": 120, "format": "jpeg"}],
+    )
+    for n in range(8):
+        add_source(campaign, jpeg(product_on_white(240, 180, seed=n)), f"{n}.jpg")
+    process_campaign(campaign, [recipe])
+
+    worker = start_worker_process("default", env={"PIXELMILL_WORKER_THREADS": "4"})
+    try:
+        assert worker.wait(120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    reconcile_task()
+
+    assert set(campaign.tasks.values_list("state", flat=True)) == {Task.State.SUCCEEDED}
+    names = set(campaign.tasks.values_list("worker_name", flat=True))
+    assert len({name.partition(".t")[0] for name in names}) == 1, f"one process ran them: {names}"
+    assert len(names) > 1, "more than one of its threads took tasks"
+    log = [entry for entry in simulator.log() if entry["provider"] == "removebg"]
+    assert len(log) == 8
+    assert max_in_flight(log, "removebg") >= 3, "one process, several calls at the provider at once"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_stops_every_thread_of_an_idle_threaded_worker(redis_conn):
+    worker = start_worker_process("default", burst=False, env={"PIXELMILL_WORKER_THREADS": "3"})
+    connection = django_rq.get_connection("default")
+    try:
+        deadline = time.monotonic() + 60
+        while len(Worker.all(connection=connection)) < 3:
+            assert time.monotonic() < deadline, "three workers registered"
+            assert worker.poll() is None, "the worker process is up"
+            time.sleep(0.2)
+        names = {w.name for w in Worker.all(connection=connection)}
+        assert len({name.partition(".t")[0] for name in names}) == 1, names
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0, "idle threads notice the stop within their poll"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert Worker.all(connection=connection) == [], "every thread registered its death"
