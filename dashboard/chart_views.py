@@ -108,31 +108,45 @@ def campaign_charts(request: HttpRequest, pk: int) -> HttpResponse:
 
 @dataclass(frozen=True)
 class WorkerCard:
+    """One worker process: its RQ workers are its threads (PIXELMILL_WORKER_THREADS), one job each."""
+
     name: str
-    state: str
+    host: str
+    pid: int | None
+    threads: int
+    busy: int
     queues: list[str]
     succeeded: int
     failed: int
-    working_seconds: float
     born: datetime | None
-    heartbeat: datetime | None
+
+    @property
+    def state(self) -> str:
+        return "busy" if self.busy else "idle"
 
 
 def worker_cards(workers: list[Worker]) -> list[WorkerCard]:
-    cards = [
-        WorkerCard(
-            name=worker.name,
-            state=str(getattr(worker.get_state(), "value", worker.get_state())),
-            queues=worker.queue_names(),
-            succeeded=worker.successful_job_count or 0,
-            failed=worker.failed_job_count or 0,
-            working_seconds=worker.total_working_time or 0.0,
-            born=worker.birth_date,
-            heartbeat=worker.last_heartbeat,
+    processes: dict[tuple[str, object], list[Worker]] = {}
+    for worker in workers:
+        processes.setdefault((worker.hostname or "", worker.pid or worker.name), []).append(worker)
+    cards = []
+    for (host, pid), threads in processes.items():
+        main = min(threads, key=lambda worker: (len(worker.name), worker.name))  # "<name>" before "<name>.t2"
+        states = [str(getattr(worker.get_state(), "value", worker.get_state())) for worker in threads]
+        cards.append(
+            WorkerCard(
+                name=main.name,
+                host=host,
+                pid=pid if isinstance(pid, int) else None,
+                threads=len(threads),
+                busy=states.count("busy"),
+                queues=main.queue_names(),
+                succeeded=sum(worker.successful_job_count or 0 for worker in threads),
+                failed=sum(worker.failed_job_count or 0 for worker in threads),
+                born=min((worker.birth_date for worker in threads if worker.birth_date), default=None),
+            )
         )
-        for worker in workers
-    ]
-    return sorted(cards, key=lambda card: (card.state != "busy", card.name))
+    return sorted(cards, key=lambda card: (-card.busy, card.name))
 
 
 def queue_rows() -> list[tuple[str, list[tuple[str, int, str]]]]:
@@ -159,7 +173,9 @@ def system_status(request: HttpRequest) -> HttpResponse:
     context: dict[str, object] = {"now": timezone.now()}
     try:
         connection = django_rq.get_connection("default")
-        context["workers"] = worker_cards(Worker.all(connection=connection))
+        workers = Worker.all(connection=connection)
+        context["workers"] = worker_cards(workers)
+        context["worker_threads"] = len(workers)
         context["queue_chart"] = horizontal_bars("queues", "Jobs per queue", queue_rows())
     except RedisError as error:
         context["redis_error"] = str(error)

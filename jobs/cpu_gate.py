@@ -11,6 +11,7 @@ takes it meanwhile. With one thread the turn is always free and costs one uncont
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,17 @@ def holding() -> bool:
     return getattr(_holding, "turn", False)
 
 
+def waited() -> float:
+    """Seconds the calling thread's current (or last) turn spent waiting for the lock, re-takes included."""
+    return getattr(_holding, "waited", 0.0)
+
+
+def _take() -> None:
+    started = time.perf_counter()
+    _turn.acquire()
+    _holding.waited = waited() + time.perf_counter() - started
+
+
 @contextmanager
 def cpu_turn() -> Iterator[None]:
     """Hold the process's CPU turn for the block (re-entrant: a nested call holds it already)."""
@@ -32,8 +44,9 @@ def cpu_turn() -> Iterator[None]:
     # The flag goes up before the lock is taken and down before it is given back: a job timeout
     # (an exception raised into the thread between two steps) must never leave the turn taken for good.
     _holding.turn = True
+    _holding.waited = 0.0
     try:
-        _turn.acquire()
+        _take()
         yield
     finally:
         if holding():
@@ -53,4 +66,4 @@ def cpu_released() -> Iterator[None]:
         yield
     finally:
         _holding.turn = True
-        _turn.acquire()
+        _take()

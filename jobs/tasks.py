@@ -19,7 +19,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from dashboard.models import Campaign, Output, Task
-from jobs.cpu_gate import cpu_turn
+from jobs.cpu_gate import cpu_turn, waited
 from jobs.errors import (
     CreditsExhaustedError,
     DeferredError,
@@ -128,6 +128,8 @@ def run_attempt(
     timings = dict(result.timings)
     timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
+    if waited() >= 0.001:  # a threaded worker: part of the total went on waiting for the process's CPU turn
+        timings["cpu_wait"] = round(waited() * 1000, 1)
     task.mark_succeeded(attempt, timings=timings)
     providers = ",".join(dict.fromkeys(call["provider"] for call in runner.calls)) if runner else None
     log_attempt(task, attempt, step="done", outcome="succeeded", started=started, provider=providers or None)

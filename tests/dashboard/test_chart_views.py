@@ -64,6 +64,26 @@ def test_the_system_page_draws_queue_lengths_and_shows_each_live_worker(
     assert 'hx-trigger="every 5s"' in live and "<html" not in live
 
 
+def test_a_worker_process_with_threads_is_one_card_that_counts_its_busy_threads(marketer_client, redis_conn):
+    # Three RQ workers of one process (same host and pid), as PIXELMILL_WORKER_THREADS=3 starts them.
+    threads = [
+        Worker([get_process_queue()], connection=redis_conn, name=name)
+        for name in ("pixelmill-proc", "pixelmill-proc.t2", "pixelmill-proc.t3")
+    ]
+    for worker, state in zip(threads, ("idle", "busy", "idle"), strict=True):
+        worker.register_birth()
+        worker.set_state(state)
+    try:
+        page = marketer_client.get(reverse("system")).content.decode()
+    finally:
+        for worker in threads:
+            worker.register_death()
+    assert page.count('<figure class="worker') == 1
+    assert 'data-worker="pixelmill-proc"' in page and '<figure class="worker busy"' in page
+    assert "<b>1 of 3 busy</b>" in page and "3 threads" in page
+    assert "3 in 1 process<" in page
+
+
 def test_with_no_worker_the_system_page_says_work_waits(marketer_client, redis_conn):
     assert "No worker is running" in marketer_client.get(reverse("system")).content.decode()
 

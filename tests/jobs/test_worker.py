@@ -13,7 +13,7 @@ from rq import Worker
 
 from dashboard.models import Task
 from dashboard.services import process_campaign
-from jobs.cpu_gate import cpu_released, cpu_turn, holding
+from jobs.cpu_gate import cpu_released, cpu_turn, holding, waited
 from jobs.reconciler import reconcile_task
 from jobs.simulator import max_in_flight
 from tests.conftest import start_worker_process
@@ -50,6 +50,24 @@ def test_one_thread_at_a_time_holds_the_cpu_turn_and_a_remote_wait_hands_it_on()
         thread.join(10)
     assert order == ["first renders", "second renders", "first renders again"]
     assert not holding()
+
+
+def test_a_turn_counts_the_time_its_thread_waited_for_it():
+    taken = threading.Event()
+
+    def holder() -> None:
+        with cpu_turn():
+            taken.set()
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert taken.wait(5)
+    with cpu_turn():
+        assert 0.1 < waited() < 5
+    thread.join()
+    with cpu_turn():
+        assert waited() < 0.05, "a new turn starts counting from zero"
 
 
 def test_a_nested_turn_and_a_release_outside_a_turn_do_nothing():
