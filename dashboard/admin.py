@@ -27,6 +27,7 @@ from dashboard.models import (
     WebhookDelivery,
 )
 from jobs.operations import OPERATIONS
+from jobs.providers import KIND_OPERATIONS, supports
 from jobs.webhooks import resend_deliveries
 
 admin.site.site_header = "Pixelmill administration"
@@ -38,6 +39,23 @@ class RecipeStepInline(admin.TabularInline):
     model = RecipeStep
     extra = 0
     fields = ["position", "operation", "params", "provider", "fallback"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Provider menus offer only providers that can run a step, each saying what it can do, so
+        "remove.bg — can: remove background" is chosen for the right row; a mismatch is still refused
+        on save with its reason."""
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name in ("provider", "fallback"):
+            step_kinds = [kind for kind, operations in KIND_OPERATIONS.items() if operations]
+            field.queryset = field.queryset.filter(kind__in=step_kinds)
+            field.label_from_instance = provider_menu_label
+        return field
+
+
+def provider_menu_label(provider: Provider) -> str:
+    labels = [OPERATIONS[name].label.lower() for name in OPERATIONS if supports(provider.kind, name)]
+    switched_off = "" if provider.is_active else " (switched off)"
+    return f"{provider.name}{switched_off} — can: {', '.join(labels)}"
 
 
 class RecipeOutputInline(admin.TabularInline):

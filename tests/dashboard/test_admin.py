@@ -116,3 +116,17 @@ def test_encoder_options_are_edited_in_the_output_inline(admin_client, ready_rec
     response = admin_client.post(url, {**data, f"outputs-{index}-webp_method": "2"})
     assert response.status_code == 302
     assert recipe.current_version().build_specs()[index].webp_method == 2
+
+
+def test_step_provider_menus_offer_step_providers_saying_what_each_can_do(admin_client, ready_recipes):
+    from dashboard.models import Provider
+
+    common = {"base_url": "http://127.0.0.1:9", "api_key_env": "NONE"}
+    Provider.objects.create(name="remove.bg", slug="rbg", kind="removebg", **common)
+    Provider.objects.create(name="PixelPanda", slug="pp", kind="pixelpanda", **common)
+    Provider.objects.create(name="fal flux", slug="fal", kind="fal", **common)
+    recipe = ready_recipes["ecommerce-pack"]
+    page = admin_client.get(reverse("admin:dashboard_recipe_change", args=[recipe.pk])).content.decode()
+    assert "remove.bg — can: remove background<" in page
+    assert "PixelPanda — can: remove background, enhance, upscale<" in page
+    assert "fal flux" not in page, "a text-to-image provider cannot run a recipe step"
