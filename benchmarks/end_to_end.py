@@ -240,10 +240,15 @@ def report(run: dict, ideal: float, cores: int, images: int) -> None:
     timings = [task.timings for task in tasks.filter(state=Task.State.SUCCEEDED).only("timings")]
     total = sum(t.get("total", 0) for t in timings) / 1000
     store = sum(t.get("store", 0) for t in timings) / 1000
-    pipeline = sum(sum(v for k, v in t.items() if k not in ("total", "store")) for t in timings) / 1000
-    load = total - pipeline - store
+    pipeline = (
+        sum(sum(v for k, v in t.items() if k not in ("total", "store", "cpu_wait")) for t in timings) / 1000
+    )
+    # A worker's threads wait for its one CPU turn while another renders: that time overlaps the other
+    # thread's work, so it is reported beside the worker-seconds, not inside them.
+    waited = sum(t.get("cpu_wait", 0) for t in timings) / 1000
+    load = total - waited - pipeline - store
     worker_seconds = run["processing"] * cores
-    outside = worker_seconds - total
+    outside = worker_seconds - (total - waited)
     first = SourceImage.objects.filter(campaign=campaign).order_by("created_at").first()
     last = SourceImage.objects.filter(campaign=campaign).order_by("-created_at").first()
     imported = (last.created_at - first.created_at).total_seconds() if first and last else 0.0
@@ -263,6 +268,10 @@ def report(run: dict, ideal: float, cores: int, images: int) -> None:
         ("outside the task: dequeue, claim, final UPDATE, RQ bookkeeping, worker start, idle tail", outside),
     ):
         print(f"  {label:88} {seconds:7.1f} s  {100 * seconds / worker_seconds:5.1f}%")
+    threads = os.environ.get("PIXELMILL_WORKER_THREADS") or "the default"
+    print(
+        f"  (threads per worker: {threads}; tasks waiting for their worker's CPU turn: {waited:.1f} s in all)"
+    )
     mean_pipeline = pipeline / max(1, succeeded) * 1000
     print(
         f"  (pipeline per image inside a worker: {mean_pipeline:.0f} ms, with the other worker busy beside it)"

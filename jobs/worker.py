@@ -21,6 +21,8 @@ finish its job, a second one ends the process, and leases and the reconciler rec
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import threading
 from typing import Any
 
@@ -49,6 +51,21 @@ def warm_up() -> None:
     tls_context()
 
 
+def one_malloc_arena() -> None:
+    """Keep glibc's malloc to one arena, before the threads start.
+
+    glibc gives each thread that allocates its own arena, and a render's freed buffers stay cached in
+    the arena of the thread that rendered: with 4 threads taking turns on 12 MP renders the worker's
+    peak was 190 MB against 140 MB with one thread (`make bench-e2e`), 148 MB with one arena. Only one
+    thread renders at a time, so the arena's lock is hardly contended. MALLOC_ARENA_MAX does the same
+    from the environment; this way `rqworker` needs no wrapper.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return
+    M_ARENA_MAX = -8  # malloc.h
+    ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
+
+
 class PixelmillWorker(SimpleWorker):
     def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +73,7 @@ class PixelmillWorker(SimpleWorker):
         self.threads = max(1, threads if threads is not None else settings.PIXELMILL_WORKER_THREADS)
         self.siblings: list[ThreadWorker] = []
         if self.threads > 1:
+            one_malloc_arena()
             # SIGALRM reaches only the main thread: every thread's job timeout is a timer instead.
             self.death_penalty_class = TimerDeathPenalty
             self.siblings = [
