@@ -81,7 +81,7 @@ def test_a_worker_process_with_threads_is_one_card_that_counts_its_busy_threads(
     assert page.count('<figure class="worker') == 1
     assert 'data-worker="pixelmill-proc"' in page and '<figure class="worker busy"' in page
     assert "<b>1 of 3 busy</b>" in page and "3 threads" in page
-    assert "3 in 1 process<" in page
+    assert "3 threads in 1 process<" in page
 
 
 def test_with_no_worker_the_system_page_says_work_waits(marketer_client, redis_conn):
