@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -140,10 +140,11 @@ class Campaign(models.Model):
     def recipe_updates(self) -> list[RecipeUpdate]:
         """Each of the campaign's recipes with the versions its tasks were made with, and whether a newer one exists."""
         used: dict[int, set[int]] = {}
-        for recipe_id, number in (
-            self.tasks.order_by()
-            .values_list("recipe_version__recipe_id", "recipe_version__number")
-            .distinct()
+        # Version by version, whether this campaign has a task on it: one index probe each
+        # (task_version_campaign), where DISTINCT over the campaign's tasks read all 100,000 (23 ms).
+        in_campaign = Task.objects.filter(campaign=self, recipe_version=OuterRef("pk"))
+        for recipe_id, number in RecipeVersion.objects.filter(Exists(in_campaign)).values_list(
+            "recipe_id", "number"
         ):
             used.setdefault(recipe_id, set()).add(number)
         return [
@@ -856,6 +857,14 @@ class OutputQuerySet(models.QuerySet):
     def breaking_rules(self) -> OutputQuerySet:
         """Outputs flagged with at least one channel rule they break."""
         return self.exclude(violations=[])
+
+    def tally(self) -> dict[str, int]:
+        """How many outputs, approved and breaking a rule, in one pass (the campaign page's three figures)."""
+        return self.aggregate(
+            total=Count("pk"),
+            approved=Count("pk", filter=Q(review=Output.Review.APPROVED)),
+            breaking_rules=Count("pk", filter=~Q(violations=[])),
+        )
 
 
 class Output(models.Model):

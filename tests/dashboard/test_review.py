@@ -184,6 +184,22 @@ def test_a_recipe_with_a_new_version_offers_a_rerun_that_confirms_first(
     assert "Re-run 0 images" in marketer_client.get(url).content.decode()
 
 
+def test_after_a_rerun_each_tile_shows_the_newest_version_and_points_to_the_earlier_one(
+    banner_campaign, marketer_client, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    recipe = ready_recipes["sale-banner"]
+    publish_banner_text(recipe, "30% OFF")
+    rerun(marketer_client, banner_campaign, recipe, django_capture_on_commit_callbacks)
+    page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
+    gallery = page.split("<h2>Gallery</h2>")[1]
+    assert gallery.count('<div class="task-head">') == 2, "one card per image: the newest version"
+    assert gallery.count("v2</span>") == 2 and "v1</span>" not in gallery
+    compare = reverse("version-compare", args=[banner_campaign.pk, recipe.pk])
+    assert gallery.count(f'href="{compare}">1 earlier version: compare</a>') == 2
+    for output in Output.objects.filter(task__campaign=banner_campaign, task__recipe_version__number=2):
+        assert reverse("output-download", args=[output.pk]) in gallery
+
+
 def test_two_versions_are_compared_output_beside_output(
     banner_campaign, marketer_client, ready_recipes, redis_conn, django_capture_on_commit_callbacks
 ):
