@@ -48,7 +48,7 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
             run_number=F("run_number") + 1, run_started_at=timezone.now()
         )
         versions = [recipe.current_version() for recipe in recipes]
-        created = queue_tasks(campaign, campaign.sources.values_list("pk", flat=True), versions)
+        created = queue_tasks(campaign, campaign.sources.all(), versions)
     return ProcessReport(created=len(created))
 
 
@@ -56,33 +56,21 @@ def process_new_sources(campaign: Campaign, source_ids: Iterable[int]) -> Proces
     """Sources that joined a campaign after Process (generated images) go through its active recipes."""
     with transaction.atomic():
         versions = [recipe.current_version() for recipe in campaign.recipes.filter(is_active=True)]
-        created = queue_tasks(campaign, source_ids, versions)
+        created = queue_tasks(campaign, campaign.sources.filter(pk__in=list(source_ids)), versions)
     return ProcessReport(created=len(created))
 
 
-def queue_tasks(campaign: Campaign, source_ids: Iterable[int], versions: list[RecipeVersion]) -> list[Task]:
-    """Queued tasks for the source × version pairs that have none yet, enqueued once the transaction commits."""
-    existing = set(
-        Task.objects.filter(campaign=campaign, recipe_version__in=versions).values_list(
-            "source_id", "recipe_version_id"
-        )
-    )
-    now = timezone.now()
-    new_tasks = [
-        Task(
-            campaign=campaign,
-            source_id=source_id,
-            recipe_version=version,
-            state=Task.State.QUEUED,
-            max_attempts=settings.PIXELMILL_MAX_ATTEMPTS,
-            queued_at=now,
-        )
-        for source_id in source_ids
+def queue_tasks(campaign: Campaign, sources: QuerySet, versions: list[RecipeVersion]) -> list[int]:
+    """Queued tasks for the source × version pairs that have none yet, enqueued once the transaction
+    commits; their primary keys."""
+    created = [
+        pk
         for version in versions
-        if (source_id, version.pk) not in existing
+        for pk in Task.objects.insert_queued(
+            campaign, sources, version, max_attempts=settings.PIXELMILL_MAX_ATTEMPTS
+        )
     ]
-    created = Task.objects.bulk_create(new_tasks, batch_size=1000)
-    enqueue_on_commit([(task.pk, 1) for task in created])
+    enqueue_on_commit([(pk, 1) for pk in created])
     return created
 
 
