@@ -80,10 +80,13 @@ def missing_attempts(attempts: list[tuple[int, int]], kind: JobKind = TASKS) -> 
     "started" by a worker that stopped sending heartbeats (killed whole).
 
     A worker killed before it claimed its row leaves the job failed while the row is still queued, so
-    "the job exists" is not enough.
+    "the job exists" is not enough. Nor is "queued": a worker killed between popping a job off the list
+    and marking it started leaves a job that says queued and is in no list (the chaos run found one),
+    so a queued job must also be in its queue.
     """
     queue = get_process_queue()
     silent_since = utcnow() - timedelta(seconds=settings.PIXELMILL_STARTED_JOB_SILENCE_SECONDS)
+    waiting: set[str] | None = None  # the queue's job ids, read once and only when needed
     missing: list[tuple[int, int]] = []
     for start in range(0, len(attempts), 1000):
         batch = attempts[start : start + 1000]
@@ -92,11 +95,15 @@ def missing_attempts(attempts: list[tuple[int, int]], kind: JobKind = TASKS) -> 
             pipe.hmget(Job.key_for(kind.job_id(pk, attempt)), ["status", "last_heartbeat"])
         for pair, (status, heartbeat) in zip(batch, pipe.execute(), strict=True):
             status = status.decode() if status else None
+            if status == "queued" and waiting is None:
+                waiting = set(queue.get_job_ids())
             if (
                 status not in RUNNABLE_JOB_STATUSES
                 or status == "started"
                 and heartbeat
                 and utcparse(heartbeat.decode()) < silent_since
+                or status == "queued"
+                and kind.job_id(*pair) not in waiting
             ):
                 missing.append(pair)
     return missing

@@ -248,6 +248,20 @@ def test_reconciler_requeues_a_task_whose_job_failed_before_the_claim(
     assert Job.fetch(job_id_for(queued_task.pk, 2), connection=redis_conn).get_status() == "queued"
 
 
+def test_reconciler_requeues_a_job_popped_by_a_worker_killed_before_it_started(
+    queued_task, redis_conn, django_capture_on_commit_callbacks
+):
+    """The job still says queued, but no list holds it: the worker took it off the queue and died."""
+    Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
+    assert reconcile_task()["queue_lost"] == 0, "a queued job in its queue is left alone"
+    assert redis_conn.lpop("rq:queue:default").decode() == job_id_for(queued_task.pk, 1)
+    assert Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn).get_status() == "queued"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_task()["queue_lost"] == 1
+    assert redis_conn.lrange("rq:queue:default", 0, -1) == [job_id_for(queued_task.pk, 2).encode()]
+    assert process_task(queued_task.pk, 2) == "succeeded"
+
+
 def test_reconciler_requeues_a_started_job_whose_worker_went_silent(queued_task, redis_conn, settings):
     Task.objects.filter(pk=queued_task.pk).update(queued_at=timezone.now() - timedelta(minutes=5))
     job = Job.fetch(job_id_for(queued_task.pk, 1), connection=redis_conn)
