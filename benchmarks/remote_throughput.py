@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def main() -> None:
                 f"peak memory of all workers {peak_mb:.0f} MB ({peak_mb / workers:.0f} MB per process, "
                 f"{peak_mb / in_flight:.0f} MB per request in flight)"
             )
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(
