@@ -232,6 +232,8 @@ def run_process_command(folder: Path, recipe: str) -> dict:
 
 
 def report(run: dict, ideal: float, cores: int, images: int) -> None:
+    from django.conf import settings as django_settings
+
     from dashboard.models import Campaign, SourceImage, Task
 
     campaign = Campaign.objects.get(name="E2E")
@@ -268,7 +270,7 @@ def report(run: dict, ideal: float, cores: int, images: int) -> None:
         ("outside the task: dequeue, claim, final UPDATE, RQ bookkeeping, worker start, idle tail", outside),
     ):
         print(f"  {label:88} {seconds:7.1f} s  {100 * seconds / worker_seconds:5.1f}%")
-    threads = os.environ.get("PIXELMILL_WORKER_THREADS") or "the default"
+    threads = django_settings.PIXELMILL_WORKER_THREADS
     print(
         f"  (threads per worker: {threads}; tasks waiting for their worker's CPU turn: {waited:.1f} s in all)"
     )

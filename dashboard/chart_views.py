@@ -126,18 +126,20 @@ class WorkerCard:
 
 
 def worker_cards(workers: list[Worker]) -> list[WorkerCard]:
-    processes: dict[tuple[str, object], list[Worker]] = {}
+    processes: dict[tuple[str, int | None, str], list[Worker]] = {}
     for worker in workers:
-        processes.setdefault((worker.hostname or "", worker.pid or worker.name), []).append(worker)
+        # The threads of one process share its host and pid; a worker that gave no pid stands alone.
+        key = (worker.hostname or "", worker.pid, "") if worker.pid else ("", None, worker.name)
+        processes.setdefault(key, []).append(worker)
     cards = []
-    for (host, pid), threads in processes.items():
+    for (host, pid, _), threads in processes.items():
         main = min(threads, key=lambda worker: (len(worker.name), worker.name))  # "<name>" before "<name>.t2"
         states = [str(getattr(worker.get_state(), "value", worker.get_state())) for worker in threads]
         cards.append(
             WorkerCard(
                 name=main.name,
                 host=host,
-                pid=pid if isinstance(pid, int) else None,
+                pid=pid,
                 threads=len(threads),
                 busy=states.count("busy"),
                 queues=main.queue_names(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,10 @@ class Team(models.Model):
 
 
 class CampaignQuerySet(models.QuerySet):
+    def start_run(self, at: datetime | None = None) -> int:
+        """A new run of these campaigns (Process, Requeue, Generate): one webhook each, progress from `at`."""
+        return self.update(run_number=F("run_number") + 1, run_started_at=at or timezone.now())
+
     def visible_to(self, user) -> CampaignQuerySet:
         if user.is_superuser:
             return self
@@ -594,20 +598,20 @@ class TaskQuerySet(models.QuerySet):
             "queued_at": now,
         }
         quote = connection.ops.quote_name
+        source_pk = f"s.{quote(SourceImage._meta.pk.column)}"
         columns, values, params = [], [], []
         for field in Task._meta.concrete_fields:
             if field.primary_key:
                 continue
             columns.append(quote(field.column))
             if field.name == "source":
-                values.append(f"s.{quote(SourceImage._meta.pk.column)}")  # the one value per row
+                values.append(source_pk)  # the one value per row
                 continue
             value = given[field.name] if field.name in given else field.get_default()
             values.append("%s")
             params.append(field.get_db_prep_save(value, connection))
         chosen, chosen_params = sources.order_by().values("pk").query.sql_with_params()
         task, source = quote(Task._meta.db_table), quote(SourceImage._meta.db_table)
-        source_pk = f"s.{quote(SourceImage._meta.pk.column)}"
         source_fk = quote(Task._meta.get_field("source").column)
         version_fk = quote(Task._meta.get_field("recipe_version").column)
         sql = (

@@ -44,9 +44,7 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
     recipes = list(recipes)
     with transaction.atomic():
         campaign.recipes.add(*recipes)
-        Campaign.objects.filter(pk=campaign.pk).update(
-            run_number=F("run_number") + 1, run_started_at=timezone.now()
-        )
+        Campaign.objects.filter(pk=campaign.pk).start_run()
         versions = [recipe.current_version() for recipe in recipes]
         created = queue_tasks(campaign, campaign.sources.all(), versions)
     return ProcessReport(created=len(created))
@@ -93,9 +91,7 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
             error_message="",
             error_step="",
         )
-        Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).update(
-            run_number=F("run_number") + 1, run_started_at=now
-        )
+        Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).start_run(now)
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
     return len(rows)
 
@@ -204,9 +200,7 @@ def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[Pr
     """One queued Generation per prompt, enqueued after commit; a new run of the campaign."""
     now = timezone.now()
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).update(
-            run_number=F("run_number") + 1, run_started_at=timezone.now()
-        )
+        Campaign.objects.filter(pk=campaign.pk).start_run(now)
         created = Generation.objects.bulk_create(
             [
                 Generation(
@@ -255,9 +249,7 @@ def requeue_generations(generations: QuerySet[Generation]) -> int:
         Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.FAILED).update(
             **fresh, request_id="", status_url="", response_url="", cancel_url="", submitted_at=None
         )
-        Campaign.objects.filter(pk__in={row[2] for row in rows}).update(
-            run_number=F("run_number") + 1, run_started_at=timezone.now()
-        )
+        Campaign.objects.filter(pk__in={row[2] for row in rows}).start_run()
         attempts = [(pk, done + 1) for pk, done, _, _ in rows]
         transaction.on_commit(lambda: enqueue_attempts(attempts, GENERATIONS))
     return len(rows)

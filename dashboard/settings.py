@@ -233,6 +233,7 @@ PIXELMILL_GENERATION_MAX_PROMPTS = int(os.environ.get("PIXELMILL_GENERATION_MAX_
 PIXELMILL_FAL_WEBHOOK_BASE_URL = os.environ.get("PIXELMILL_FAL_WEBHOOK_BASE_URL", "")
 
 LOG_LEVEL = os.environ.get("PIXELMILL_LOG_LEVEL", "INFO")
+PIXELMILL_RQ_LOG_LEVEL = os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -247,9 +248,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        "rq.worker": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
-        "rq.cron": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
-        "rq.scheduler": {"level": os.environ.get("PIXELMILL_RQ_LOG_LEVEL", "WARNING")},
+        **{name: {"level": PIXELMILL_RQ_LOG_LEVEL} for name in ("rq.worker", "rq.cron", "rq.scheduler")},
         # httpx logs every URL at INFO, and providers hand out signed result URLs: keep them out of logs.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -75,22 +75,6 @@ def share_link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-class LinkUnusableError(Exception):
-    """A share link that cannot be used: unknown or altered (404), expired or revoked (410)."""
-
-    def __init__(self, link: ShareLink | None) -> None:
-        super().__init__("share link unusable")
-        self.link = link
-
-
-def shared_link(token: str) -> ShareLink:
-    """The active link a token names; raises LinkUnusableError otherwise."""
-    link = ShareLink.objects.from_token(token)
-    if link is None or not link.is_active:
-        raise LinkUnusableError(link)
-    return link
-
-
 def private(response: HttpResponse) -> HttpResponse:
     # The token is the key: keep it out of Referer headers, search engines and shared caches.
     response["Referrer-Policy"] = "no-referrer"
@@ -106,14 +90,15 @@ def gone(request: HttpRequest, link: ShareLink | None) -> HttpResponse:
 
 
 def share_view(view):
-    """A public share view: an unusable link answers with the explanation page, whatever was asked."""
+    """A public share view gets the active link its token names; an unknown, altered, expired or
+    revoked link answers with the explanation page instead, whatever was asked."""
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, token: str, *args, **kwargs) -> HttpResponse:
-        try:
-            return view(request, shared_link(token), *args, **kwargs)
-        except LinkUnusableError as error:
-            return gone(request, error.link)
+        link = ShareLink.objects.from_token(token)
+        if link is None or not link.is_active:
+            return gone(request, link)
+        return view(request, link, *args, **kwargs)
 
     return wrapped
 

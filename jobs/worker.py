@@ -66,13 +66,26 @@ def one_malloc_arena() -> None:
     ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
-class PixelmillWorker(SimpleWorker):
-    def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
+class InProcessWorker(SimpleWorker):
+    """Runs each job in the thread that took it (no fork), between fresh database connections."""
+
+    def execute_job(self, job, queue) -> None:
+        # A long-lived process must drop connections that broke (a database restart) or grew too old,
+        # as Django does around each web request.
+        close_old_connections()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            close_old_connections()
+
+
+class PixelmillWorker(InProcessWorker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()
-        self.threads = max(1, threads if threads is not None else settings.PIXELMILL_WORKER_THREADS)
+        threads = max(1, settings.PIXELMILL_WORKER_THREADS)
         self.siblings: list[ThreadWorker] = []
-        if self.threads > 1:
+        if threads > 1:
             one_malloc_arena()
             # SIGALRM reaches only the main thread: every thread's job timeout is a timer instead.
             self.death_penalty_class = TimerDeathPenalty
@@ -85,17 +98,8 @@ class PixelmillWorker(SimpleWorker):
                     worker_ttl=self.worker_ttl,
                     job_monitoring_interval=self.job_monitoring_interval,
                 )
-                for number in range(2, self.threads + 1)
+                for number in range(2, threads + 1)
             ]
-
-    def execute_job(self, job, queue) -> None:
-        # A long-lived process must drop connections that broke (a database restart) or grew too old,
-        # as Django does around each web request.
-        close_old_connections()
-        try:
-            super().execute_job(job, queue)
-        finally:
-            close_old_connections()
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         if not self.siblings:
@@ -112,8 +116,7 @@ class PixelmillWorker(SimpleWorker):
         finally:
             # Warm: each thread finishes the job it holds. A second signal interrupts the join
             # (SystemExit), and the daemon threads end with the process.
-            for sibling in self.siblings:
-                sibling._stop_requested = True
+            self.stop_siblings()
             for thread in self.sibling_threads:
                 if thread.is_alive():
                     thread.join()
@@ -126,20 +129,22 @@ class PixelmillWorker(SimpleWorker):
             thread.start()
 
     def request_stop(self, signum, frame) -> None:
-        for sibling in self.siblings:
-            sibling._stop_requested = True
+        self.stop_siblings()
         super().request_stop(signum, frame)
 
+    def stop_siblings(self) -> None:
+        """Ask every other thread to stop once its job is done (an idle one notices within its poll)."""
+        for sibling in self.siblings:
+            sibling._stop_requested = True
 
-class ThreadWorker(PixelmillWorker):
-    """One more RQ worker in a threaded worker's process: no signals of its own, and an idle one
-    looks up every `poll_seconds` to see whether the main thread asked it to stop."""
+
+class ThreadWorker(InProcessWorker):
+    """One more RQ worker in a threaded worker's process, which warmed up for it: no signals of its
+    own, a timer for the job timeout, and an idle one looks up every `poll_seconds` to see whether the
+    main thread asked it to stop."""
 
     poll_seconds = 2
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, threads=1, **kwargs)
-        self.death_penalty_class = TimerDeathPenalty
+    death_penalty_class = TimerDeathPenalty
 
     def _install_signal_handlers(self) -> None:
         pass  # only the main thread may; it passes a stop on
