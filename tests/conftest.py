@@ -50,6 +50,34 @@ def pytest_unconfigure(config) -> None:
         shutil.rmtree(media, ignore_errors=True)
 
 
+def pytest_generate_tests(metafunc) -> None:
+    """`real_photo` runs a test once per photo of the real-photo corpus (python -m corpus.build)."""
+    if "real_photo" not in metafunc.fixturenames:
+        return
+    from corpus.build import default_cache_dir, load_manifest
+
+    cache = default_cache_dir()
+    manifest = load_manifest(cache)
+    if manifest is None:
+        metafunc.parametrize("real_photo", [None], ids=["no-corpus"], indirect=True)
+        return
+    photos = [{**entry, "path": cache / entry["file"]} for entry in manifest["photos"]]
+    metafunc.parametrize("real_photo", photos, ids=[photo["id"] for photo in photos], indirect=True)
+
+
+@pytest.fixture
+def real_photo(request):
+    """One photo of the real-photo corpus: its manifest entry, with `path`. Without a corpus the test
+    fails under CI (which builds it) and is skipped, loudly, elsewhere."""
+    photo = request.param
+    if photo is None:
+        message = "the real-photo corpus is missing: build it with `make corpus` (python -m corpus.build)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip("NO REAL PHOTOS: " + message)
+    return photo
+
+
 @pytest.fixture
 def redis_conn():
     """The test Redis, emptied before each test that uses queues."""

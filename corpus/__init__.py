@@ -1,0 +1,1 @@
+"""The real-photo test corpus: fetched from package registries, never committed."""
