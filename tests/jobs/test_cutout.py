@@ -142,3 +142,11 @@ def test_the_studio_product_cut_out_keeps_the_cup_and_drops_the_backdrop():
     assert np.mean(alpha[cup_region] >= 128) >= 0.9
     for corner in (alpha[:20, :20], alpha[:20, -20:], alpha[-20:, :20], alpha[-20:, -20:]):
         assert corner.max() == 0
+
+
+def test_the_gate_refuses_a_band_running_across_the_frame():
+    image, _ = studio_scene()
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).rectangle((0, 150, 319, 200), fill=255)  # a horizon, not a subject
+    with pytest.raises(PermanentError, match="band running right across"):
+        check_cutout(image, mask)
