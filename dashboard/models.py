@@ -694,6 +694,11 @@ class Task(models.Model):
         help_text='Chosen at requeue: {"remove_background": "photoroom"} runs that step there; null runs it locally.',
     )
     preview = models.FileField(max_length=300, blank=True)
+    notes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Left by the steps of the succeeded attempt: {"code": "kept_whole", "message": why}.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -727,6 +732,10 @@ class Task(models.Model):
 
     def build_steps(self) -> list[Operation]:
         return self.recipe_version.build_steps(self.provider_overrides)
+
+    def kept_whole_reason(self) -> str:
+        """Why background removal kept the photo whole instead (the refusal it met); "" if it did not."""
+        return next((note.get("message", "") for note in self.notes if note.get("code") == "kept_whole"), "")
 
     def uses_providers(self) -> bool:
         return self.recipe_version.uses_providers(self.provider_overrides)

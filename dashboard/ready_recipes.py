@@ -19,9 +19,12 @@ READY_RECIPES = [
     {
         "name": "E-commerce pack",
         "slug": "ecommerce-pack",
-        "description": "Product cut out from a plain or studio backdrop, centred on white, in three shop sizes.",
+        "description": (
+            "Product cut out from a plain or studio backdrop, centred on white, in three shop sizes; "
+            "a photo that cannot be cut out cleanly is used whole, and the gallery says so."
+        ),
         "steps": [
-            ("remove_background", {}),
+            ("remove_background", {"if_unsuitable": "keep"}),
             ("canvas", {"background": "#ffffff", "margin": 0.08, "aspect": "1:1"}),
         ],
         "outputs": pair("thumbnail", 150, 150, "pad")

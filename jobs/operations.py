@@ -7,13 +7,14 @@ import re
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
+from jobs.cutout import check_cutout, segment_with_grabcut
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, place_window
 
@@ -49,14 +50,19 @@ def load_builtin_asset(name: str) -> bytes:
 
 @dataclass(frozen=True)
 class OperationContext:
-    """What an operation may need from outside the image: logo bytes, and a way to run a step remotely."""
+    """What an operation may need from outside the image: logo bytes, a way to run a step remotely,
+    and a list to leave notes in for the task ({"code", "message"}: "kept_whole" and why)."""
 
     load_asset: Callable[[str], bytes]
     remote: Callable[[Operation, Image.Image], Image.Image] | None = None
+    notes: list[dict[str, str]] = field(default_factory=list, compare=False)
 
     @classmethod
     def default(cls) -> OperationContext:
         return cls(load_asset=load_builtin_asset)
+
+    def note(self, code: str, message: str) -> None:
+        self.notes.append({"code": code, "message": message})
 
 
 # --- colours and aspect ratios, shared with jobs.rendering ----------------------------------------
@@ -217,36 +223,77 @@ class Operation(ABC):
         """Input resolution needed per unit of output resolution; None when it cannot be known."""
         return 1.0
 
+    def accept_result(
+        self, image: Image.Image, result: Image.Image, context: OperationContext
+    ) -> Image.Image:
+        """Check what a provider made of `image` for this step; the result as it is by default."""
+        return result
+
+
+# Refusals that mean "this photo does not suit a cut-out", which if_unsuitable="keep" turns into
+# keeping the photo whole; anything else (an undecodable file, a provider outage) still fails.
+UNSUITABLE_CODES = frozenset({"no_plain_background", "no_subject", "unusable_cutout"})
+KEPT_WHOLE = "kept_whole"
+
 
 @dataclass(frozen=True)
 class RemoveBackground(Operation):
     feather: float = 2.0
     threshold: float = 0.12
+    if_unsuitable: str = "refuse"
 
     name: ClassVar[str] = "remove_background"
     label: ClassVar[str] = "Remove background"
     description: ClassVar[str] = (
-        "Makes a plain or studio backdrop transparent by modelling its colour from the picture's "
-        "edges (classical, no AI): busy backgrounds are refused, not guessed."
+        "Makes a plain or studio backdrop transparent (classical: a backdrop colour model and "
+        "GrabCut, no AI). Busy backgrounds and cut-outs that fail the quality check are refused, "
+        "or with if_unsuitable='keep' the photo goes on whole and the gallery says so."
     )
     remote_capable: ClassVar[bool] = True
 
     @classmethod
     def from_params(cls, params: Mapping[str, object] | None) -> Self:
-        reader = ParamReader(cls.name, params, ("feather", "threshold"))
+        reader = ParamReader(cls.name, params, ("feather", "threshold", "if_unsuitable"))
         return cls(
             feather=reader.number("feather", 2.0, 0, 20),
             threshold=reader.number("threshold", 0.12, 0.02, 0.5),
+            if_unsuitable=reader.choice("if_unsuitable", "refuse", ("refuse", "keep")),
         )
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
-        alpha = background_alpha(image, threshold=self.threshold, feather=self.feather)
+        if _already_cut_out(image):
+            # Its backdrop is gone already, and the mask is the user's own, not ours to judge.
+            return carry_hints(image, image.copy())
+        try:
+            alpha = background_alpha(image, threshold=self.threshold, feather=self.feather)
+            if image.mode == "RGBA":
+                # Whatever was already transparent stays transparent.
+                alpha = ImageChops.multiply(alpha, image.getchannel("A"))
+            check_cutout(image, alpha)
+        except PermanentError as error:
+            return self.keep_whole(image, error, context)
         result = image.convert("RGBA")
-        if image.mode == "RGBA":
-            # Whatever was already transparent stays transparent.
-            alpha = ImageChops.multiply(alpha, image.getchannel("A"))
         result.putalpha(alpha)
         return carry_hints(image, result)
+
+    def accept_result(
+        self, image: Image.Image, result: Image.Image, context: OperationContext
+    ) -> Image.Image:
+        """A provider's cut-out of `image` passes the same gate as ours, or is handled the same way."""
+        if result.mode != "RGBA":
+            return result  # flattened onto a colour by the provider: no mask for the gate to judge
+        try:
+            check_cutout(image, result.getchannel("A"))
+        except PermanentError as error:
+            return self.keep_whole(image, error, context)
+        return result
+
+    def keep_whole(self, image: Image.Image, error: PermanentError, context: OperationContext) -> Image.Image:
+        """The photo unchanged, with a note saying why, when the recipe says so; else the refusal."""
+        if self.if_unsuitable != "keep" or error.code not in UNSUITABLE_CODES:
+            raise error
+        context.note(KEPT_WHOLE, error.message)
+        return carry_hints(image, image.copy())
 
 
 @dataclass(frozen=True)
@@ -597,6 +644,10 @@ def background_alpha(image: Image.Image, *, threshold: float = 0.12, feather: fl
     ring = np.zeros_like(passable)
     ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
     backdrop = connected_to(passable, passable & ring)
+    # The colour threshold alone keeps shadows and loses subject pixels near the backdrop's
+    # colour; GrabCut starts from its verdict and settles both by colour models and edges.
+    kept = segment_with_grabcut(np.asarray(small), backdrop, backdrop & border)
+    backdrop = connected_to(~kept, ~kept & ring)
     subject = Image.fromarray(np.where(backdrop, 0, 255).astype(np.uint8))
     # Median drops isolated noisy specks; max-then-min closes pin holes and hairline cracks.
     subject = subject.filter(ImageFilter.MedianFilter(3)).filter(ImageFilter.MaxFilter(3))
@@ -645,6 +696,15 @@ class _BackdropModel:
     def distance(self, lab: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         predicted = sum(term[..., None] * self.coefficients[i] for i, term in enumerate(self._terms(x, y)))
         return np.linalg.norm(lab - predicted, axis=-1)
+
+
+def _already_cut_out(image: Image.Image) -> bool:
+    """An RGBA picture whose border is mostly transparent has had its backdrop removed already."""
+    if image.mode != "RGBA" or min(image.size) < 3:
+        return False
+    alpha = np.asarray(image.getchannel("A"))
+    border = np.concatenate([alpha[0], alpha[-1], alpha[1:-1, 0], alpha[1:-1, -1]])
+    return float(np.mean(border < 128)) >= _MIN_PLAIN_BORDER
 
 
 def _refine_edges(

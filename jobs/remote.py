@@ -80,7 +80,9 @@ class RemoteStep(Operation):
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
         if context.remote is None:
             raise PermanentError(f"{self.name} needs provider {self.provider}, which is not available here.")
-        return context.remote(self, image)
+        result = context.remote(self, image)
+        # A chain's result is several steps' work, so only a single step's result can be judged as its own.
+        return self.operation.accept_result(image, result, context) if len(self.operations) == 1 else result
 
     def __repr__(self) -> str:
         return f"RemoteStep({list(self.operations)!r}, {self.provider!r}, {self.fallback!r})"

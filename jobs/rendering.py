@@ -308,6 +308,7 @@ class PipelineResult:
     width: int
     height: int
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[dict[str, str]] = field(default_factory=list)  # left by steps: {"code": "kept_whole", ...}
 
 
 def required_size(source_size: tuple[int, int], specs: Sequence[OutputSpec]) -> tuple[int, int]:
@@ -630,5 +631,10 @@ def run_pipeline(
         error.step = step  # type: ignore[attr-defined]
         raise error from exc
     return PipelineResult(
-        outputs=outputs, preview=preview.data, width=image.width, height=image.height, timings=timings
+        outputs=outputs,
+        preview=preview.data,
+        width=image.width,
+        height=image.height,
+        timings=timings,
+        notes=list(context.notes),
     )

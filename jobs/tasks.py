@@ -173,7 +173,7 @@ def store_result(task: Task, result: PipelineResult) -> None:
             unique_fields=["task", "name"],
             update_fields=["file", "width", "height", "format", "byte_size", "quality", "violations"],
         )
-        Task.objects.filter(pk=task.pk).update(preview=preview)
+        Task.objects.filter(pk=task.pk).update(preview=preview, notes=result.notes)
 
 
 def record_calls(task_id: int, attempt: int, calls: list[dict]) -> None:

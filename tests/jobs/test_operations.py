@@ -302,4 +302,6 @@ def test_remove_background_on_a_twelve_megapixel_photo_stays_fast():
     elapsed = time.perf_counter() - started
     alpha = np.asarray(result.getchannel("A")) > 127
     assert (alpha & scene.mask).sum() / (alpha | scene.mask).sum() > 0.98
-    assert elapsed < 2.0  # ~0.3 s on two cores; the bound only catches a per-pixel Python loop
+    assert (
+        elapsed < 4.0
+    )  # ~0.8 s on two idle cores with GrabCut; the bound only catches a per-pixel Python loop
