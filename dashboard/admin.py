@@ -158,6 +158,16 @@ class CampaignAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, today
 
 
+def fields_with_detail_as_pre(model: type[models.Model]) -> list[str]:
+    """Every field read-only, with error_detail shown by `error_traceback`: a plain read-only TextField
+    would lose a traceback's indentation."""
+    return [f.name if f.name != "error_detail" else "error_traceback" for f in model._meta.fields]
+
+
+def traceback_block(detail: str) -> str:
+    return format_html("<pre>{}</pre>", detail) if detail else "–"
+
+
 @admin.action(description="Requeue selected failed or dead tasks")
 def requeue_selected(modeladmin, request, queryset) -> None:
     count = services.requeue_tasks(queryset)
@@ -179,11 +189,15 @@ class TaskAdmin(admin.ModelAdmin):
     list_filter = ["state", "error_code", "campaign"]
     search_fields = ["source__display_name", "error_message"]
     list_select_related = ["campaign", "source", "recipe_version__recipe"]
-    readonly_fields = [f.name for f in Task._meta.fields] + ["output_links"]
+    readonly_fields = [*fields_with_detail_as_pre(Task), "output_links"]
     actions = [requeue_selected]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="Error detail")
+    def error_traceback(self, task: Task) -> str:
+        return traceback_block(task.error_detail)
 
     @admin.display(description="Outputs")
     def output_links(self, task: Task) -> str:
@@ -287,13 +301,17 @@ class GenerationAdmin(admin.ModelAdmin):
     list_filter = ["state", "error_code", "provider"]
     search_fields = ["prompt", "request_id", "error_message"]
     list_select_related = ["campaign", "provider"]
-    readonly_fields = [f.name for f in Generation._meta.fields]
+    readonly_fields = fields_with_detail_as_pre(Generation)
 
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="Error detail")
+    def error_traceback(self, generation: Generation) -> str:
+        return traceback_block(generation.error_detail)
 
     @admin.display(description="Prompt")
     def short_prompt(self, generation: Generation) -> str:

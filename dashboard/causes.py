@@ -69,9 +69,19 @@ CAUSES: tuple[Cause, ...] = (
     Cause(
         "worker_lost",
         "Interrupted",
-        "A worker stopped part way (a restart or a crash), the queue lost the job (Redis restarted empty) "
-        "or the database restarted. Nothing was lost; requeueing usually works.",
-        frozenset({"worker_lost", "queue_lost", "database_unavailable"}),
+        "A worker stopped part way (a restart or a crash) or ran short of memory, the queue lost the job "
+        "(Redis restarted empty), or the queue, the database or file storage was briefly unreachable. "
+        "Nothing was lost; requeueing usually works.",
+        frozenset(
+            {
+                "worker_lost",
+                "queue_lost",
+                "database_unavailable",
+                "queue_unavailable",
+                "storage_unavailable",
+                "out_of_memory",
+            }
+        ),
     ),
     Cause(
         "setup",
@@ -81,8 +91,9 @@ CAUSES: tuple[Cause, ...] = (
     ),
     Cause(
         "internal_error",
-        "Unexpected error",
-        "Something went wrong on our side; the message on each has the details for an admin. Requeueing may work.",
+        "Internal error (reported to staff)",
+        "Something went wrong on our side. It was not retried, since it would fail the same way again; staff "
+        "have the details under each error ref. Requeue once they say a fix is out.",
         frozenset({"internal_error"}),
     ),
 )

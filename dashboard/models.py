@@ -679,6 +679,9 @@ class Task(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     error_step = models.CharField(max_length=40, blank=True)
+    error_detail = models.TextField(
+        blank=True, help_text="For staff: the type, message and traceback of a bug, under its error ref."
+    )
     timings = models.JSONField(default=dict, blank=True)
     duration_ms = models.FloatField(
         null=True,
@@ -768,12 +771,15 @@ class Task(models.Model):
                 error_code="",
                 error_message="",
                 error_step="",
+                error_detail="",
                 timings=timings,
                 duration_ms=timings.get("total"),
             )
         )
 
-    def mark_failed(self, attempt: int, *, code: str, message: str, step: str, permanent: bool) -> bool:
+    def mark_failed(
+        self, attempt: int, *, code: str, message: str, step: str, permanent: bool, detail: str = ""
+    ) -> bool:
         """Record a failed attempt: permanent errors stop here, others become dead after the last try."""
         state = self.State.FAILED if permanent else self.State.DEAD
         return bool(
@@ -785,6 +791,7 @@ class Task(models.Model):
                 error_code=code[:40],
                 error_message=message,
                 error_step=step[:40],
+                error_detail=detail,
             )
         )
 
@@ -1033,6 +1040,9 @@ class Generation(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
+    error_detail = models.TextField(
+        blank=True, help_text="For staff: the type, message and traceback of a bug, under its error ref."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

@@ -90,6 +90,7 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
             error_code="",
             error_message="",
             error_step="",
+            error_detail="",
         )
         Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).start_run(now)
         enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
@@ -242,6 +243,7 @@ def requeue_generations(generations: QuerySet[Generation]) -> int:
             "finished_at": None,
             "error_code": "",
             "error_message": "",
+            "error_detail": "",
         }
         Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.DEAD).update(
             **fresh

@@ -1,4 +1,4 @@
-"""The three ways a step can fail, and what each means for a retry."""
+"""The ways a step can fail, and what each means for a retry."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ class StepError(Exception):
     # Set when the error came from a provider: which one, and the HTTP status it answered (if any).
     provider: str | None = None
     http_status: int | None = None
+    # Set on a bug (InternalError): the reference shared by the marketer's message and the staff log, and
+    # the type, message and traceback only staff see.
+    ref: str | None = None
+    detail: str = ""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -22,6 +26,20 @@ class PermanentError(StepError):
     """Retrying cannot help: unreadable input, invalid parameters, a 4xx from a provider."""
 
     code = "permanent"
+
+
+class InternalError(PermanentError):
+    """A bug on our side (an exception no step anticipated): it would fail the same way again.
+
+    `message` is one plain sentence with `ref`; `detail` (type, message, traceback) is for staff only.
+    """
+
+    code = "internal_error"
+
+    def __init__(self, message: str, *, ref: str, detail: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.detail = detail
 
 
 class TransientError(StepError):

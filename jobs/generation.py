@@ -46,7 +46,7 @@ from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
 from jobs.remote import book_call, refund_call
-from jobs.retry import backoff_delay, transient_for_unexpected
+from jobs.retry import backoff_delay, error_for_unexpected
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.generation")
@@ -91,8 +91,12 @@ def run_generation(generation_id: int, attempt: int) -> str:
         record_failure(generation, attempt, error, started)
         return error.code
     except Exception as exc:
-        logger.exception("unexpected error", extra={"generation": generation_id, "attempt": attempt})
-        error = transient_for_unexpected(exc)
+        # As for recipe tasks: an interruption retries, a bug fails now with a ref staff can look up.
+        error = error_for_unexpected(exc, doing="generating these images")
+        logger.exception(
+            "unexpected error",
+            extra={"generation": generation_id, "attempt": attempt, "error_ref": error.ref},
+        )
         record_failure(generation, attempt, error, started)
         return error.code
 
@@ -282,6 +286,7 @@ def mark_succeeded(generation_id: int, attempt: int) -> bool:
             next_attempt_at=None,
             error_code="",
             error_message="",
+            error_detail="",
         )
     )
 
@@ -296,6 +301,7 @@ def mark_failed(generation_id: int, attempt: int, error: StepError) -> bool:
             next_attempt_at=None,
             error_code=error.code[:40],
             error_message=error.message,
+            error_detail=error.detail,
         )
     )
 
@@ -373,6 +379,7 @@ def log_attempt(
             "error_code": error.code if error else None,
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
             "tasks_created": tasks,
+            "error_ref": error.ref if error else None,
         },
     )
 

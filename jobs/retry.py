@@ -1,13 +1,44 @@
-"""Retry policy: exponential backoff with full jitter, never sooner than a provider's Retry-After; and what an
-unexpected exception means for a retry."""
+"""Retry policy: exponential backoff with full jitter, never sooner than a provider's Retry-After; and which
+unexpected exceptions are worth another attempt."""
 
 from __future__ import annotations
 
+import errno
 import random
+import secrets
+import traceback
 
-from django.db import DatabaseError, connections
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+    connections,
+)
+from redis import exceptions as redis_errors
+from rq.timeouts import JobTimeoutException
 
-from jobs.errors import TransientError
+from jobs.errors import InternalError, StepError, TransientError
+
+# Redis restarting, failing over (a replica is read-only until promoted) or loading its data set.
+REDIS_INTERRUPTIONS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError)
+# Errors in the query we sent, not in the database's health: the same query fails the same way again.
+DATABASE_BUGS = (IntegrityError, ProgrammingError, DataError, NotSupportedError)
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,  # disk full: someone frees space, or the cleanup runs
+        errno.EDQUOT,
+        errno.EIO,
+        errno.ESTALE,  # NFS handle gone stale after a server restart
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.ENOMEM,
+        errno.EMFILE,  # out of file descriptors: this process, for now
+        errno.ENFILE,
+    }
+)
 
 
 def backoff_delay(
@@ -31,15 +62,50 @@ def backoff_delay(
     return delay
 
 
-def transient_for_unexpected(exc: Exception) -> TransientError:
-    """An exception no step anticipated: worth another attempt, with a reason a person can read.
+def error_for_unexpected(exc: Exception, *, doing: str) -> StepError:
+    """An exception no step anticipated, as the error to record: an interruption from outside our code
+    retries; anything else is a bug that would fail the same way again, so it fails now with a reference.
 
-    A database that restarted or dropped the connection mid-attempt is named as such, and the broken
-    connections are closed first, so that recording this very failure opens a fresh one.
+    `doing` completes "Something went wrong on our side while …" (e.g. "rendering this image").
     """
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, MemoryError):
+        # Usually the worker's neighbours (other jobs, other threads) took the memory: another worker,
+        # or this one later, has room. A single image too big to fit is stopped by PIXELMILL_MAX_PIXELS.
+        return TransientError(
+            "The worker ran short of memory; this will be tried again.", code="out_of_memory"
+        )
+    if isinstance(exc, JobTimeoutException):
+        return TransientError("The work took longer than its time limit.", code="timeout")
+    if isinstance(exc, REDIS_INTERRUPTIONS):
+        return TransientError(
+            "The queue was briefly unreachable; this will be tried again.", code="queue_unavailable"
+        )
+    if isinstance(exc, DatabaseError) and not isinstance(exc, DATABASE_BUGS):
+        # A database that restarted or dropped the connection: close the broken connections first, so
+        # that recording this very failure opens a fresh one.
         connections.close_all()
         return TransientError(
             "The database was briefly unreachable; this will be tried again.", code="database_unavailable"
         )
-    return TransientError(f"Unexpected error: {type(exc).__name__}: {exc}", code="internal_error")
+    if isinstance(exc, OSError) and is_storage_interruption(exc):
+        return TransientError(
+            "File storage was briefly unavailable; this will be tried again.", code="storage_unavailable"
+        )
+    ref = secrets.token_hex(4)
+    detail = f"error ref {ref}\n" + "".join(traceback.format_exception(exc))
+    return InternalError(
+        f"Something went wrong on our side while {doing} (error ref {ref}). "
+        "It will not be retried automatically; staff have the details.",
+        ref=ref,
+        detail=detail,
+    )
+
+
+def is_storage_interruption(exc: OSError) -> bool:
+    """A full disk, an NFS or network-storage blip: outside our code and over by a later attempt.
+
+    Told apart by errno: Pillow's own OSErrors ("cannot identify image file", "encoder error -2") carry
+    none, and a missing file (ENOENT) or a denied one (EACCES) stays missing or denied however often it is
+    tried, so those are bugs or setup, not interruptions.
+    """
+    return isinstance(exc, (ConnectionError, TimeoutError)) or exc.errno in TRANSIENT_ERRNOS

@@ -33,7 +33,7 @@ from jobs.operations import OperationContext
 from jobs.queueing import get_process_queue, job_id_for, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
-from jobs.retry import backoff_delay, transient_for_unexpected
+from jobs.retry import backoff_delay, error_for_unexpected
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.tasks")
@@ -89,9 +89,13 @@ def process_task(task_id: int, attempt: int) -> str:
         record_failure(task, attempt, error, step, started)
         return error.code
     except Exception as exc:
-        # A bug or an exhausted resource: retrying may help and the reason stays visible.
-        logger.exception("unexpected error", extra={"task": task_id, "attempt": attempt, "step": step})
-        error = transient_for_unexpected(exc)
+        # An interruption (queue, database, storage, memory) retries; a bug fails now, not five times over
+        # ten minutes. Staff find the traceback in the log and on the admin page under the same ref.
+        error = error_for_unexpected(exc, doing="rendering this image")
+        logger.exception(
+            "unexpected error",
+            extra={"task": task_id, "attempt": attempt, "step": step, "error_ref": error.ref},
+        )
         record_failure(task, attempt, error, step, started)
         return error.code
     finally:
@@ -206,7 +210,14 @@ def park(task: Task, attempt: int, reason: str, started: float) -> str:
 def record_failure(task: Task, attempt: int, error: StepError, step: str, started: float) -> None:
     permanent = isinstance(error, PermanentError)
     if permanent or attempt - task.deferrals >= task.max_attempts:
-        task.mark_failed(attempt, code=error.code, message=error.message, step=step, permanent=permanent)
+        task.mark_failed(
+            attempt,
+            code=error.code,
+            message=error.message,
+            step=step,
+            permanent=permanent,
+            detail=error.detail,
+        )
         outcome = "failed" if permanent else "dead"
         log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
         announce_if_run_finished(task.campaign_id)
@@ -247,5 +258,6 @@ def log_attempt(
             "http_status": error.http_status if error else None,
             "error_code": error.code if error else None,
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
+            "error_ref": error.ref if error else None,
         },
     )

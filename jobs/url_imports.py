@@ -24,7 +24,7 @@ from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.queueing import URL_IMPORTS, schedule_attempt
-from jobs.retry import backoff_delay, transient_for_unexpected
+from jobs.retry import backoff_delay, error_for_unexpected
 
 logger = logging.getLogger("pixelmill.url_imports")
 
@@ -49,8 +49,11 @@ def import_url_task(import_id: int, attempt: int) -> str:
     except StepError as error:
         return record_failure(row, attempt, error, started)
     except Exception as exc:
-        logger.exception("unexpected error", extra={"url_import": import_id, "attempt": attempt})
-        error = transient_for_unexpected(exc)
+        # As for recipe tasks: an interruption retries, a bug fails now with a ref staff can look up.
+        error = error_for_unexpected(exc, doing="importing this URL")
+        logger.exception(
+            "unexpected error", extra={"url_import": import_id, "attempt": attempt, "error_ref": error.ref}
+        )
         return record_failure(row, attempt, error, started)
     duplicate = source is None
     if duplicate:
@@ -78,7 +81,9 @@ def running(import_id: int, attempt: int):
 def record_failure(row: UrlImport, attempt: int, error: StepError, started: float) -> str:
     """A permanent error ends the import with its reason; a transient one retries until the attempts run out."""
     permanent = isinstance(error, PermanentError)
-    message = f"{error.message[:1].upper()}{error.message[1:]}."
+    message = f"{error.message[:1].upper()}{error.message[1:]}"
+    if not message.endswith("."):  # the fetcher's reasons are clauses; ours are already sentences
+        message += "."
     if permanent or attempt - row.deferrals >= row.max_attempts:
         running(row.pk, attempt).update(
             state=UrlImport.State.FAILED if permanent else UrlImport.State.DEAD,
@@ -124,6 +129,7 @@ def log(
             "job_id": URL_IMPORTS.job_id(row.pk, attempt),
             "outcome": outcome,
             "error_code": error.code if error else None,
+            "error_ref": error.ref if error else None,
             "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
             "retry_in": round(retry_in, 2) if retry_in is not None else None,
         },

@@ -169,6 +169,27 @@ def test_a_400_on_submit_fails_at_once_with_the_providers_reason(campaign, fal_p
     assert not campaign.sources.exists()
 
 
+def test_a_bug_while_generating_fails_at_once_with_a_ref_and_the_traceback_for_staff(
+    campaign, fal_provider, monkeypatch, admin_client
+):
+    from jobs import generation as generation_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("images")
+
+    monkeypatch.setattr(generation_module, "run_attempt", broken)
+    [generation] = generate(campaign, fal_provider, PromptSpec("A chair", image_size="256x256"))
+    assert run_generation(generation.pk, 1) == "internal_error"
+    generation.refresh_from_db()
+    assert (generation.state, generation.attempts) == ("failed", 1)
+    assert "while generating these images (error ref " in generation.error_message
+    assert "KeyError" not in generation.error_message
+    page = admin_client.get(
+        reverse("admin:dashboard_generation_change", args=[generation.pk])
+    ).content.decode()
+    assert "KeyError: &#x27;images&#x27;" in page and "Traceback (most recent call last)" in page
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_prompt_fal_finds_invalid_fails_with_fals_validation_message(campaign, fal_provider, simulator):
     """fal answers 422 with a pydantic list; the marketer reads which field and why, not "HTTP 422"."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,11 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import IntegrityError
+from django.urls import reverse
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.job import Job
 
 from dashboard.models import SourceImage, Task
@@ -336,3 +342,125 @@ def test_storing_again_overwrites_the_same_output_rows(queued_task):
     after = {o.name: (o.pk, o.byte_size) for o in queued_task.outputs.all()}
     assert {name: pk for name, (pk, _) in after.items()} == {name: pk for name, (pk, _) in before.items()}
     assert after[result.outputs[0].spec.name][1] == 10
+
+
+CROP_BUG = "Source cropping option is invalid: Size of the crop box is out of the image boundaries"
+
+
+def raise_in_render(monkeypatch, exc: BaseException) -> None:
+    """A bug in local rendering: the pipeline's last step raises what no step anticipated."""
+    from jobs import rendering
+
+    def broken_render(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(rendering, "render_outputs", broken_render)
+
+
+def test_a_bug_in_local_rendering_fails_at_once_with_a_plain_message_and_a_ref_staff_can_look_up(
+    queued_task,
+    monkeypatch,
+    caplog,
+    admin_client,
+    marketer_client,
+    redis_conn,
+    django_capture_on_commit_callbacks,
+):
+    """No five attempts and no backoff: the marketer reads one sentence with a ref, staff get the traceback."""
+    raise_in_render(monkeypatch, RuntimeError(CROP_BUG))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert process_task(queued_task.pk, 1) == "internal_error"
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts, queued_task.next_attempt_at) == ("failed", 1, None)
+    assert get_process_queue().scheduled_job_registry.get_job_ids() == []
+    assert not Job.exists(job_id_for(queued_task.pk, 2), connection=redis_conn)
+
+    ref = re.fullmatch(
+        r"Something went wrong on our side while rendering this image \(error ref ([0-9a-f]{8})\)\. "
+        r"It will not be retried automatically; staff have the details\.",
+        queued_task.error_message,
+    ).group(1)
+    for page in ("campaign-failures", "campaign-detail"):
+        html = marketer_client.get(reverse(page, args=[queued_task.campaign_id])).content.decode()
+        assert ref in html and "RuntimeError" not in html and "crop box" not in html, page
+
+    assert ref in queued_task.error_detail and "Traceback (most recent call last)" in queued_task.error_detail
+    admin_page = admin_client.get(
+        reverse("admin:dashboard_task_change", args=[queued_task.pk])
+    ).content.decode()
+    assert f"RuntimeError: {CROP_BUG}" in admin_page and ref in admin_page
+
+    [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    assert logged.error_ref == ref and logged.exc_info[0] is RuntimeError
+
+
+def test_a_task_that_failed_on_a_bug_is_requeued_from_the_failures_page_once_a_fix_is_out(
+    queued_task, monkeypatch, marketer_client, django_capture_on_commit_callbacks
+):
+    raise_in_render(monkeypatch, RuntimeError(CROP_BUG))
+    assert process_task(queued_task.pk, 1) == "internal_error"
+    failures = marketer_client.get(
+        reverse("campaign-failures", args=[queued_task.campaign_id])
+    ).content.decode()
+    assert "Internal error (reported to staff)" in failures
+
+    monkeypatch.undo()  # the fix is deployed
+    url = reverse("campaign-requeue-failed", args=[queued_task.campaign_id]) + "?cause=internal_error"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert marketer_client.post(url).status_code == 302
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.error_message, queued_task.error_detail) == ("queued", "", "")
+    assert process_task(queued_task.pk, 2) == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("width"),
+        ValueError("operands could not be broadcast together"),
+        FileNotFoundError(2, "No such file or directory"),  # a missing source stays missing
+        OSError("encoder error -2"),  # Pillow's own OSErrors carry no errno
+        IntegrityError("UNIQUE constraint failed: dashboard_output.task_id"),  # our query, not the database
+    ],
+    ids=["KeyError", "ValueError", "ENOENT", "pillow-OSError", "IntegrityError"],
+)
+def test_an_unexpected_exception_in_local_work_is_permanent(queued_task, monkeypatch, exc):
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(task_module, "run_pipeline", broken)
+    assert process_task(queued_task.pk, 1) == "internal_error"
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.attempts) == ("failed", 1)
+    assert type(exc).__name__ not in queued_task.error_message
+    assert type(exc).__name__ in queued_task.error_detail
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (TransientError("remove.bg answered HTTP 503.", code="http_503"), "http_503"),
+        (
+            RedisConnectionError("Error 111 connecting to localhost:6379. Connection refused."),
+            "queue_unavailable",
+        ),
+        (RedisTimeoutError("Timeout reading from socket"), "queue_unavailable"),
+        (MemoryError(), "out_of_memory"),
+        (OSError(errno.ENOSPC, "No space left on device"), "storage_unavailable"),
+        (OSError(errno.ESTALE, "Stale file handle"), "storage_unavailable"),
+    ],
+    ids=["provider-503", "redis-refused", "redis-timeout", "memory", "disk-full", "nfs-stale"],
+)
+def test_interruptions_from_outside_our_code_still_retry_with_a_readable_reason(
+    queued_task, monkeypatch, exc, code, django_capture_on_commit_callbacks
+):
+    def interrupted(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(task_module, "run_pipeline", interrupted)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert process_task(queued_task.pk, 1) == code
+    queued_task.refresh_from_db()
+    assert (queued_task.state, queued_task.error_code, queued_task.error_detail) == ("queued", code, "")
+    assert get_process_queue().scheduled_job_registry.get_job_ids() == [job_id_for(queued_task.pk, 2)]
+    assert type(exc).__name__ not in queued_task.error_message

@@ -130,3 +130,24 @@ def test_the_reconciler_takes_back_an_import_whose_worker_died(campaign, server,
     drain(campaign)
     row.refresh_from_db()
     assert (row.state, row.attempts) == ("succeeded", 2)
+
+
+def test_a_bug_while_importing_fails_at_once_with_a_plain_message_and_a_ref(
+    campaign, redis_conn, monkeypatch
+):
+    from jobs import url_imports
+
+    def broken(url):
+        raise RuntimeError("'NoneType' object has no attribute 'headers'")
+
+    monkeypatch.setattr(url_imports, "fetch_image", broken)
+    queue_url_imports(campaign, ["https://images.example.com/chair.jpg"])
+    row = campaign.url_imports.get()
+    assert import_url_task(row.pk, 1) == "failed"
+    row.refresh_from_db()
+    assert (row.state, row.attempts, row.error_code) == ("failed", 1, "internal_error")
+    assert row.error_message.startswith(
+        "Something went wrong on our side while importing this URL (error ref "
+    )
+    assert row.error_message.endswith("staff have the details.")  # one full stop, not two
+    assert "RuntimeError" not in row.error_message and "NoneType" not in row.error_message
