@@ -222,6 +222,9 @@ class SourceImage(models.Model):
     generation = models.ForeignKey(
         "Generation", null=True, blank=True, on_delete=models.SET_NULL, related_name="sources"
     )
+    # Where a marketer clicked on the upright picture (0..1 from the left and the top); empty: detect it.
+    focal_point_x = models.FloatField(null=True, blank=True)
+    focal_point_y = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -232,6 +235,13 @@ class SourceImage(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    @property
+    def focal_point(self) -> tuple[float, float] | None:
+        """The chosen subject point that smart crop and fill outputs centre on, or None to detect it."""
+        if self.focal_point_x is None or self.focal_point_y is None:
+            return None
+        return (self.focal_point_x, self.focal_point_y)
 
 
 class Provider(models.Model):

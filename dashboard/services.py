@@ -20,6 +20,7 @@ from dashboard.models import (
     Provider,
     Recipe,
     RecipeVersion,
+    SourceImage,
     Task,
     TaskQuerySet,
     UrlImport,
@@ -356,4 +357,41 @@ def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
         )
         attempts = [(pk, done + 1) for pk, done in rows]
         transaction.on_commit(lambda: enqueue_attempts(attempts, URL_IMPORTS))
+    return len(rows)
+
+
+def crops_around_subject(definition: dict) -> bool:
+    """Whether a recipe version's outputs depend on where the subject is: a smart_crop step or a fill output."""
+    return any(step["operation"] == "smart_crop" for step in definition["steps"]) or any(
+        output.get("fit") == "fill" for output in definition["outputs"]
+    )
+
+
+def set_focal_point(source: SourceImage, point: tuple[float, float] | None) -> int:
+    """Choose (or with None, go back to detecting) the subject point of an image, and render again the
+    succeeded tasks of that image whose crops depend on it; returns how many were requeued."""
+    now = timezone.now()
+    x, y = point if point is not None else (None, None)
+    with transaction.atomic():
+        SourceImage.objects.filter(pk=source.pk).update(focal_point_x=x, focal_point_y=y)
+        source.focal_point_x, source.focal_point_y = x, y
+        rows = [
+            (pk, attempts)
+            for pk, attempts, definition in Task.objects.filter(source=source, state=Task.State.SUCCEEDED)
+            .select_for_update(of=("self",))
+            .values_list("pk", "attempts", "recipe_version__definition")
+            if crops_around_subject(definition)
+        ]
+        if not rows:
+            return 0
+        # As requeue_tasks does for failures: a fresh budget of attempts, the next attempt number.
+        Task.objects.filter(pk__in=[pk for pk, _ in rows], state=Task.State.SUCCEEDED).update(
+            state=Task.State.QUEUED,
+            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
+            queued_at=now,
+            next_attempt_at=None,
+            finished_at=None,
+        )
+        Campaign.objects.filter(pk=source.campaign_id).start_run(now)
+        enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
     return len(rows)

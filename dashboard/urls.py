@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import permission_required
 from django.urls import include, path, re_path
 
-from dashboard import chart_views, estimate_views, review, sharing, views
+from dashboard import chart_views, estimate_views, focal_point_views, review, sharing, views
 
 # django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
 queue_view = permission_required("dashboard.view_queues", raise_exception=True)
@@ -43,6 +43,7 @@ urlpatterns = [
     path("tasks/<int:pk>/requeue/", views.task_requeue, name="task-requeue"),
     path("tasks/<int:pk>/preview.webp", views.task_preview, name="task-preview"),
     path("sources/<int:pk>/thumbnail.webp", views.source_thumbnail, name="source-thumbnail"),
+    path("sources/<int:pk>/focal-point/", focal_point_views.source_focal_point, name="source-focal-point"),
     path("outputs/<int:pk>/", views.output_download, name="output-download"),
     # Review and approve, compare versions, re-run (dashboard/review.py).
     path("outputs/<int:pk>/compare/", review.output_compare, name="output-compare"),

@@ -6,6 +6,7 @@ import functools
 import io
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,11 +164,20 @@ def encode_intermediate(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def place_window(length: int, window: int, focus: float, span: tuple[float, float] | None = None) -> int:
+def place_window(
+    length: int,
+    window: int,
+    focus: float,
+    span: tuple[float, float] | None = None,
+    *,
+    keep_start: bool = False,
+) -> int:
     """Start of a `window`-long crop inside `length` pixels around normalised `focus`.
 
     With `span` (normalised start, end of the subject) the window keeps the whole span when
-    it can, and is otherwise centred on the focus; it never leaves the image.
+    it can, and is otherwise centred on the focus; with `keep_start` a span too long for the
+    window keeps its start instead (the top of a person is their head), as long as the focus
+    stays in the window. The window never leaves the image.
     """
     window = min(window, length)
     centre = focus * length
@@ -177,7 +187,23 @@ def place_window(length: int, window: int, focus: float, span: tuple[float, floa
         if high - low <= window:
             # Slide the least distance that brings the whole subject inside.
             start = min(max(start, high - window), low)
+        elif keep_start:
+            start = max(low, centre - 0.9 * window)
     return int(round(min(max(start, 0.0), length - window)))
+
+
+def fill_crop(
+    size: tuple[int, int], box: tuple[int, int], hints: Mapping[str, object]
+) -> tuple[int, int, int, int]:
+    """The (left, top, right, bottom) a `fill` output of `box` size keeps of a picture resized to `size`
+    (which covers the box), placed by the focus hints: the subject whole when it fits, else its focus."""
+    focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
+    subject = hints.get(SUBJECT_KEY)
+    x_span = (subject[0], subject[2]) if subject else None  # type: ignore[index]
+    y_span = (subject[1], subject[3]) if subject else None  # type: ignore[index]
+    left = place_window(size[0], box[0], float(focus[0]), x_span)  # type: ignore[index]
+    top = place_window(size[1], box[1], float(focus[1]), y_span, keep_start=True)  # type: ignore[index]
+    return left, top, left + min(box[0], size[0]), top + min(box[1], size[1])
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 from jobs.cutout import check_cutout, segment_with_grabcut
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, place_window
+from jobs.saliency import SalientSubject, salient_subject
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_LOGO = "pixelmill-logo.png"
@@ -436,7 +437,8 @@ class SmartCrop(Operation):
     name: ClassVar[str] = "smart_crop"
     label: ClassVar[str] = "Smart crop"
     description: ClassVar[str] = (
-        "Finds the subject (from transparency, or from a contrast-and-colour saliency map) and "
+        "Finds the subject (from transparency, a colour-rarity and sharpness saliency map, or the point "
+        "a marketer clicked on the image) and "
         "crops to the aspect ratio around it; later 'fill' outputs also crop around it."
     )
 
@@ -449,25 +451,39 @@ class SmartCrop(Operation):
         )
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
-        box = locate_subject(image, self.focus)
-        focus = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        hints = {FOCUS_KEY: focus, SUBJECT_KEY: box}
-        if not self.aspect:
+        crop, hints = self.plan(image)
+        if crop == (0, 0, image.width, image.height):
             result = image.copy()
             result.info = hints
             return result
+        result = image.crop(crop)
+        result.info = _move_hints(hints, image.size, crop, 1.0, (0, 0), result.size)
+        return result
+
+    def plan(self, image: Image.Image) -> tuple[tuple[int, int, int, int], dict[str, tuple[float, ...]]]:
+        """The pixel box this step keeps of `image`, and the focus hints (in `image`'s coordinates).
+
+        A focus already given (a marketer's click, passed in by the pipeline) wins over detection.
+        """
+        given = image.info.get(FOCUS_KEY)
+        hints: dict[str, tuple[float, ...]]
+        if isinstance(given, tuple) and len(given) == 2:
+            hints = {key: image.info[key] for key in (FOCUS_KEY, SUBJECT_KEY) if key in image.info}
+        else:
+            subject = locate_subject(image, self.focus)
+            hints = {FOCUS_KEY: subject.focus, SUBJECT_KEY: subject.box}
+        if not self.aspect:
+            return (0, 0, image.width, image.height), hints
         ratio = aspect_ratio(self.aspect)
         width, height = image.size
         crop_w, crop_h = (
             (round(height * ratio), height) if width / height > ratio else (width, round(width / ratio))
         )
         crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
-        left = place_window(width, crop_w, focus[0], (box[0], box[2]))
-        top = place_window(height, crop_h, focus[1], (box[1], box[3]))
-        crop = (left, top, left + crop_w, top + crop_h)
-        result = image.crop(crop)
-        result.info = _move_hints(hints, image.size, crop, 1.0, (0, 0), result.size)
-        return result
+        focus, box = hints[FOCUS_KEY], hints.get(SUBJECT_KEY)
+        left = place_window(width, crop_w, focus[0], (box[0], box[2]) if box else None)
+        top = place_window(height, crop_h, focus[1], (box[1], box[3]) if box else None, keep_start=True)
+        return (left, top, left + crop_w, top + crop_h), hints
 
     def source_scale(self) -> float | None:
         return None if self.aspect else 1.0
@@ -808,22 +824,21 @@ def srgb_to_lab(pixels: np.ndarray) -> np.ndarray:
 
 # --- subject location -----------------------------------------------------------------------------
 
-_SALIENCY_LONG_SIDE = 160
 
-
-def locate_subject(image: Image.Image, method: str = "auto") -> tuple[float, float, float, float]:
-    """Normalised (x0, y0, x1, y1) of the subject: alpha bounding box, backdrop contrast or saliency."""
+def locate_subject(image: Image.Image, method: str = "auto") -> SalientSubject:
+    """The subject's normalised box and focus: alpha bounding box, backdrop contrast or saliency."""
     if min(image.size) < 3:
-        return (0.0, 0.0, 1.0, 1.0)  # too small to hold a subject of its own: all of it is the subject
+        # Too small to hold a subject of its own: all of it is the subject.
+        return SalientSubject((0.0, 0.0, 1.0, 1.0), (0.5, 0.5))
+    box = None
     if method in ("auto", "subject") and image.mode == "RGBA":
         box = image.getchannel("A").point(lambda v: 255 if v > 16 else 0).getbbox()
-        if box:
-            return _normalised(box, image.size)
-    if method == "subject":
+    if box is None and method == "subject":
         box = content_box(image)
-        if box:
-            return _normalised(box, image.size)
-    return _salient_box(image)
+    if box is None:
+        return salient_subject(image)
+    x0, y0, x1, y1 = _normalised(box, image.size)
+    return SalientSubject((x0, y0, x1, y1), ((x0 + x1) / 2, (y0 + y1) / 2))
 
 
 def content_box(image: Image.Image) -> tuple[int, int, int, int] | None:
@@ -849,53 +864,6 @@ def content_box(image: Image.Image) -> tuple[int, int, int, int] | None:
         min(image.width, math.ceil((box[2] + 1) / scale)),
         min(image.height, math.ceil((box[3] + 1) / scale)),
     )
-
-
-def saliency_map(image: Image.Image) -> np.ndarray:
-    """Float map in 0..1 at ≤160 px: local contrast energy plus colour distance from the border."""
-    scale = min(1.0, _SALIENCY_LONG_SIDE / max(image.size))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    rgb = image.convert("RGB")
-    if image.mode == "RGBA":
-        # Judge a cut-out against neutral grey, not against whatever its transparent pixels hold.
-        rgb = Image.new("RGB", image.size, (128, 128, 128))
-        rgb.paste(image, (0, 0), image)
-    lab = srgb_to_lab(np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)))
-    gy, gx = np.gradient(lab[..., 0])
-    energy = _blur(np.hypot(gx, gy), 2.0)
-    edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-    rarity = _blur(np.linalg.norm(lab - np.median(edge, axis=0), axis=-1), 1.0)
-    return 0.5 * _unit(energy) + 0.5 * _unit(rarity)
-
-
-def _salient_box(image: Image.Image) -> tuple[float, float, float, float]:
-    saliency = saliency_map(image)
-    weights = np.where(saliency >= 0.5 * saliency.max(), saliency, 0.0) ** 2
-    if weights.sum() <= 0:
-        return (0.0, 0.0, 1.0, 1.0)
-    height, width = saliency.shape
-    x0, x1 = _mass_span(weights.sum(axis=0))
-    y0, y1 = _mass_span(weights.sum(axis=1))
-    return (x0 / width, y0 / height, x1 / width, y1 / height)
-
-
-def _mass_span(profile: np.ndarray, share: float = 0.02) -> tuple[float, float]:
-    # Trim a sliver of mass at each end so one stray bright pixel does not widen the box.
-    cumulative = np.cumsum(profile) / profile.sum()
-    start = int(np.searchsorted(cumulative, share))
-    end = int(np.searchsorted(cumulative, 1 - share)) + 1
-    return float(start), float(min(end, profile.size))
-
-
-def _blur(values: np.ndarray, radius: float) -> np.ndarray:
-    peak = float(values.max()) or 1.0
-    image = Image.fromarray(np.clip(values / peak * 255, 0, 255).astype(np.uint8))
-    return np.asarray(image.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255 * peak
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def _normalised(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:

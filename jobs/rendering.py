@@ -16,9 +16,8 @@ from jobs.errors import PermanentError, StepError
 from jobs.imaging import (
     DEFAULT_MAX_PIXELS,
     FOCUS_KEY,
-    SUBJECT_KEY,
     decode_image,
-    place_window,
+    fill_crop,
     read_dimensions,
 )
 from jobs.operations import (
@@ -460,13 +459,7 @@ def fill_window(
     Resampling only the window (a fractional box, filtered with the pixels around it) gives the
     pixels a resize-then-crop would, without filtering the columns or rows the crop throws away.
     """
-    hints = image.info
-    focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
-    subject = hints.get(SUBJECT_KEY)
-    x_span = (subject[0], subject[2]) if subject else None
-    y_span = (subject[1], subject[3]) if subject else None
-    left = place_window(target[0], spec.width, float(focus[0]), x_span)
-    top = place_window(target[1], spec.height, float(focus[1]), y_span)
+    left, top, _, _ = fill_crop(target, (spec.width, spec.height), image.info)
     base = resampling_base(frames, target)
     if base.size == target:
         return base.crop((left, top, left + spec.width, top + spec.height))
@@ -478,13 +471,7 @@ def fill_window(
 def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str, object]) -> Image.Image:
     """Crop (fill) around the focus, or pad to the exact box; fit passes through."""
     if spec.fit == "fill" and image.size != (spec.width, spec.height):
-        focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
-        subject = hints.get(SUBJECT_KEY)
-        x_span = (subject[0], subject[2]) if subject else None
-        y_span = (subject[1], subject[3]) if subject else None
-        left = place_window(image.width, spec.width, float(focus[0]), x_span)
-        top = place_window(image.height, spec.height, float(focus[1]), y_span)
-        return image.crop((left, top, left + spec.width, top + spec.height))
+        return image.crop(fill_crop(image.size, (spec.width, spec.height), hints))
     if spec.fit == "pad" and image.size != (spec.width, spec.height):
         if spec.background == "transparent":
             canvas = Image.new("RGBA", (spec.width, spec.height), (0, 0, 0, 0))
@@ -590,8 +577,12 @@ def run_pipeline(
     context: OperationContext | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_step: Callable[[str], None] | None = None,
+    focus: tuple[float, float] | None = None,
 ) -> PipelineResult:
-    """Decode once (shrink-on-load to what the outputs need), apply the steps, render every spec."""
+    """Decode once (shrink-on-load to what the outputs need), apply the steps, render every spec.
+
+    `focus` (normalised x, y of the upright picture; a marketer's click) replaces subject detection.
+    """
     context = context or OperationContext.default()
     timings: dict[str, float] = {}
     step = "decode"
@@ -607,6 +598,9 @@ def run_pipeline(
             source, max_pixels=max_pixels, min_size=draft_size(source, steps, specs, max_pixels)
         )
         timed("decode", started)
+        if focus is not None:
+            # Hints are the only thing `info` holds after decoding; the chosen point replaces them all.
+            image.info = {FOCUS_KEY: (float(focus[0]), float(focus[1]))}
         for operation in steps:
             step = operation.name
             if on_step:

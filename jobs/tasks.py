@@ -125,6 +125,7 @@ def run_attempt(
         context=context,
         max_pixels=settings.PIXELMILL_MAX_PIXELS,
         on_step=enter_step,
+        focus=task.source.focal_point,
     )
     enter_step("store")
     store_started = time.perf_counter()
