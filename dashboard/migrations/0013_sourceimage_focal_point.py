@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dashboard', '0010_task_version_campaign_index'),
+        ('dashboard', '0012_task_generation_error_detail'),
     ]
 
     operations = [
