@@ -1,7 +1,8 @@
-"""Where the subject of a photo is: a saliency map and the box and focus point of its strongest region."""
+"""Where the subject of a photo is: faces first, else the box and focus point of its strongest salient region."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +21,13 @@ _L_BINS, _AB_BINS = 8, 16
 _COMMON_SHARE = 0.01
 # Seeds of a region are pixels at least this salient; the region grows over pixels at least _GROW.
 _SEED, _GROW = 0.5, 0.25
+# Faces are looked for on a copy this long: a face a tenth of a portrait's width is still 40 px, and
+# OpenCV's frontal-face cascade takes 20-60 ms there. Faces smaller than _MIN_FACE of the long side are
+# crowd or background, not the subject.
+_FACE_LONG_SIDE = 400
+_MIN_FACE = 0.06
+# A face box is the eyes-to-chin square; the head around it (hair, ears, chin) is this much wider.
+_HEAD_MARGIN = 0.15
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,13 @@ def saliency_map(image: Image.Image) -> np.ndarray:
 
 
 def salient_subject(image: Image.Image) -> SalientSubject:
-    """The region grown from the most salient pixels that holds the most saliency, not touching the
-    border if another one does not; the whole picture when nothing stands out."""
+    """The faces in the picture when it has any (people look at faces first, and a crop that keeps a
+    colourful badge but cuts the face is the worst a portrait can get); otherwise the region grown from
+    the most salient pixels that holds the most saliency, not touching the border if another one does
+    not; the whole picture when nothing stands out."""
+    faces = find_faces(image)
+    if faces:
+        return faces
     saliency = saliency_map(image)
     height, width = saliency.shape
     if saliency.max() <= 0:
@@ -82,6 +95,47 @@ def salient_subject(image: Image.Image) -> SalientSubject:
         (float((weights * rows).sum()) / total + 0.5) / height,
     )
     return SalientSubject((x / width, y / height, (x + w) / width, (y + h) / height), focus)
+
+
+def find_faces(image: Image.Image) -> SalientSubject | None:
+    """The box around every frontal face (each widened to the head) and the centre of the largest face,
+    or None. Haar cascade from OpenCV's own data, no model download."""
+    scale = min(1.0, _FACE_LONG_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    grey = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    smallest = max(20, round(_MIN_FACE * max(size)))
+    if min(size) < smallest:
+        return None
+    # minNeighbors 8: no false faces in the corpus's foliage, moss and textures (the default 3 finds some).
+    found = _face_cascade().detectMultiScale(
+        grey, scaleFactor=1.1, minNeighbors=8, minSize=(smallest, smallest)
+    )
+    if len(found) == 0:
+        return None
+    width, height = size
+    boxes = [
+        (
+            max(0.0, (x - _HEAD_MARGIN * w) / width),
+            max(0.0, (y - _HEAD_MARGIN * h) / height),
+            min(1.0, (x + w + _HEAD_MARGIN * w) / width),
+            min(1.0, (y + h + _HEAD_MARGIN * h) / height),
+        )
+        for x, y, w, h in found
+    ]
+    largest = max(found, key=lambda face: face[2] * face[3])
+    x, y, w, h = largest
+    box = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+    return SalientSubject(box, ((x + w / 2) / width, (y + h / 2) / height))
+
+
+@functools.cache
+def _face_cascade() -> cv2.CascadeClassifier:
+    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
 
 
 def _small_lab(image: Image.Image, long_side: int) -> np.ndarray:
