@@ -31,8 +31,10 @@ READY_RECIPES = [
     {
         "name": "Social ads pack",
         "slug": "social-ads-pack",
-        "description": "Enhanced photo, cropped around its subject for each ad placement.",
-        "steps": [("enhance", {}), ("smart_crop", {})],
+        "description": "The photo in its own colours, cropped around its subject for each ad placement.",
+        # No enhance: an automatic white balance and contrast stretch recoloured products (warm wood
+        # turned grey); a pack that ships untouched colours is the one shoppers can trust.
+        "steps": [("smart_crop", {})],
         "outputs": [
             {"name": "facebook", "width": 1200, "height": 628, "fit": "fill", "format": "jpeg"},
             {"name": "instagram", "width": 1080, "height": 1080, "fit": "fill", "format": "jpeg"},
