@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from dashboard.models import Recipe
+from dashboard.models import Recipe, RecipeOutput
+from jobs.operations import Operation, build_operation
+from jobs.rendering import OutputSpec
 
 
 def pair(name: str, width: int, height: int, fit: str) -> list[dict]:
@@ -87,3 +89,10 @@ def install_ready_recipes() -> list[Recipe]:
         recipe.publish_version()
         created.append(recipe)
     return created
+
+
+def ready_pipeline(slug: str) -> tuple[list[Operation], list[OutputSpec]]:
+    """A ready recipe's steps and output specs as a worker would build them, without the database."""
+    recipe = next(recipe for recipe in READY_RECIPES if recipe["slug"] == slug)
+    steps = [build_operation(name, params) for name, params in recipe["steps"]]
+    return steps, [RecipeOutput(**output).as_spec() for output in recipe["outputs"]]
