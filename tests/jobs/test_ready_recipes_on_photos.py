@@ -135,7 +135,9 @@ def test_a_ready_recipe_keeps_the_photos_colour(real_photo, slug):
         else:
             keep = None
             if overlays is not None:
-                keep = np.asarray(overlays.resize(output.small.shape[1::-1], Image.Resampling.BOX)) == 0
+                drawn = overlays.resize(output.small.shape[1::-1], Image.Resampling.BOX)
+                # A pixel's margin: resampling spreads the badge's edge into its neighbours.
+                keep = np.asarray(drawn.filter(ImageFilter.MaxFilter(3))) == 0
                 if keep.mean() < 0.2:
                     continue  # the badge and logo cover nearly all of a tiny picture
             shifts[output.spec.name] = colour_shift(on_white(source), output.small, keep)
@@ -179,11 +181,8 @@ def overlay_mask(source: Image.Image, steps: list) -> Image.Image:
         if blank is None:
             blank = [Image.new("RGB", picture.size, shade) for shade in ((0, 0, 0), (255, 255, 255))]
         blank = [step.apply(shade, context) for shade in blank]
-    on_black, on_white_ = (np.asarray(layer.convert("RGB")) for layer in blank)
-    drawn = on_black.any(axis=-1) | (on_white_ < 255).any(axis=-1)
-    mask = Image.fromarray(drawn.astype(np.uint8) * 255)
-    # A margin of a few percent: resampling spreads the badge's edge into its neighbours.
-    return mask.filter(ImageFilter.MaxFilter(2 * max(1, round(0.02 * max(mask.size))) + 1))
+    black, white = (np.asarray(layer.convert("RGB")) for layer in blank)
+    return Image.fromarray((black.any(axis=-1) | (white < 255).any(axis=-1)).astype(np.uint8) * 255)
 
 
 def placed_photo(output: np.ndarray, source: Image.Image, steps: list, run: RecipeRun) -> np.ndarray | None:
