@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum requirements-bench.txt | cut -d' ' -f1)
 
-.PHONY: run test corpus lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e clean
+.PHONY: run test corpus contact-sheet lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e clean
 
 run: $(STAMP)
 	$(PY) manage.py up
@@ -17,6 +17,11 @@ test: $(STAMP) corpus
 # ~/.cache/pixelmill (PIXELMILL_CORPUS_DIR). Without it the photo tests skip loudly; under CI they fail.
 corpus: $(STAMP)
 	$(PY) -m corpus.build || [ -z "$$CI" ]
+
+# Every ready recipe on every corpus photo, on one page: var/contact-sheet/index.html, each source beside its
+# outputs (size, bytes) or the reason it was refused. CONTACT_SHEET_ARGS narrows it: --recipes sale-banner --photos cat.
+contact-sheet: $(STAMP) corpus
+	$(PY) -m corpus.contact_sheet $(CONTACT_SHEET_ARGS)
 
 # The long chaos run, timed as in production (the suite runs a 50-task version): 2,000 tasks, 10 SIGKILLs of
 # whole workers and 10 of work-horses, Redis emptied half way; chaos-postgres also restarts PostgreSQL.

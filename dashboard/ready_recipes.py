@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from dashboard.models import Recipe
+from dashboard.models import Recipe, RecipeOutput
+from jobs.operations import Operation, build_operation
+from jobs.rendering import OutputSpec
 
 
 def pair(name: str, width: int, height: int, fit: str) -> list[dict]:
@@ -34,8 +36,10 @@ READY_RECIPES = [
     {
         "name": "Social ads pack",
         "slug": "social-ads-pack",
-        "description": "Enhanced photo, cropped around its subject for each ad placement.",
-        "steps": [("enhance", {}), ("smart_crop", {})],
+        "description": "The photo in its own colours, cropped around its subject for each ad placement.",
+        # No enhance: an automatic white balance and contrast stretch recoloured products (warm wood
+        # turned grey); a pack that ships untouched colours is the one shoppers can trust.
+        "steps": [("smart_crop", {})],
         "outputs": [
             {"name": "facebook", "width": 1200, "height": 628, "fit": "fill", "format": "jpeg"},
             {"name": "instagram", "width": 1080, "height": 1080, "fit": "fill", "format": "jpeg"},
@@ -88,3 +92,10 @@ def install_ready_recipes() -> list[Recipe]:
         recipe.publish_version()
         created.append(recipe)
     return created
+
+
+def ready_pipeline(slug: str) -> tuple[list[Operation], list[OutputSpec]]:
+    """A ready recipe's steps and output specs as a worker would build them, without the database."""
+    recipe = next(recipe for recipe in READY_RECIPES if recipe["slug"] == slug)
+    steps = [build_operation(name, params) for name, params in recipe["steps"]]
+    return steps, [RecipeOutput(**output).as_spec() for output in recipe["outputs"]]

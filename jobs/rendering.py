@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from PIL import Image, UnidentifiedImageError, features
+from PIL import Image, ImageCms, UnidentifiedImageError, features
 
 from jobs.errors import PermanentError, StepError
 from jobs.imaging import (
@@ -60,6 +60,9 @@ LOSSY_FORMATS = ("jpeg", "webp", "avif")
 # Below this quality JPEG and WebP show blocks and smears at any size: past it the output is flagged
 # for a person to decide (a smaller box, a simpler picture, a larger budget) instead of shipped ugly.
 BUDGET_QUALITY_FLOOR = 30
+# Decoding converts every input to sRGB, so every output says so (588 bytes): untagged pictures are shown
+# unmanaged by some browsers (Firefox's default), oversaturated on wide-gamut screens.
+SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 class OutputSpecError(ValueError):
@@ -499,7 +502,7 @@ def flatten(image: Image.Image, background: str) -> Image.Image:
 
 
 def encode(image: Image.Image, spec: OutputSpec) -> bytes:
-    """Encode with the spec's settings; nothing but pixels goes out (no EXIF, GPS, XMP or ICC)."""
+    """Encode with the spec's settings; only pixels and an sRGB tag go out (no EXIF, GPS, XMP)."""
     quality = spec.quality or DEFAULT_QUALITY.get(spec.format)
     buffer = io.BytesIO()
     if spec.format == "jpeg":
@@ -511,14 +514,17 @@ def encode(image: Image.Image, spec: OutputSpec) -> bytes:
             optimize=False,
             progressive=spec.progressive,
             subsampling="4:2:0",
+            icc_profile=SRGB_PROFILE,
         )
     elif spec.format == "webp":
-        image.save(buffer, "WEBP", quality=quality, method=spec.webp_method)
+        image.save(buffer, "WEBP", quality=quality, method=spec.webp_method, icc_profile=SRGB_PROFILE)
     elif spec.format == "png":
-        image.save(buffer, "PNG", optimize=False, compress_level=6)
+        image.save(buffer, "PNG", optimize=False, compress_level=6, icc_profile=SRGB_PROFILE)
     else:
         # One thread: a worker is one core's worth of work (a worker runs per core).
-        image.save(buffer, "AVIF", quality=quality, speed=spec.avif_speed, max_threads=1)
+        image.save(
+            buffer, "AVIF", quality=quality, speed=spec.avif_speed, max_threads=1, icc_profile=SRGB_PROFILE
+        )
     return buffer.getvalue()
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,38 @@ def real_photo(request):
             pytest.fail(message)
         pytest.skip("NO REAL PHOTOS: " + message)
     return photo
+
+
+RECIPE_OUTCOMES = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def recipe_outcomes(request) -> dict:
+    """{recipe slug: {photo id: (outcome, reason key, message, seconds)}}, filled by the real-photo recipe
+    tests (tests/jobs/test_ready_recipes_on_photos.py) and summed up at the end of the session."""
+    return request.config.stash.setdefault(RECIPE_OUTCOMES, {})
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    outcomes = config.stash.get(RECIPE_OUTCOMES, None)
+    if not outcomes:
+        return
+    terminalreporter.section("ready recipes on real photos")
+    for slug, photos in outcomes.items():
+        kinds = Counter(kind for kind, *_ in photos.values())
+        seconds = sum(taken for *_, taken in photos.values())
+        counts = ", ".join(
+            f"{kinds[kind]} {kind}" for kind in ("succeeded", "kept whole", "refused", "crashed")
+        )
+        terminalreporter.write_line(f"{slug}: {counts} of {len(photos)} photos ({seconds:.1f} s)")
+        groups: dict[tuple[str, str], list[str]] = {}
+        for photo, (kind, key, _, _) in sorted(photos.items()):
+            if kind != "succeeded":
+                groups.setdefault((kind, key), []).append(photo)
+        for (kind, key), who in sorted(groups.items(), key=lambda item: -len(item[1])):
+            example = photos[who[0]][2]
+            terminalreporter.write_line(f"    {kind} ×{len(who)} ({key}): {example[:140]}")
+            terminalreporter.write_line(f"        {', '.join(who)}")
 
 
 @pytest.fixture

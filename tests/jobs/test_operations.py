@@ -10,7 +10,13 @@ from PIL import Image
 
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image
-from jobs.operations import OPERATIONS, OperationContext, OperationParamsError, build_operation
+from jobs.operations import (
+    MAX_ENHANCE_SHIFT,
+    OPERATIONS,
+    OperationContext,
+    OperationParamsError,
+    build_operation,
+)
 from tests.jobs import images
 
 CONTEXT = OperationContext.default()
@@ -139,10 +145,59 @@ def test_upscale_refuses_beyond_the_pixel_cap():
     assert error.value.code == "too_large"
 
 
-def test_enhance_stretches_a_flat_low_contrast_photo():
+def channel_means(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+
+
+def test_enhance_by_default_only_sharpens_and_keeps_colour():
+    photo = images.photo(200, 150)
+    operation = build_operation("enhance", {})
+    assert (operation.white_balance, operation.cutoff) == (False, 0)
+    result = operation.apply(photo, CONTEXT)
+    assert np.abs(channel_means(result) - channel_means(photo)).max() < 0.5
+    assert not np.array_equal(np.asarray(result), np.asarray(photo))  # it did sharpen
+
+
+def test_enhance_stretches_a_flat_low_contrast_photo_when_asked():
     flat = Image.fromarray((np.asarray(images.photo(200, 150)) * 0.3 + 90).astype(np.uint8))
-    result = build_operation("enhance", {}).apply(flat, CONTEXT)
+    result = build_operation("enhance", {"cutoff": 0.5}).apply(flat, CONTEXT)
     assert np.asarray(result).std() > np.asarray(flat).std() * 1.5
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cutoff": 10, "white_balance": True, "sharpen": 2},
+        {"cutoff": 0.5, "white_balance": True},
+        {"cutoff": 0, "white_balance": True, "sharpen": 0},
+    ],
+)
+@pytest.mark.parametrize(
+    "picture",
+    [
+        "flat-and-dark",
+        "strong-cast",
+        "cut-out",
+    ],
+)
+def test_enhance_never_moves_a_channels_average_more_than_its_stated_bound(params, picture):
+    """The bound in the description holds however hard the corrections are pushed."""
+    flat = (np.asarray(images.photo(200, 150)) * 0.3 + 40).astype(np.uint8)
+    pictures = {
+        "flat-and-dark": lambda: Image.fromarray(flat),
+        "strong-cast": lambda: Image.fromarray(np.clip(flat * (1.6, 1.0, 0.6) + 60, 0, 255).astype(np.uint8)),
+        "cut-out": lambda: images.product_cutout(200, 150),
+    }
+    source = pictures[picture]()
+    result = build_operation("enhance", params).apply(source, CONTEXT)
+    if source.mode == "RGBA":
+        visible = np.asarray(source.getchannel("A")) >= 128
+        before = np.asarray(source.convert("RGB"), dtype=np.float64)[visible].mean(axis=0)
+        after = np.asarray(result.convert("RGB"), dtype=np.float64)[visible].mean(axis=0)
+    else:
+        before, after = channel_means(source), channel_means(result)
+    assert np.abs(after - before).max() <= MAX_ENHANCE_SHIFT
+    assert f"more than {MAX_ENHANCE_SHIFT} levels" in OPERATIONS["enhance"].description
 
 
 def test_text_overlay_draws_a_badge_where_asked():
@@ -219,16 +274,26 @@ def test_remove_background_keeps_what_was_already_transparent():
     assert result.getpixel(((x0 + x1) // 2, y0 + 25))[3] == 0
 
 
-def test_enhance_neutralises_a_colour_cast_and_keeps_alpha():
+def test_enhance_neutralises_a_mild_colour_cast_and_keeps_alpha():
     grey_card = np.full((120, 160, 3), 128.0)
     grey_card[40:80, 50:110] = (200, 60, 60)  # a red object must not be what gets "corrected"
-    warm = Image.fromarray(np.clip(grey_card * (1.15, 1.0, 0.8), 0, 255).astype(np.uint8)).convert("RGBA")
+    warm = Image.fromarray(np.clip(grey_card * (1.06, 1.0, 0.94), 0, 255).astype(np.uint8)).convert("RGBA")
     warm.putalpha(Image.new("L", warm.size, 200))
-    result = build_operation("enhance", {"cutoff": 0, "sharpen": 0}).apply(warm, CONTEXT)
+    result = build_operation("enhance", {"white_balance": True, "sharpen": 0}).apply(warm, CONTEXT)
     assert result.mode == "RGBA" and result.getchannel("A").getextrema() == (200, 200)
     r, g, b, _ = result.getpixel((5, 5))
     before = warm.getpixel((5, 5))
     assert abs(r - b) < abs(before[0] - before[2]) / 3  # the grey background is grey again
+
+
+def test_enhance_only_tempers_a_strong_cast_within_its_gain_bound():
+    grey_card = np.full((120, 160, 3), 128.0)
+    warm = Image.fromarray(np.clip(grey_card * (1.2, 1.0, 0.85), 0, 255).astype(np.uint8))
+    result = build_operation("enhance", {"white_balance": True, "sharpen": 0}).apply(warm, CONTEXT)
+    r, _, b = result.getpixel((5, 5))
+    before = warm.getpixel((5, 5))
+    assert 0 < r - b < before[0] - before[2]  # warmer than grey still, but less so
+    assert before[2] <= b <= before[2] * 1.12 and before[0] * 0.89 <= r <= before[0]
 
 
 def test_upscale_keeps_transparency():

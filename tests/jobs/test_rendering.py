@@ -6,12 +6,19 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageCms, features
 
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY
 from jobs.operations import Operation, OperationContext, build_operation
-from jobs.rendering import OutputSpec, OutputSpecError, render_outputs, required_size, run_pipeline
+from jobs.rendering import (
+    SRGB_PROFILE,
+    OutputSpec,
+    OutputSpecError,
+    render_outputs,
+    required_size,
+    run_pipeline,
+)
 from tests.jobs import images
 
 ECOMMERCE = [
@@ -64,7 +71,7 @@ def test_each_format_decodes_back_as_that_format(fmt):
     assert opened(output.data).format == {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
 
 
-def test_outputs_carry_no_exif_gps_or_xmp():
+def test_outputs_carry_no_exif_gps_or_xmp_only_an_srgb_tag():
     source = images.jpeg_with_gps(images.photo(600, 400))
     assert Image.open(io.BytesIO(source)).getexif()  # the input really has EXIF
     result = run_pipeline(
@@ -72,7 +79,8 @@ def test_outputs_carry_no_exif_gps_or_xmp():
     )
     for output in result.outputs:
         image = opened(output.data)
-        assert not image.getexif() and "xmp" not in image.info and "icc_profile" not in image.info
+        assert not image.getexif() and "xmp" not in image.info
+        assert image.info["icc_profile"] == SRGB_PROFILE
         assert b"TestCam" not in output.data and b"xmpmeta" not in output.data
 
 
@@ -216,10 +224,14 @@ def test_specs_round_trip_and_name_their_extension():
         OutputSpec.from_dict({**spec.to_dict(), "dpi": 300})
 
 
-def test_png_outputs_embed_no_colour_profile():
-    source = images.jpeg_with_icc(images.photo(200, 150), images.swapped_channels_profile())
-    result = run_pipeline(source, [], [OutputSpec("p", 100, 100, "fit", "png")])
-    assert b"iCCP" not in result.outputs[0].data and "icc_profile" not in opened(result.outputs[0].data).info
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "png"])
+def test_outputs_are_tagged_srgb_never_with_the_sources_profile(fmt):
+    swapped = images.swapped_channels_profile()
+    source = images.jpeg_with_icc(images.photo(200, 150), swapped)
+    [output] = run_pipeline(source, [], [OutputSpec("p", 100, 100, "fit", fmt)]).outputs
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(opened(output.data).info["icc_profile"]))
+    assert ImageCms.getProfileDescription(profile).strip() == "sRGB built-in"
+    assert swapped not in output.data
 
 
 def test_steps_are_announced_in_order_and_pillow_errors_become_permanent():
