@@ -115,6 +115,23 @@ def test_pipeline_decodes_at_draft_scale_yet_renders_full_quality(monkeypatch):
     assert ssim(opened(result.outputs[0].data), reference) >= 0.99
 
 
+def test_the_sale_banner_renders_every_photo_size_users_sent():
+    """The ready "Sale banner" recipe died at step render on 8 of 14 real photos (2560×1600 among
+    them): a resize band's edge landed a hair past the picture and the resizer refused it."""
+    steps = [
+        build_operation("smart_crop", {"aspect": "1200:628"}),
+        build_operation("text_overlay", {"text": "20% OFF", "position": "top-left"}),
+        build_operation("watermark", {"logo": "pixelmill-logo.png", "position": "bottom-right"}),
+    ]
+    specs = [
+        OutputSpec("banner", 1200, 628, "fill", "jpeg"),
+        OutputSpec("banner-small", 600, 314, "fill", "webp"),
+    ]
+    for size in [(2560, 1600), (1000, 872), (427, 640)]:
+        result = run_pipeline(images.jpeg(images.photo(*size)), steps, specs)
+        assert [(o.width, o.height) for o in result.outputs] == [(1200, 628), (600, 314)], size
+
+
 def test_fill_crops_around_the_focus():
     scene = images.product_scene(1200, 600, centre=(0.85, 0.5), size=0.6)
     focused = build_operation("smart_crop", {}).apply(scene.image, OperationContext.default())

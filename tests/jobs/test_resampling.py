@@ -71,3 +71,13 @@ def test_halve_averages_each_two_by_two_block():
 
 def test_halve_rounds_odd_sizes():
     assert halve(images.gradient(401, 301)).size == (200, 150)
+
+
+def test_the_last_band_ends_exactly_at_the_bottom_edge():
+    """2560×1340 (the Sale banner's 1200:628 crop of a 2560×1600 photo) down to 1200×628 goes in bands.
+    Summed from the band height, the last band's bottom came out at 1340.0000000000002, one hair past
+    the picture, and the resizer refused the whole render."""
+    source = images.gradient(2560, 1340)
+    result = resample(source, (1200, 628))
+    assert result.size == (1200, 628)
+    assert ssim(result, source.resize((1200, 628), Image.Resampling.LANCZOS)) >= 0.998
