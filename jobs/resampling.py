@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from cykooz_resizer import CropBox, FilterType, ResizeAlg, ResizeOptions, Resizer
 from PIL import Image
 
@@ -43,11 +45,13 @@ def resample(
         return _resample(image, size, (left, top, right, bottom), algorithm)
     result = Image.new(image.mode, size, None)  # uninitialised: every pixel is written
     scale = (bottom - top) / height
-    for y in range(0, height, rows_per_band):
+    starts = range(0, height, rows_per_band)
+    # The last band ends at `bottom` itself: top + height * scale may round a hair past it, and past
+    # the picture's edge when the box reaches it (2560×1340 to 1200×628 gave 1340.0000000000002).
+    edges = [top + y * scale for y in starts] + [bottom]
+    for index, y in enumerate(starts):
         end = min(height, y + rows_per_band)
-        band = _resample(
-            image, (width, end - y), (left, top + y * scale, right, top + end * scale), algorithm
-        )
+        band = _resample(image, (width, end - y), (left, edges[index], right, edges[index + 1]), algorithm)
         result.paste(band, (0, y))
     return result
 
@@ -57,12 +61,24 @@ def _resample(
 ) -> Image.Image:
     result = Image.new(image.mode, size, None)
     left, top, right, bottom = box
-    options = ResizeOptions(resize_alg=algorithm, crop_box=CropBox(left, top, right - left, bottom - top))
+    # The resizer checks left + width against the picture's size, in floats: right - left is rounded,
+    # so that sum can come out one unit past `right` (1 box in 75 with fractional edges), which at the
+    # picture's edge it refuses. Shave that unit instead.
+    width = _span_within(left, right - left, image.width)
+    height = _span_within(top, bottom - top, image.height)
+    options = ResizeOptions(resize_alg=algorithm, crop_box=CropBox(left, top, width, height))
     # A resizer per call: it keeps its intermediate buffer for reuse, which a worker would then hold
     # for good; making one is free. No thread pool: the resize runs on the calling thread, a worker
     # is one core's worth of work.
     Resizer().resize_pil(image, result, options)
     return result
+
+
+def _span_within(start: float, span: float, limit: int) -> float:
+    """`span`, lowered by the least amount that keeps start + span within `limit`."""
+    while span > 0 and start + span > limit:
+        span = math.nextafter(span, 0.0)
+    return span
 
 
 def halve(image: Image.Image) -> Image.Image:
