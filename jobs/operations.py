@@ -794,7 +794,8 @@ def content_box(image: Image.Image) -> tuple[int, int, int, int] | None:
 def saliency_map(image: Image.Image) -> np.ndarray:
     """Float map in 0..1 at ≤160 px: local contrast energy plus colour distance from the border."""
     scale = min(1.0, _SALIENCY_LONG_SIDE / max(image.size))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # Two pixels a side at least, for the gradient: a 321×3 strip would otherwise map to 160×1.
+    size = (max(2, round(image.width * scale)), max(2, round(image.height * scale)))
     rgb = image.convert("RGB")
     if image.mode == "RGBA":
         # Judge a cut-out against neutral grey, not against whatever its transparent pixels hold.

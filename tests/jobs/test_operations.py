@@ -303,3 +303,11 @@ def test_remove_background_on_a_twelve_megapixel_photo_stays_fast():
     alpha = np.asarray(result.getchannel("A")) > 127
     assert (alpha & scene.mask).sum() / (alpha | scene.mask).sum() > 0.98
     assert elapsed < 2.0  # ~0.3 s on two cores; the bound only catches a per-pixel Python loop
+
+
+def test_smart_crop_finds_a_subject_in_a_strip_three_pixels_thin():
+    """A 321×3 strip maps to a saliency map one pixel high, where no gradient can be taken."""
+    strip = build_operation("smart_crop", {"aspect": "1:1"}).apply(
+        images.photo(321, 3), OperationContext.default()
+    )
+    assert strip.size == (3, 3)
