@@ -110,7 +110,8 @@ def test_pipeline_decodes_at_draft_scale_yet_renders_full_quality(monkeypatch):
     decoded = decoded_size_spy(monkeypatch)
     source = images.jpeg(images.gradient(3200, 2400), quality=95)
     result = run_pipeline(source, [], [OutputSpec("p", 800, 800, "fit"), OutputSpec("t", 150, 150, "fit")])
-    assert decoded["size"] == (800, 600)  # 1/4 scale instead of the full 3200×2400
+    # 1/2 scale, twice the largest output (DRAFT_MARGIN), instead of the full 3200×2400.
+    assert decoded["size"] == (1600, 1200)
     reference = images.gradient(3200, 2400).resize((800, 600), Image.Resampling.LANCZOS)
     assert ssim(opened(result.outputs[0].data), reference) >= 0.99
 
@@ -189,15 +190,16 @@ def test_an_upscale_step_makes_the_draft_keep_the_pixels_it_will_enlarge(monkeyp
     source = images.jpeg(images.gradient(1000, 750))
     run_pipeline(source, [build_operation("upscale", {"factor": 2})], [OutputSpec("zoom", 2000, 2000, "pad")])
     assert decoded["size"] == (1000, 750)
-    run_pipeline(source, [build_operation("upscale", {"factor": 2})], [OutputSpec("p", 800, 800, "pad")])
-    assert decoded["size"] == (500, 375)  # 400 px upscaled to 800: half the source is plenty
+    run_pipeline(source, [build_operation("upscale", {"factor": 2})], [OutputSpec("p", 400, 400, "pad")])
+    assert decoded["size"] == (500, 375)  # 200 px upscaled to 400: half the source is twice that
 
 
 def test_the_draft_still_serves_the_preview(monkeypatch):
     decoded = decoded_size_spy(monkeypatch)
     source = images.jpeg(images.gradient(2400, 1800))
     result = run_pipeline(source, [], [OutputSpec("t", 150, 150, "pad")])
-    assert decoded["size"] == (600, 450)  # 1/4: 1/8 (300×225) would leave the 320 px preview short
+    # 1/2: at 1/4 (600×450) the 320 px preview would have less than twice its size (DRAFT_MARGIN).
+    assert decoded["size"] == (1200, 900)
     assert opened(result.preview).size == (320, 240)
 
 
@@ -427,7 +429,8 @@ def test_the_preview_is_cut_from_the_cascade_too(monkeypatch):
     source = images.jpeg(images.photo(1600, 1200))
     result = run_pipeline(source, [], [OutputSpec("p", 700, 700, "fit")])
     assert resized == [(700, 525), (320, 240)] and opened(result.preview).size == (320, 240)
-    assert sources == [(800, 600), (700, 525)]  # decoded at 1/2, the preview from the 700 px output
+    # Decoded in full (1/2 is less than twice 700 px), the preview from the 700 px output.
+    assert sources == [(1600, 1200), (700, 525)]
 
 
 def test_encoder_options_default_and_round_trip():
@@ -514,7 +517,7 @@ def test_the_pipeline_releases_the_decode_once_every_output_has_a_smaller_base(m
     monkeypatch.setattr(Image.Image, "close", spy)
     source = images.jpeg(images.photo(2400, 1800))
     result = run_pipeline(source, [], [OutputSpec("l", 1000, 1000, "pad"), OutputSpec("s", 200, 200, "pad")])
-    assert (1200, 900) in closed  # the 1/2 draft decode, freed before the large output is encoded
+    assert (2400, 1800) in closed  # the decode, freed before the large output is encoded
     assert [(o.width, o.height) for o in result.outputs] == [(1000, 1000), (200, 200)]
 
 
