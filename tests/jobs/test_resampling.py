@@ -81,3 +81,19 @@ def test_the_last_band_ends_exactly_at_the_bottom_edge():
     result = resample(source, (1200, 628))
     assert result.size == (1200, 628)
     assert ssim(result, source.resize((1200, 628), Image.Resampling.LANCZOS)) >= 0.998
+
+
+@pytest.mark.parametrize("box", [None, (401.5, 10.25, 1333.5, 1190.0)])
+def test_rgba_premultiplied_once_over_the_region_gives_the_resizers_own_pixels(box, monkeypatch):
+    """RGBA is premultiplied once, over only the pixels the filter reaches, instead of over the whole
+    source on every band; the pixels are the ones the resizer makes premultiplying it all itself."""
+    pixels = np.asarray(images.photo(1500, 1200, seed=3).convert("RGBA")).copy()
+    pixels[::7, :, 3] = 0
+    pixels[:, ::5, 3] = 90
+    source = Image.fromarray(pixels, "RGBA")
+    full = box or (0.0, 0.0, 1500.0, 1200.0)
+    reference = resampling._resample(source, (300, 400), full, resampling.LANCZOS)
+    monkeypatch.setattr(resampling, "BAND_BYTES", 64 * 1024)
+    ours = resample(source, (300, 400), box)
+    assert ours.mode == "RGBA"
+    assert np.abs(np.asarray(ours).astype(int) - np.asarray(reference).astype(int)).max() <= 1
