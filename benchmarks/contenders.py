@@ -149,7 +149,8 @@ class Libvips(Contender):
                 spec.width,
                 spec.height,
                 extend="background",
-                background=list(colour_rgb(spec.background)),
+                # A cut-out keeps its alpha band, which the background needs a value for too.
+                background=list(colour_rgb(spec.background)) + [255] * (picture.bands - 3),
             )
         return picture
 

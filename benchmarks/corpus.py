@@ -1,13 +1,19 @@
-"""The benchmark corpus: deterministic photos at 12 and 24 megapixels, as JPEG and PNG, made once and kept.
+"""The benchmark corpora: generated photos at 12 and 24 megapixels (made once and kept), and real photos.
 
 Two subjects: `product`, a product on a white studio sweep with sensor noise (jobs.samples, what the
 e-commerce pack is for), and `scene`, a busy textured outdoor-like photo (tests.jobs.images.photo),
 whose files are three times larger and whose detail is harder on both resizers and encoders.
+
+The real corpus is the real-photo cache (a directory with a manifest.json listing each photo's id,
+file and tags; PIXELMILL_REAL_CORPUS, /work/corpus-cache by default): photographs bring the detail
+and noise a generator does not, and the odd encodings (RGBA and 16-bit PNG, CMYK, HEIC) users send.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,9 @@ CORPUS_DIR = ROOT / "bench-out" / "corpus"
 SUBJECTS = ("product", "scene")
 FORMATS = ("jpeg", "png")
 EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+REAL_CORPUS_DIR = Path(os.environ.get("PIXELMILL_REAL_CORPUS", "/work/corpus-cache"))
+# A photo of a few pixels says nothing about speed or sharpness.
+REAL_SKIPPED_TAGS = frozenset({"tiny"})
 # Bump when a generator changes, so a kept corpus is made again rather than silently reused.
 VERSION = 1
 
@@ -28,12 +37,15 @@ VERSION = 1
 @dataclass(frozen=True)
 class CorpusImage:
     subject: str
-    megapixels: int
+    megapixels: float
     format: str
     path: Path
+    real: bool = False
 
     @property
     def label(self) -> str:
+        if self.real:
+            return f"{self.subject} {self.megapixels:.1f} MP"
         return f"{self.subject} {self.megapixels} MP {self.format.upper()}"
 
     def read(self) -> bytes:
@@ -85,4 +97,19 @@ def build_corpus(
                         image.save(partial, "PNG", compress_level=6)
                     partial.rename(wanted[fmt])
             corpus += [CorpusImage(subject, size, fmt, path) for fmt, path in wanted.items()]
+    return corpus
+
+
+def real_corpus(directory: Path = REAL_CORPUS_DIR, ids: tuple[str, ...] = ()) -> list[CorpusImage]:
+    """The real photos of the cache's manifest (those `ids` only, when given) that are on disk."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    corpus = []
+    for photo in manifest["photos"]:
+        path = directory / photo["file"]
+        if ids and photo["id"] not in ids:
+            continue
+        if REAL_SKIPPED_TAGS & set(photo.get("tags", ())) or not path.exists():
+            continue
+        fmt = path.suffix.lower().lstrip(".").replace("jpg", "jpeg")
+        corpus.append(CorpusImage(photo["id"], float(photo.get("megapixels") or 0), fmt, path, real=True))
     return corpus

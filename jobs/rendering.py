@@ -46,12 +46,17 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 # The cascade (see render_outputs): each output is resampled with Lanczos-3 from the smallest picture
 # already made that is at least this many times its size in both directions; where even that picture
 # is twice as large again, a half-size level (jobs.resampling.halve, a box filter) is made first and
-# kept for the outputs after it. So Lanczos never reads more than 2.5× the output's size along either
-# axis, and the box filter only removes detail 1.25× finer than the output can show: the trade of
-# Pillow's reducing_gap=1.25, which the renderer used before. Measured on the benchmark corpus (make
-# bench-render, docs/performance.md): 1.5 made the social pack 8-10 ms (about 10%) slower on 12 MP
-# JPEGs for a least SSIM 0.001 higher (0.9956 against 0.9948); 2.0 another 10 ms.
-CASCADE_FACTOR = 1.25
+# kept for the outputs after it. So Lanczos never reads more than 4× the output's size along either
+# axis, and the box filter only ever removes detail twice as fine as the output can show: libvips'
+# gap of 2 (vips_resize). At 1.25 (Pillow's reducing_gap, which the renderer used before) the box
+# filter's blur and aliasing reached real photos' outputs: least SSIM 0.981 on a 300×250 banner,
+# where Lanczos from the decode gives 0.9997 (docs/performance.md, "Sharp on real photos").
+CASCADE_FACTOR = 2.0
+# A JPEG is decoded at a DCT scale (1/2, 1/4, 1/8: a box-like reduction of its own) only when that
+# still leaves Lanczos this many times the largest output's size, as libvips' thumbnail does (its
+# shrink-on-load "leaves at least a factor of two for the final resize step"). Decoding just above
+# the output's size took a 2000×2000 zoom of a real photo to SSIM 0.983.
+DRAFT_MARGIN = 2.0
 
 # Channel rules an output spec may carry; each is checked on the rendered file (see check_rules).
 RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")
@@ -559,7 +564,8 @@ def draft_size(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[int, int] | None:
     """The least decoded size of `source` that still serves every output and the preview at full
-    quality once `steps` have run; None when a step (a crop) makes that unknowable."""
+    quality once `steps` have run, DRAFT_MARGIN× what they need; None when a step (a crop) makes that
+    unknowable."""
     scales = [op.source_scale() for op in steps]
     if None in scales:
         return None
@@ -570,8 +576,8 @@ def draft_size(
     # size the processed image first, then the source that produces it.
     processed = (max(1, round(width / factor)), max(1, round(height / factor)))
     needed = required_size(processed, [*specs, PREVIEW_SPEC])
-    draft_width = min(width, max(1, math.ceil(needed[0] * factor)))
-    draft_height = min(height, max(1, math.ceil(needed[1] * factor)))
+    draft_width = min(width, max(1, math.ceil(needed[0] * factor * DRAFT_MARGIN)))
+    draft_height = min(height, max(1, math.ceil(needed[1] * factor * DRAFT_MARGIN)))
     return draft_width, draft_height
 
 

@@ -125,6 +125,13 @@ def photo(width: int = 640, height: int = 480, *, seed: int = 1) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.SMOOTH)
 
 
+def fine_detail(width: int, height: int, *, seed: int = 4) -> Image.Image:
+    """Independent random pixels: detail down to one pixel, like foliage or fabric in a sharp photo,
+    the case where any box-like reduction before Lanczos shows."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
 def gradient(width: int, height: int) -> Image.Image:
     """A smooth RGB gradient with fine detail, to compare resamplers without noise dominating."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -360,13 +358,17 @@ def test_watermark_with_a_missing_logo_is_a_permanent_error():
     assert error.value.code == "missing_asset"
 
 
-def test_remove_background_on_a_twelve_megapixel_photo_stays_fast():
+def test_remove_background_on_a_twelve_megapixel_photo_cuts_the_product_out():
+    """At full 12 MP size (its speed is measured by the benchmarks, not asserted here)."""
     scene = images.enlarged(images.product_scene(1000, 750, backdrop="studio", size=0.7), 4)
-    started = time.perf_counter()
     result = build_operation("remove_background", {}).apply(scene.image, CONTEXT)
-    elapsed = time.perf_counter() - started
     alpha = np.asarray(result.getchannel("A")) > 127
     assert (alpha & scene.mask).sum() / (alpha | scene.mask).sum() > 0.98
-    assert (
-        elapsed < 4.0
-    )  # ~0.8 s on two idle cores with GrabCut; the bound only catches a per-pixel Python loop
+
+
+def test_smart_crop_finds_a_subject_in_a_strip_three_pixels_thin():
+    """A 321×3 strip maps to a saliency map one pixel high, where no gradient can be taken."""
+    strip = build_operation("smart_crop", {"aspect": "1:1"}).apply(
+        images.photo(321, 3), OperationContext.default()
+    )
+    assert strip.size == (3, 3)

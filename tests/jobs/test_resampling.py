@@ -71,3 +71,29 @@ def test_halve_averages_each_two_by_two_block():
 
 def test_halve_rounds_odd_sizes():
     assert halve(images.gradient(401, 301)).size == (200, 150)
+
+
+def test_the_last_band_ends_exactly_at_the_bottom_edge():
+    """2560×1340 (the Sale banner's 1200:628 crop of a 2560×1600 photo) down to 1200×628 goes in bands.
+    Summed from the band height, the last band's bottom came out at 1340.0000000000002, one hair past
+    the picture, and the resizer refused the whole render."""
+    source = images.gradient(2560, 1340)
+    result = resample(source, (1200, 628))
+    assert result.size == (1200, 628)
+    assert ssim(result, source.resize((1200, 628), Image.Resampling.LANCZOS)) >= 0.998
+
+
+@pytest.mark.parametrize("box", [None, (401.5, 10.25, 1333.5, 1190.0)])
+def test_rgba_premultiplied_once_over_the_region_gives_the_resizers_own_pixels(box, monkeypatch):
+    """RGBA is premultiplied once, over only the pixels the filter reaches, instead of over the whole
+    source on every band; the pixels are the ones the resizer makes premultiplying it all itself."""
+    pixels = np.asarray(images.photo(1500, 1200, seed=3).convert("RGBA")).copy()
+    pixels[::7, :, 3] = 0
+    pixels[:, ::5, 3] = 90
+    source = Image.fromarray(pixels, "RGBA")
+    full = box or (0.0, 0.0, 1500.0, 1200.0)
+    reference = resampling._resample(source, (300, 400), full, resampling.LANCZOS)
+    monkeypatch.setattr(resampling, "BAND_BYTES", 64 * 1024)
+    ours = resample(source, (300, 400), box)
+    assert ours.mode == "RGBA"
+    assert np.abs(np.asarray(ours).astype(int) - np.asarray(reference).astype(int)).max() <= 1
