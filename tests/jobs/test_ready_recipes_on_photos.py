@@ -118,6 +118,8 @@ def test_a_ready_recipe_renders_every_output_exactly_or_refuses_plainly(real_pho
 def test_a_ready_recipe_keeps_the_photos_colour(real_photo, slug):
     """Each output's mean colour is within MAX_COLOUR_SHIFT levels per channel of the part of the photo it
     shows, away from the badge and logo; cut-outs are left out, their backdrop is replaced on purpose."""
+    if min(real_photo["stored_size"]) < 4:
+        pytest.skip("a picture of a pixel or two has no region whose colour could be compared")
     run = run_ready_recipe(real_photo["path"], slug)
     if run.error is not None:
         pytest.skip(f"no outputs to compare: {outcome(run)[2]}")
