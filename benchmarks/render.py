@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -451,7 +452,7 @@ def summarise(rows: list[dict]) -> None:
         ("≤ 1.3× the floor (JPEG inputs)", max(r["over_floor"] for r in jpeg), 1.3, "max"),
         ("SSIM ≥ 0.99 (every input)", min(r["ssim"]["pixelmill"] for r in rows), 0.99, "min"),
     ]
-    big = [r for r in jpeg if r["megapixels"] >= 24]
+    big = [r for r in jpeg if r["megapixels"] >= 24 and not math.isnan(r["memory"]["pixelmill"]["peak_mb"])]
     if big:
         checks.append(
             ("peak ≤ 100 MB, 24 MP JPEG", max(r["memory"]["pixelmill"]["peak_mb"] for r in big), 100, "max")
