@@ -4,8 +4,8 @@ Two subjects: `product`, a product on a white studio sweep with sensor noise (jo
 e-commerce pack is for), and `scene`, a busy textured outdoor-like photo (tests.jobs.images.photo),
 whose files are three times larger and whose detail is harder on both resizers and encoders.
 
-The real corpus is the real-photo cache (a directory with a manifest.json listing each photo's id,
-file and tags; PIXELMILL_REAL_CORPUS, /work/corpus-cache by default): photographs bring the detail
+The real corpus is the real-photo cache that `make corpus` builds (corpus.build, PIXELMILL_CORPUS_DIR;
+a manifest.json lists each photo's id, file and tags): photographs bring the detail
 and noise a generator does not, and the odd encodings (RGBA and 16-bit PNG, CMYK, HEIC) users send.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from corpus.build import default_cache_dir
 from jobs.samples import product_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ CORPUS_DIR = ROOT / "bench-out" / "corpus"
 SUBJECTS = ("product", "scene")
 FORMATS = ("jpeg", "png")
 EXTENSIONS = {"jpeg": "jpg", "png": "png"}
-REAL_CORPUS_DIR = Path(os.environ.get("PIXELMILL_REAL_CORPUS", "/work/corpus-cache"))
+REAL_CORPUS_DIR = default_cache_dir()
 # A photo of a few pixels says nothing about speed or sharpness.
 REAL_SKIPPED_TAGS = frozenset({"tiny"})
 # Bump when a generator changes, so a kept corpus is made again rather than silently reused.
