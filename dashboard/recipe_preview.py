@@ -80,6 +80,8 @@ class RecipePreview:
     processed_thumbnail: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # What the steps left to say about this sample (e.g. "kept whole: needs a plain backdrop").
+    notes: list[str] = field(default_factory=list)
 
     @property
     def remote_steps(self) -> list[PreviewStep]:
@@ -222,6 +224,7 @@ def build_preview(model_admin: ModelAdmin, request: HttpRequest, recipe: Recipe)
     preview.sample_size = read_dimensions(preview.sample.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     preview.processed_thumbnail = thumbnail_uri(result.preview)
     preview.timings = result.timings
+    preview.notes = [note["message"] for note in result.notes]
     preview.outputs = [PreviewOutput(r.spec, r.data, r.width, r.height) for r in result.outputs]
     return preview
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import traceback
+
 
 class StepError(Exception):
     """A step failed; `code` is a stable slug, `message` is written for a marketer."""
@@ -40,6 +43,17 @@ class InternalError(PermanentError):
         super().__init__(message)
         self.ref = ref
         self.detail = detail
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, doing: str) -> InternalError:
+        """`exc` with a fresh ref; `doing` completes "Something went wrong on our side while …"."""
+        ref = secrets.token_hex(4)
+        return cls(
+            f"Something went wrong on our side while {doing} (error ref {ref}). "
+            "It will not be retried automatically; staff have the details.",
+            ref=ref,
+            detail=f"error ref {ref}\n" + "".join(traceback.format_exception(exc)),
+        )
 
 
 class TransientError(StepError):

@@ -10,9 +10,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from PIL import Image, ImageCms, UnidentifiedImageError, features
+from PIL import Image, ImageCms, features
 
-from jobs.errors import PermanentError, StepError
+from jobs.errors import InternalError, StepError
 from jobs.imaging import (
     DEFAULT_MAX_PIXELS,
     FOCUS_KEY,
@@ -630,10 +630,10 @@ def run_pipeline(
     except StepError as error:
         error.step = step  # type: ignore[attr-defined]
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        error = PermanentError(
-            f"The image could not be processed at step {step}: {exc}", code="unprocessable"
-        )
+    except (OSError, SyntaxError, ValueError, ArithmeticError, LookupError, TypeError, RuntimeError) as exc:
+        # Past the decode (which refuses bad files itself) these are our bugs or a library's: they would
+        # fail the same way again, so one plain sentence and a ref, never the library's own words.
+        error = InternalError.from_exception(exc, doing=f"processing this image (step {step})")
         error.step = step  # type: ignore[attr-defined]
         raise error from exc
     return PipelineResult(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import random
-import secrets
-import traceback
 
 from django.db import (
     DatabaseError,
@@ -91,14 +89,7 @@ def error_for_unexpected(exc: Exception, *, doing: str) -> StepError:
         return TransientError(
             "File storage was briefly unavailable; this will be tried again.", code="storage_unavailable"
         )
-    ref = secrets.token_hex(4)
-    detail = f"error ref {ref}\n" + "".join(traceback.format_exception(exc))
-    return InternalError(
-        f"Something went wrong on our side while {doing} (error ref {ref}). "
-        "It will not be retried automatically; staff have the details.",
-        ref=ref,
-        detail=detail,
-    )
+    return InternalError.from_exception(exc, doing=doing)
 
 
 def is_storage_interruption(exc: OSError) -> bool:

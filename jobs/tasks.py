@@ -80,7 +80,15 @@ def process_task(task_id: int, attempt: int) -> str:
         record_failure(task, attempt, TransientError(error.message, code=error.code), step, started)
         return error.code
     except StepError as error:
-        record_failure(task, attempt, error, getattr(error, "step", None) or step, started)
+        step = getattr(error, "step", None) or step
+        if error.ref:  # the pipeline caught a bug of its own (an InternalError): staff need its traceback
+            cause = error.__cause__ or error
+            logger.error(
+                "unexpected error",
+                exc_info=(type(cause), cause, cause.__traceback__),
+                extra={"task": task_id, "attempt": attempt, "step": step, "error_ref": error.ref},
+            )
+        record_failure(task, attempt, error, step, started)
         return error.code
     except JobTimeoutException:
         error = TransientError(

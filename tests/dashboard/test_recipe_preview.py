@@ -122,10 +122,20 @@ def test_invalid_params_are_reported_as_saving_would_and_nothing_renders(admin_c
 
 
 def test_a_step_that_refuses_the_sample_names_the_step_and_reason(admin_client, ready_recipes):
-    data = preview_form(ready_recipes["ecommerce-pack"], sample="")
+    # if_unsuitable back to its default, refuse
+    data = preview_form(ready_recipes["ecommerce-pack"], sample="", remove_background="{}")
     data["preview_file"] = SimpleUploadedFile("street.jpg", jpeg(photo(400, 300)))
     html = admin_client.post(PREVIEW_URL, data).content.decode()
     assert "At step remove_background:" in html and "plain" in html
+
+
+def test_a_sample_kept_whole_says_so_and_why(admin_client, ready_recipes):
+    """The ready E-commerce pack keeps a busy photo whole; the preview says so with the step's reason."""
+    data = preview_form(ready_recipes["ecommerce-pack"], sample="")
+    data["preview_file"] = SimpleUploadedFile("street.jpg", jpeg(photo(400, 300)))
+    html = admin_client.post(PREVIEW_URL, data).content.decode()
+    assert "Kept whole — background not removed" in html and "plain" in html
+    assert len(rendered_outputs(html)) == 6
 
 
 def test_an_uploaded_sample_is_used(admin_client, ready_recipes):

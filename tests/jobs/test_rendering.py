@@ -273,7 +273,7 @@ def test_outputs_are_tagged_srgb_never_with_the_sources_profile(fmt):
     assert swapped not in output.data
 
 
-def test_steps_are_announced_in_order_and_pillow_errors_become_permanent():
+def test_steps_are_announced_in_order_and_pillow_errors_become_permanent_with_a_ref_not_their_words():
     class Explodes(Operation):
         name = "explodes"
         label = "Explodes"
@@ -293,7 +293,9 @@ def test_steps_are_announced_in_order_and_pillow_errors_become_permanent():
             images.jpeg(images.photo(120, 90)), steps, [OutputSpec("x", 50, 50)], on_step=heard.append
         )
     assert heard == ["decode", "enhance", "explodes"]
-    assert error.value.step == "explodes" and "cannot write mode P" in error.value.message
+    assert error.value.step == "explodes" and error.value.code == "internal_error"
+    assert "cannot write mode P" not in error.value.message and error.value.ref in error.value.message
+    assert "OSError: cannot write mode P as JPEG" in error.value.detail  # the traceback, for staff
 
 
 # --- channel rules: byte budget, minimum size, exact aspect -------------------------------------------------

@@ -376,7 +376,7 @@ def test_a_bug_in_local_rendering_fails_at_once_with_a_plain_message_and_a_ref_s
     assert not Job.exists(job_id_for(queued_task.pk, 2), connection=redis_conn)
 
     ref = re.fullmatch(
-        r"Something went wrong on our side while rendering this image \(error ref ([0-9a-f]{8})\)\. "
+        r"Something went wrong on our side while processing this image \(step render\) \(error ref ([0-9a-f]{8})\)\. "
         r"It will not be retried automatically; staff have the details\.",
         queued_task.error_message,
     ).group(1)
