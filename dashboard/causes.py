@@ -58,13 +58,15 @@ CAUSES: tuple[Cause, ...] = (
         "unreadable",
         "Unreadable file",
         "The file is corrupt, truncated, too large or not an image. Replace it: requeueing the same file will not help.",
-        frozenset({"unreadable", "unprocessable", "too_large"}),
+        frozenset({"unreadable", "unprocessable", "too_large"}),  # unprocessable: tasks failed before issue 12
     ),
     Cause(
         "unsuitable",
         "Photo does not suit the recipe",
-        "For example background removal on our workers needs a plain backdrop. An AI provider for that step, or another recipe, can help.",
-        frozenset({"no_plain_background", "no_subject", "text_too_long"}),
+        "For example background removal on our workers needs a plain backdrop, and a cut-out that would "
+        "come out in pieces is refused. An AI provider for that step, the step's \u201ckeep whole\u201d option, "
+        "or another recipe can help.",
+        frozenset({"no_plain_background", "no_subject", "unusable_cutout", "text_too_long"}),
     ),
     Cause(
         "worker_lost",

@@ -151,7 +151,11 @@ def test_campaign_zip_holds_every_output_and_a_manifest(processed_campaign, mark
 def test_a_failed_task_shows_its_reason_and_requeues_after_confirmation(
     marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
 ):
-    # A busy photo has no plain backdrop: background removal refuses it, permanently.
+    # A busy photo has no plain backdrop: background removal told to refuse (not keep it whole) refuses it,
+    # permanently.
+    recipe = ready_recipes["ecommerce-pack"]
+    recipe.steps.filter(operation="remove_background").update(params={"if_unsuitable": "refuse"})
+    recipe.publish_version()
     marketer_client.post(
         reverse("campaign-upload", args=[campaign.pk]),
         {"files": [upload("street.jpg", jpeg(photo(200, 150)))]},
