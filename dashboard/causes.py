@@ -58,7 +58,9 @@ CAUSES: tuple[Cause, ...] = (
         "unreadable",
         "Unreadable file",
         "The file is corrupt, truncated, too large or not an image. Replace it: requeueing the same file will not help.",
-        frozenset({"unreadable", "unprocessable", "too_large"}),  # unprocessable: tasks failed before issue 12
+        frozenset(
+            {"unreadable", "unprocessable", "too_large"}
+        ),  # unprocessable: tasks failed before issue 12
     ),
     Cause(
         "unsuitable",
