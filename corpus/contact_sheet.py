@@ -135,7 +135,7 @@ def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path, upright: t
             recipe["slug"], "crashed", f"{type(error).__name__}: {error}", time.perf_counter() - started
         )
     seconds = time.perf_counter() - started
-    notes = [f"Kept whole: {note['message']}" for note in result.notes]
+    notes = [note["message"] for note in result.notes]
     row = Row(recipe["slug"], "kept whole" if notes else "succeeded", "; ".join(notes), seconds)
     folder = out / recipe["slug"] / photo_id
     folder.mkdir(parents=True, exist_ok=True)

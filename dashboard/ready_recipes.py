@@ -77,6 +77,45 @@ READY_RECIPES = [
 ]
 
 
+# Steps the ready recipes shipped with before, which an install that nobody edited still has: those are
+# brought up to date (a new version), edited ones never are. Issue 12: the Social ads pack's enhance
+# recoloured photos, and the E-commerce pack refused every photo it could not cut out.
+SUPERSEDED_STEPS = {
+    "social-ads-pack": [[("enhance", {}), ("smart_crop", {})]],
+    "ecommerce-pack": [
+        [("remove_background", {}), ("canvas", {"background": "#ffffff", "margin": 0.08, "aspect": "1:1"})]
+    ],
+}
+
+
+@transaction.atomic
+def upgrade_ready_recipes() -> list[Recipe]:
+    """Ready recipes still exactly as an earlier Pixelmill shipped them, moved to today's steps and published
+    as a new version (running campaigns keep the version they started with); returns the ones upgraded."""
+    upgraded = []
+    for spec in READY_RECIPES:
+        recipe = Recipe.objects.filter(slug=spec["slug"]).first()
+        if recipe is None:
+            continue
+        steps = [(step.operation, step.params) for step in recipe.steps.order_by("position")]
+        outputs = [
+            {field: getattr(output, field) for field in shipped}
+            for output, shipped in zip(recipe.outputs.order_by("position"), spec["outputs"], strict=False)
+        ]
+        untouched = outputs == spec["outputs"] and recipe.outputs.count() == len(spec["outputs"])
+        if not untouched or [list(s) for s in steps] not in [
+            [list(step) for step in old] for old in SUPERSEDED_STEPS.get(spec["slug"], [])
+        ]:
+            continue
+        recipe.steps.all().delete()
+        for position, (operation, params) in enumerate(spec["steps"], start=1):
+            recipe.steps.create(position=position, operation=operation, params=params)
+        Recipe.objects.filter(pk=recipe.pk).update(description=spec["description"])
+        recipe.publish_version()
+        upgraded.append(recipe)
+    return upgraded
+
+
 @transaction.atomic
 def install_ready_recipes() -> list[Recipe]:
     """Create the ready recipes that do not exist yet; returns the ones created."""

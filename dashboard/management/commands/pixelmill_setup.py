@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 
 from dashboard.models import Team
-from dashboard.ready_recipes import install_ready_recipes
+from dashboard.ready_recipes import install_ready_recipes, upgrade_ready_recipes
 
 # Marketers need no group: being in a team lets them see and act on its campaigns, and nothing else.
 # Staff users get what their group grants in the admin; a superuser has everything.
@@ -43,6 +43,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         for recipe in install_ready_recipes():
             self.stdout.write(f"Installed recipe “{recipe.name}”.")
+        for recipe in upgrade_ready_recipes():
+            self.stdout.write(
+                f"Updated recipe “{recipe.name}” to what Pixelmill now ships (version {recipe.version})."
+            )
         team, _ = Team.objects.get_or_create(name="Marketing")
         install_role_groups()
 
