@@ -144,9 +144,25 @@ def test_the_studio_product_cut_out_keeps_the_cup_and_drops_the_backdrop():
         assert corner.max() == 0
 
 
+def stocky_mask(size: tuple[int, int]) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle((60, 120, 260, 200), fill=255)  # 2.5:1, like a pier or a keyboard
+    return mask
+
+
 def test_the_gate_refuses_a_band_running_across_the_frame():
     image, _ = studio_scene()
     mask = Image.new("L", image.size, 0)
     ImageDraw.Draw(mask).rectangle((0, 150, 319, 200), fill=255)  # a horizon, not a subject
-    with pytest.raises(PermanentError, match="band running right across"):
+    with pytest.raises(PermanentError, match="band running across"):
         check_cutout(image, mask)
+
+
+def test_the_gate_refuses_a_thin_strip_across_most_of_the_frame_but_not_a_long_product():
+    """A horizon split off a landscape need not touch both edges to be a band (the corpus's storm)."""
+    image, _ = studio_scene()
+    strip = Image.new("L", image.size, 0)
+    ImageDraw.Draw(strip).rectangle((40, 150, 300, 190), fill=255)  # 6.5:1 over 81% of the width
+    with pytest.raises(PermanentError, match="band running across"):
+        check_cutout(image, strip)
+    assert measure_cutout(image, stocky_mask(image.size)).spans_frame is False
