@@ -409,12 +409,7 @@ class Canvas(Operation):
         crop = content_box(image) if self.trim else None
         crop = crop or (0, 0, image.width, image.height)
         subject = image.crop(crop) if crop != (0, 0, image.width, image.height) else image
-        inner = 1 - 2 * self.margin
-        width, height = subject.width / inner, subject.height / inner
-        if self.aspect:
-            ratio = aspect_ratio(self.aspect)
-            width = max(width, height * ratio)
-            height = width / ratio
+        width, height = self.frame_for(subject.size)
         scale = min(1.0, math.sqrt(MAX_CANVAS_PIXELS / (width * height)))
         if scale < 1.0:
             size = (max(1, round(subject.width * scale)), max(1, round(subject.height * scale)))
@@ -432,6 +427,16 @@ class Canvas(Operation):
             canvas.paste(subject, offset, subject if subject.mode == "RGBA" else None)
         canvas.info = _move_hints(image.info, image.size, crop, scale, offset, canvas_size)
         return canvas
+
+    def frame_for(self, subject: tuple[int, int]) -> tuple[float, float]:
+        """The canvas around a subject of this size, before any size cap: the margin, then the aspect."""
+        inner = 1 - 2 * self.margin
+        width, height = subject[0] / inner, subject[1] / inner
+        if self.aspect:
+            ratio = aspect_ratio(self.aspect)
+            width = max(width, height * ratio)
+            height = width / ratio
+        return width, height
 
     def source_scale(self) -> float | None:
         if self.trim:

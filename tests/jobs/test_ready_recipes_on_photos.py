@@ -17,7 +17,7 @@ from PIL import Image, ImageFilter
 from dashboard.ready_recipes import READY_RECIPES, ready_pipeline
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image
-from jobs.operations import Canvas, OperationContext, aspect_ratio, content_box
+from jobs.operations import Canvas, OperationContext, content_box
 from jobs.rendering import OutputSpec, run_pipeline
 
 RECIPES = [recipe["slug"] for recipe in READY_RECIPES]
@@ -198,12 +198,7 @@ def placed_photo(output: np.ndarray, source: Image.Image, steps: list, run: Reci
     canvas = next((step for step in steps if isinstance(step, Canvas)), None)
     if not run.notes or canvas is None or (canvas.trim and content_box(source) is not None):
         return None
-    inner = 1 - 2 * canvas.margin
-    width, height = source.width / inner, source.height / inner
-    if canvas.aspect:
-        ratio = aspect_ratio(canvas.aspect)
-        width = max(width, height * ratio)
-        height = width / ratio
+    width, height = canvas.frame_for(source.size)
     scale = min(output.shape[1] / width, output.shape[0] / height)
     w, h = source.width * scale, source.height * scale
     left, top = (output.shape[1] - w) / 2, (output.shape[0] - h) / 2
