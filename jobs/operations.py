@@ -16,7 +16,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, 
 
 from jobs.cutout import check_cutout, segment_with_grabcut
 from jobs.errors import PermanentError
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, place_window
+from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, decode_image, fill_crop
 from jobs.saliency import SalientSubject, salient_subject
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -496,10 +496,8 @@ class SmartCrop(Operation):
             (round(height * ratio), height) if width / height > ratio else (width, round(width / ratio))
         )
         crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
-        focus, box = hints[FOCUS_KEY], hints.get(SUBJECT_KEY)
-        left = place_window(width, crop_w, focus[0], (box[0], box[2]) if box else None)
-        top = place_window(height, crop_h, focus[1], (box[1], box[3]) if box else None, keep_start=True)
-        return (left, top, left + crop_w, top + crop_h), hints
+        # The same placement a `fill` output gets, so a crop here and a fill later agree.
+        return fill_crop(image.size, (crop_w, crop_h), hints), hints
 
     def source_scale(self) -> float | None:
         return None if self.aspect else 1.0
