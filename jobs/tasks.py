@@ -82,12 +82,7 @@ def process_task(task_id: int, attempt: int) -> str:
     except StepError as error:
         step = getattr(error, "step", None) or step
         if error.ref:  # the pipeline caught a bug of its own (an InternalError): staff need its traceback
-            cause = error.__cause__ or error
-            logger.error(
-                "unexpected error",
-                exc_info=(type(cause), cause, cause.__traceback__),
-                extra={"task": task_id, "attempt": attempt, "step": step, "error_ref": error.ref},
-            )
+            log_unexpected(error.__cause__ or error, error, task=task_id, attempt=attempt, step=step)
         record_failure(task, attempt, error, step, started)
         return error.code
     except JobTimeoutException:
@@ -100,15 +95,21 @@ def process_task(task_id: int, attempt: int) -> str:
         # An interruption (queue, database, storage, memory) retries; a bug fails now, not five times over
         # ten minutes. Staff find the traceback in the log and on the admin page under the same ref.
         error = error_for_unexpected(exc, doing="rendering this image")
-        logger.exception(
-            "unexpected error",
-            extra={"task": task_id, "attempt": attempt, "step": step, "error_ref": error.ref},
-        )
+        log_unexpected(exc, error, task=task_id, attempt=attempt, step=step)
         record_failure(task, attempt, error, step, started)
         return error.code
     finally:
         if runner.calls:
             record_calls(task.pk, attempt, runner.calls)
+
+
+def log_unexpected(cause: BaseException, error: StepError, **context: object) -> None:
+    """The exception behind a failure no step anticipated, with its traceback and the ref the marketer sees."""
+    logger.error(
+        "unexpected error",
+        exc_info=(type(cause), cause, cause.__traceback__),
+        extra={**context, "error_ref": error.ref},
+    )
 
 
 def run_attempt(
