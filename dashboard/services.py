@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -78,24 +79,28 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
     now = timezone.now()  # one instant: the run starts when its tasks are queued, not after
     with transaction.atomic():
         rows = list(tasks.failed().select_for_update().values_list("pk", "attempts", "campaign_id"))
-        if not rows:
-            return 0
-        Task.objects.filter(
-            pk__in=[pk for pk, _, _ in rows], state__in=[Task.State.FAILED, Task.State.DEAD]
-        ).update(
-            state=Task.State.QUEUED,
-            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
-            queued_at=now,
-            next_attempt_at=None,
-            finished_at=None,
-            error_code="",
-            error_message="",
-            error_step="",
-            error_detail="",
-        )
-        Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).start_run(now)
-        enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
+        queue_again(rows, [Task.State.FAILED, Task.State.DEAD], now)
     return len(rows)
+
+
+def queue_again(rows: list[tuple[int, int, int]], states: list[str], now: datetime) -> None:
+    """(pk, attempts, campaign_id) rows of locked tasks still in `states` → queued with a fresh budget of
+    attempts and no error, their campaigns' runs started at `now`, the next attempt enqueued on commit."""
+    if not rows:
+        return
+    Task.objects.filter(pk__in=[pk for pk, _, _ in rows], state__in=states).update(
+        state=Task.State.QUEUED,
+        max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
+        queued_at=now,
+        next_attempt_at=None,
+        finished_at=None,
+        error_code="",
+        error_message="",
+        error_step="",
+        error_detail="",
+    )
+    Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).start_run(now)
+    enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
 
 
 @dataclass(frozen=True)
@@ -376,22 +381,11 @@ def set_focal_point(source: SourceImage, point: tuple[float, float] | None) -> i
         SourceImage.objects.filter(pk=source.pk).update(focal_point_x=x, focal_point_y=y)
         source.focal_point_x, source.focal_point_y = x, y
         rows = [
-            (pk, attempts)
+            (pk, attempts, source.campaign_id)
             for pk, attempts, definition in Task.objects.filter(source=source, state=Task.State.SUCCEEDED)
             .select_for_update(of=("self",))
             .values_list("pk", "attempts", "recipe_version__definition")
             if crops_around_subject(definition)
         ]
-        if not rows:
-            return 0
-        # As requeue_tasks does for failures: a fresh budget of attempts, the next attempt number.
-        Task.objects.filter(pk__in=[pk for pk, _ in rows], state=Task.State.SUCCEEDED).update(
-            state=Task.State.QUEUED,
-            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
-            queued_at=now,
-            next_attempt_at=None,
-            finished_at=None,
-        )
-        Campaign.objects.filter(pk=source.campaign_id).start_run(now)
-        enqueue_on_commit([(pk, attempts + 1) for pk, attempts in rows])
+        queue_again(rows, [Task.State.SUCCEEDED], now)
     return len(rows)
