@@ -566,6 +566,10 @@ def draft_size(
     """The least decoded size of `source` that still serves every output and the preview at full
     quality once `steps` have run, DRAFT_MARGIN× what they need; None when a step (a crop) makes that
     unknowable."""
+    # Only a JPEG decodes at a smaller scale. Asking another format's upright size may decode all of
+    # it: a PNG can keep its EXIF after the pixels, and the pipeline then decoded a 12 MP PNG twice.
+    if not source.startswith(b"\xff\xd8\xff"):
+        return None
     scales = [op.source_scale() for op in steps]
     if None in scales:
         return None

@@ -238,6 +238,23 @@ def test_a_crop_step_turns_the_draft_off(monkeypatch):
     assert decoded["size"] == (1600, 1200)
 
 
+def test_a_png_is_decoded_once_per_render(monkeypatch):
+    """Only a JPEG has a draft scale; sizing one for a PNG read its EXIF, which Pillow may keep after
+    the pixels, so every PNG (a 12 MP cut-out: 370 ms each) was decoded twice."""
+    decoders = []
+    original = Image._getdecoder
+
+    def counting(mode, decoder_name, *args, **kwargs):
+        decoders.append(decoder_name)
+        return original(mode, decoder_name, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "_getdecoder", counting)
+    source = io.BytesIO()
+    images.product_cutout(600, 400).save(source, "PNG")
+    run_pipeline(source.getvalue(), [], [OutputSpec("p", 300, 300, "pad")])
+    assert decoders.count("zip") == 1
+
+
 @pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF encoder")
 def test_avif_outputs_decode_as_avif_with_alpha():
     spec = OutputSpec.from_dict({"name": "a", "width": 200, "height": 200, "fit": "pad", "format": "avif"})
