@@ -21,8 +21,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from simulator.calls import Refusal
 from simulator.config import SimulatorConfig
-from simulator.exchange import Refusal
 from simulator.fal_images import render_fal_image
 from simulator.files import FileStore
 

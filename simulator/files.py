@@ -8,7 +8,7 @@ import uuid
 from collections import OrderedDict
 from urllib.parse import urlsplit
 
-from simulator.exchange import Answer, Call, Refusal, json_answer
+from simulator.calls import Answer, Call, Refusal, json_answer
 
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _FILE_NAME = re.compile(r"[0-9a-f]{32}\.(?:png|jpg|webp)")

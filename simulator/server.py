@@ -16,9 +16,9 @@ from typing import Any
 
 from jobs.errors import PermanentError
 from jobs.operations import OperationParamsError
+from simulator.calls import Answer, Call, Refusal, json_answer
 from simulator.config import PRESETS, PROVIDERS, SimulatorConfig
 from simulator.connection import BodyError, Exchange, ThreadingServer
-from simulator.exchange import Answer, Call, Refusal, json_answer
 from simulator.fal_queue import FalQueue
 from simulator.faults import Faults
 from simulator.files import FileStore

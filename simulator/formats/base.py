@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, ClassVar
 from PIL import ImageColor
 
 from jobs.errors import PermanentError
+from simulator.calls import Answer, Call, Refusal, json_answer
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal, json_answer
 
 if TYPE_CHECKING:
     from simulator.server import ProviderSimulator

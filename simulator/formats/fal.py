@@ -7,8 +7,8 @@ from email.message import Message
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from simulator.calls import Answer, Call, Refusal, json_answer
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal, json_answer
 from simulator.fal_images import FAL_IMAGE_SIZES, FAL_MAX_PIXELS
 from simulator.formats.base import Format, Route, authorization
 

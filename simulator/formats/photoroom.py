@@ -6,8 +6,8 @@ from email.message import Message
 from typing import ClassVar
 
 from jobs.imaging import decode_image
+from simulator.calls import Answer, Call, Refusal
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal
 from simulator.formats.base import Format, Route, parse_bool, parse_colour
 from simulator.formats.image_work import crop_to_subject, cut_out, encode, fit_pixels, uncertainty
 

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 from jobs.imaging import decode_image
 from jobs.operations import OperationContext, build_operation
+from simulator.calls import Answer, Call, Refusal, json_answer
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal, json_answer
 from simulator.formats.base import Format, Route, authorization
 from simulator.formats.image_work import encode
 

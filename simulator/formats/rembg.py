@@ -7,8 +7,8 @@ from email.message import Message
 from PIL import ImageFilter
 
 from jobs.imaging import decode_image
+from simulator.calls import Answer, Call, Refusal
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal
 from simulator.formats.base import Format, Route, authorization, parse_bool, parse_int
 from simulator.formats.image_work import cut_out, encode
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image
+from simulator.calls import Answer, Call, Refusal
 from simulator.config import SimulatorConfig
-from simulator.exchange import Answer, Call, Refusal
 from simulator.formats.base import Format, Route, parse_bool, parse_colour
 from simulator.formats.image_work import crop_to_subject, cut_out, encode, fit_pixels
 

@@ -11,7 +11,7 @@ import pytest
 
 import simulator.connection
 from simulator import ProviderSimulator
-from simulator.exchange import parse_form
+from simulator.calls import parse_form
 from tests.jobs.images import png, product_on_white
 
 IMAGE = png(product_on_white(64, 48))

@@ -1,4 +1,4 @@
-"""One call to the simulator as it arrived, and the answer decided for it."""
+"""One call to the simulator as it arrived (its form or JSON read once), and the answer decided for it."""
 
 from __future__ import annotations
 
