@@ -86,7 +86,7 @@ def run(
 
     from dashboard.models import Campaign, Provider, Recipe, StepResult, Task, Team
     from dashboard.services import process_campaign
-    from jobs.simulator import ProviderSimulator, SimulatorConfig
+    from simulator import ProviderSimulator, SimulatorConfig
     from tests.jobs.conftest import add_source
     from tests.jobs.images import jpeg, product_on_white
 

@@ -8,7 +8,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from jobs.simulator import ProviderSimulator, SimulatorConfig
+from simulator import ProviderSimulator, SimulatorConfig
 
 SIM_KEY_ENV = "PIXELMILL_SIM_KEY"
 

@@ -15,7 +15,7 @@ from dashboard.models import Task
 from dashboard.services import process_campaign
 from jobs.cpu_gate import cpu_released, cpu_turn, holding, waited
 from jobs.reconciler import reconcile_task
-from jobs.simulator import max_in_flight
+from simulator import max_in_flight
 from tests.conftest import start_worker_process
 from tests.jobs.conftest import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white

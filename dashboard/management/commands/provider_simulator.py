@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.simulator import PRESETS, ProviderSimulator, SimulatorConfig
+from simulator import PRESETS, ProviderSimulator, SimulatorConfig
 
 # Command-line option → SimulatorConfig field, for the options that map one to one.
 OPTION_FIELDS = {

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
 
 from jobs.provider_errors import parse_retry_after, provider_reason
-from jobs.simulator import (
+from simulator import (
     DEFAULT_KEY,
     PRESETS,
     ProviderSimulator,
