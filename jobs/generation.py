@@ -14,7 +14,6 @@ import binascii
 import dataclasses
 import logging
 import mimetypes
-import random
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -46,7 +45,7 @@ from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
 from jobs.remote import book_call, refund_call
-from jobs.retry import backoff_delay, error_for_unexpected
+from jobs.retry import error_for_unexpected, handed_back_delay, next_attempt_delay
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.generation")
@@ -75,7 +74,7 @@ def run_generation(generation_id: int, attempt: int) -> str:
         return error.code
     except (DeferredError, RateLimitedError) as error:
         if generation.deferrals < settings.PIXELMILL_MAX_DEFERRALS:
-            delay = error.retry_after + random.uniform(0, max(1.0, error.retry_after * 0.1))
+            delay = handed_back_delay(error.retry_after)
             hand_back(generation, attempt, delay, started, outcome="deferred")
             return "deferred"
         record_failure(generation, attempt, TransientError(error.message, code=error.code), started)
@@ -337,12 +336,7 @@ def record_failure(generation: Generation, attempt: int, error: StepError, start
         outcome = "failed" if permanent else "dead"
         log_attempt(generation, attempt, outcome=outcome, started=started, error=error)
         return
-    delay = backoff_delay(
-        attempt,
-        base=settings.PIXELMILL_RETRY_BASE_SECONDS,
-        cap=settings.PIXELMILL_RETRY_MAX_SECONDS,
-        retry_after=getattr(error, "retry_after", None),
-    )
+    delay = next_attempt_delay(attempt, retry_after=getattr(error, "retry_after", None))
     at = timezone.now() + timedelta(seconds=delay)
     requeue(
         generation.pk,

@@ -1,11 +1,10 @@
-"""Retry policy: exponential backoff with full jitter, never sooner than a provider's Retry-After; and which
-unexpected exceptions are worth another attempt."""
+"""Retry policy of attempts: when the next one is due (from settings), and which errors are worth one."""
 
 from __future__ import annotations
 
 import errno
-import random
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     DataError,
@@ -17,6 +16,7 @@ from django.db import (
 from redis import exceptions as redis_errors
 from rq.timeouts import JobTimeoutException
 
+from jobs.backoff import backoff_delay, deferral_delay
 from jobs.errors import InternalError, StepError, TransientError
 
 # Redis restarting, failing over (a replica is read-only until promoted) or loading its data set.
@@ -39,25 +39,27 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float,
-    cap: float,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before `attempt + 1`, given that `attempt` (1-based) just failed.
+def next_attempt_delay(attempt: int, *, retry_after: float | None = None) -> float:
+    """Seconds before attempt `attempt + 1` of a task, generation or URL import, once `attempt` failed
+    (PIXELMILL_RETRY_BASE_SECONDS / _MAX_SECONDS, PIXELMILL_BACKOFF_FACTOR / _JITTER)."""
+    return backoff_delay(
+        attempt,
+        base=settings.PIXELMILL_RETRY_BASE_SECONDS,
+        cap=settings.PIXELMILL_RETRY_MAX_SECONDS,
+        factor=settings.PIXELMILL_BACKOFF_FACTOR,
+        jitter=settings.PIXELMILL_BACKOFF_JITTER,
+        retry_after=retry_after,
+    )
 
-    Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads a
-    burst of failures so the retries do not arrive together; the lower bound of half
-    the exponential keeps a retry from coming back almost at once.
-    """
-    exponential = min(cap, base * (2 ** max(0, attempt - 1)))
-    delay = (rng or random).uniform(exponential / 2, exponential)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+
+def handed_back_delay(wait: float) -> float:
+    """Seconds before an attempt handed back to wait (a rate limit, shared limits) runs again
+    (PIXELMILL_DEFERRAL_JITTER / _MIN_JITTER_SECONDS)."""
+    return deferral_delay(
+        wait,
+        jitter=settings.PIXELMILL_DEFERRAL_JITTER,
+        min_jitter=settings.PIXELMILL_DEFERRAL_MIN_JITTER_SECONDS,
+    )
 
 
 def error_for_unexpected(exc: Exception, *, doing: str) -> StepError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from jobs.operations import OperationContext
 from jobs.queueing import get_process_queue, job_id_for, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
-from jobs.retry import backoff_delay, error_for_unexpected
+from jobs.retry import error_for_unexpected, handed_back_delay, next_attempt_delay
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.tasks")
@@ -202,7 +201,7 @@ def defer(
     task: Task, attempt: int, error: DeferredError | RateLimitedError, step: str, started: float
 ) -> str:
     """Give the attempt back without counting it as a failure, due again after the wait."""
-    delay = error.retry_after + random.uniform(0, max(1.0, error.retry_after * 0.1))
+    delay = handed_back_delay(error.retry_after)
     at = timezone.now() + timedelta(seconds=delay)
     if task.defer(attempt, at=at, message=error.message):
         transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))
@@ -232,12 +231,7 @@ def record_failure(task: Task, attempt: int, error: StepError, step: str, starte
         log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
         announce_if_run_finished(task.campaign_id)
         return
-    delay = backoff_delay(
-        attempt,
-        base=settings.PIXELMILL_RETRY_BASE_SECONDS,
-        cap=settings.PIXELMILL_RETRY_MAX_SECONDS,
-        retry_after=getattr(error, "retry_after", None),
-    )
+    delay = next_attempt_delay(attempt, retry_after=getattr(error, "retry_after", None))
     at = timezone.now() + timedelta(seconds=delay)
     if task.schedule_retry(attempt, at=at, code=error.code, message=error.message, step=step):
         transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))

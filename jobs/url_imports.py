@@ -14,7 +14,6 @@ import logging
 import time
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,7 +23,7 @@ from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.queueing import URL_IMPORTS, schedule_attempt
-from jobs.retry import backoff_delay, error_for_unexpected
+from jobs.retry import error_for_unexpected, next_attempt_delay
 
 logger = logging.getLogger("pixelmill.url_imports")
 
@@ -96,9 +95,7 @@ def record_failure(row: UrlImport, attempt: int, error: StepError, started: floa
         outcome = "failed" if permanent else "dead"
         log(row, attempt, outcome, started, error)
         return outcome
-    delay = backoff_delay(
-        attempt, base=settings.PIXELMILL_RETRY_BASE_SECONDS, cap=settings.PIXELMILL_RETRY_MAX_SECONDS
-    )
+    delay = next_attempt_delay(attempt)
     at = timezone.now() + timedelta(seconds=delay)
     if running(row.pk, attempt).update(
         state=UrlImport.State.QUEUED,

@@ -26,20 +26,15 @@ from rq.job import Job
 
 from dashboard.models import Campaign, Generation, Output, Task, WebhookDelivery
 from dashboard.url_fetcher import post_json
+from jobs.backoff import backoff_delay
 from jobs.errors import StepError
 from jobs.queueing import CONTROL_QUEUE
-from jobs.retry import backoff_delay
 
 logger = logging.getLogger("pixelmill.webhooks")
 
 RUN_FINISHED = "campaign.run.finished"
 USER_AGENT = "Pixelmill-Webhooks/1.0"
 SECRET_PREFIX = "whsec_"
-# About 10 s, 20 s, 40 s … between tries; with 8 tries a receiver has roughly 20 minutes to come back.
-RETRY_BASE_SECONDS = 10.0
-RETRY_MAX_SECONDS = 3600.0
-# Due deliveries older than this have lost their job (Redis emptied, enqueue failed) and are sent again.
-LOST_AFTER = timedelta(minutes=1)
 FAILURES_IN_PAYLOAD = 20
 LOG_ENTRIES_KEPT = 50
 # Workers' clocks differ a little; a scheduled try released a moment "early" is still due.
@@ -294,7 +289,13 @@ def record_try(delivery: WebhookDelivery, attempt: int, url: str, entry: dict[st
         fields |= {"state": WebhookDelivery.State.FAILED, "next_attempt_at": None}
     else:
         outcome = "retry"
-        delay = backoff_delay(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
+        delay = backoff_delay(
+            attempt,
+            base=settings.PIXELMILL_WEBHOOK_RETRY_BASE_SECONDS,
+            cap=settings.PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS,
+            factor=settings.PIXELMILL_BACKOFF_FACTOR,
+            jitter=settings.PIXELMILL_BACKOFF_JITTER,
+        )
         retry_at = now + timedelta(seconds=delay)
         fields["next_attempt_at"] = retry_at
     with transaction.atomic():
@@ -338,11 +339,13 @@ def enqueue_first_tries(delivery_ids: list[int]) -> None:
 
 
 def retry_due_webhooks() -> int:
-    """Cron: send again the pending deliveries that were due over a minute ago and have no job waiting in
-    Redis (it was emptied, the enqueue after commit failed, or the worker died mid-try). Returns how many."""
+    """Cron: send again the pending deliveries that were due over PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS ago
+    and have no job waiting in Redis (it was emptied, the enqueue after commit failed, or the worker died
+    mid-try). Returns how many."""
+    lost_after = timedelta(seconds=settings.PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS)
     due = list(
         WebhookDelivery.objects.filter(
-            state=WebhookDelivery.State.PENDING, next_attempt_at__lt=timezone.now() - LOST_AFTER
+            state=WebhookDelivery.State.PENDING, next_attempt_at__lt=timezone.now() - lost_after
         ).values_list("pk", "attempts")
     )
     if not due:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import ssl
 import time
 import uuid
@@ -27,6 +26,7 @@ import certifi
 import httpx
 from redis import Redis
 
+from jobs.backoff import backoff_delay
 from jobs.breaker import BreakerPolicy, CircuitBreaker
 from jobs.errors import DeferredError, RateLimitedError, StepError, TransientError
 from jobs.provider_errors import raise_for_provider_status, transient_for_exception
@@ -53,6 +53,8 @@ class ClientPolicy:
     max_inline_wait: float = 10.0
     backoff_base: float = 0.5
     backoff_cap: float = 8.0
+    backoff_factor: float = 2.0
+    backoff_jitter: float = 0.5
     # 429s are a signal to slow down, not a failure; they get their own, larger allowance.
     rate_limited_tries: int = 10
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -65,6 +67,9 @@ class ClientPolicy:
             tries=settings.PIXELMILL_PROVIDER_TRIES,
             max_inline_wait=settings.PIXELMILL_PROVIDER_MAX_INLINE_WAIT,
             backoff_base=settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS,
+            backoff_cap=settings.PIXELMILL_PROVIDER_BACKOFF_MAX_SECONDS,
+            backoff_factor=settings.PIXELMILL_BACKOFF_FACTOR,
+            backoff_jitter=settings.PIXELMILL_BACKOFF_JITTER,
             breaker=BreakerPolicy(
                 window_seconds=settings.PIXELMILL_BREAKER_WINDOW_SECONDS,
                 min_calls=settings.PIXELMILL_BREAKER_MIN_CALLS,
@@ -171,7 +176,7 @@ class ProviderClient:
                 failures += 1
                 if self.breaker.record(failed=True, now=time.time()):
                     logger.warning("circuit opened", extra={"provider": self.config.slug})
-                delay = self._backoff(failures) if failures < self.policy.tries else None
+                delay = self._backoff_delay(failures) if failures < self.policy.tries else None
                 self._finish(holder, endpoint, started, response, outcome=error.code, retry_in=delay)
                 if delay is None:
                     raise error
@@ -217,10 +222,14 @@ class ProviderClient:
             code="rate_limit_wait",
         )
 
-    def _backoff(self, failures: int) -> float:
-        """Full jitter: uniform over [base, base·2^(n-1)], capped."""
-        ceiling = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (failures - 1))
-        return random.uniform(min(self.policy.backoff_base, ceiling), ceiling)
+    def _backoff_delay(self, failures: int) -> float:
+        return backoff_delay(
+            failures,
+            base=self.policy.backoff_base,
+            cap=self.policy.backoff_cap,
+            factor=self.policy.backoff_factor,
+            jitter=self.policy.backoff_jitter,
+        )
 
     def _finish(
         self,

@@ -1,4 +1,4 @@
-"""Production settings: `manage.py check --deploy` reports nothing when PIXELMILL_SECURE is on."""
+"""Settings: production ones pass `check --deploy`, and a bad environment value is named at startup."""
 
 from __future__ import annotations
 
@@ -44,3 +44,39 @@ def test_development_settings_are_what_check_deploy_warns_about(tmp_path):
         timeout=120,
     )
     assert "SESSION_COOKIE_SECURE" in result.stdout + result.stderr
+
+
+def settings_error(tmp_path, **variables: str) -> str:
+    """What loading the settings in a fresh process prints to stderr with these variables set."""
+    env = {**os.environ, "PIXELMILL_DATA_DIR": str(tmp_path), **variables}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "dashboard.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0, "settings with a bad value loaded without complaint"
+    return result.stderr
+
+
+def test_a_bad_number_fails_at_startup_naming_its_variable_and_value(tmp_path):
+    stderr = settings_error(tmp_path, PIXELMILL_MAX_ATTEMPTS="abc")
+    assert "ImproperlyConfigured" in stderr
+    assert "PIXELMILL_MAX_ATTEMPTS='abc'" in stderr and "Not a valid integer" in stderr
+
+
+def test_every_bad_variable_is_named_at_once(tmp_path):
+    stderr = settings_error(
+        tmp_path, PIXELMILL_RETRY_BASE_SECONDS="2s", PIXELMILL_SECURE="maybe", PIXELMILL_BACKOFF_JITTER="1.5"
+    )
+    assert "PIXELMILL_RETRY_BASE_SECONDS='2s'" in stderr
+    assert "PIXELMILL_SECURE='maybe'" in stderr
+    assert "PIXELMILL_BACKOFF_JITTER='1.5'" in stderr
+
+
+def test_a_bad_database_url_is_named_without_its_password(tmp_path):
+    stderr = settings_error(tmp_path, DATABASE_URL="nosuchdb://pixelmill:hunter2@db.internal/pixelmill")
+    assert "DATABASE_URL='nosuchdb://pixelmill:***@db.internal/pixelmill'" in stderr
+    assert "hunter2" not in stderr

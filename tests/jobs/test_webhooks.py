@@ -17,7 +17,6 @@ from rq.job import Job
 
 from dashboard.models import Generation, Provider, SourceImage, Task, WebhookDelivery
 from dashboard.services import process_campaign
-from jobs import webhooks
 from jobs.webhooks import (
     campaign_run_finished,
     deliver_webhook,
@@ -209,9 +208,9 @@ def receiver(settings):
 
 
 @pytest.fixture
-def fast_retries(monkeypatch):
-    monkeypatch.setattr(webhooks, "RETRY_BASE_SECONDS", 0.05)
-    monkeypatch.setattr(webhooks, "RETRY_MAX_SECONDS", 0.1)
+def fast_retries(settings):
+    settings.PIXELMILL_WEBHOOK_RETRY_BASE_SECONDS = 0.05
+    settings.PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS = 0.1
 
 
 def drain_until(done, timeout: float = 15.0) -> None:

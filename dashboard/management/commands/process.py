@@ -158,7 +158,7 @@ class Command(BaseCommand):
 
     def start_worker(self) -> subprocess.Popen:
         # Per-attempt log lines would tear the progress bar apart; failures are summarised at the end.
-        env = {**os.environ, "PIXELMILL_LOG_LEVEL": os.environ.get("PIXELMILL_WORKER_LOG_LEVEL", "WARNING")}
+        env = {**os.environ, "PIXELMILL_LOG_LEVEL": settings.PIXELMILL_WORKER_LOG_LEVEL}
         return subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), "rqworker", "default", "--burst",
              "--with-scheduler", "--verbosity", "0"],

@@ -28,11 +28,9 @@ class Command(BaseCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        parser.add_argument("--bind", default=os.environ.get("PIXELMILL_BIND", "127.0.0.1"))
-        parser.add_argument(
-            "--workers", type=int, default=int(os.environ.get("PIXELMILL_WORKERS", os.cpu_count() or 1))
-        )
+        parser.add_argument("--port", type=int, default=settings.PIXELMILL_PORT)
+        parser.add_argument("--bind", default=settings.PIXELMILL_BIND)
+        parser.add_argument("--workers", type=int, default=settings.PIXELMILL_WORKERS)
         parser.add_argument("--no-setup", action="store_true", help="Skip migrate, setup and collectstatic.")
 
     def handle(self, *args, port: int, bind: str, workers: int, no_setup: bool, **options) -> None:
