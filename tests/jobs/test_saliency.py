@@ -12,7 +12,8 @@ from dashboard.ready_recipes import READY_RECIPES
 from jobs.imaging import FOCUS_KEY, decode_image, fill_crop, register_heif
 from jobs.operations import OperationContext, SmartCrop, build_operation
 from jobs.operations.saliency import salient_subject
-from jobs.rendering import OutputSpec, draft_size, run_pipeline
+from jobs.outputs import OutputSpec
+from jobs.rendering import draft_size, run_pipeline
 
 from . import images
 
