@@ -20,11 +20,11 @@ from django.utils import timezone
 
 from dashboard.imports import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
-from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.queueing import URL_IMPORTS, schedule_attempt
 from jobs.retry import backoff_delay, error_for_unexpected
+from jobs.url_fetcher import fetch_image
 
 logger = logging.getLogger("pixelmill.url_imports")
 

@@ -25,10 +25,10 @@ from django.utils import timezone
 from rq.job import Job
 
 from dashboard.models import Campaign, Generation, Output, Task, WebhookDelivery
-from dashboard.url_fetcher import post_json
 from jobs.errors import StepError
 from jobs.queueing import CONTROL_QUEUE
 from jobs.retry import backoff_delay
+from jobs.url_fetcher import post_json
 
 logger = logging.getLogger("pixelmill.webhooks")
 
