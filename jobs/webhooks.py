@@ -26,7 +26,7 @@ from rq.job import Job
 
 from dashboard.models import Campaign, Generation, Output, Task, WebhookDelivery
 from jobs.errors import StepError
-from jobs.queueing import CONTROL_QUEUE
+from jobs.queueing import CONTROL_QUEUE, WAITING_JOB_STATUSES
 from jobs.retry import backoff_delay
 from jobs.url_fetcher import post_json
 
@@ -44,7 +44,6 @@ FAILURES_IN_PAYLOAD = 20
 LOG_ENTRIES_KEPT = 50
 # Workers' clocks differ a little; a scheduled try released a moment "early" is still due.
 CLOCK_SLACK = timedelta(seconds=2)
-RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "deferred"}
 
 
 # Signing: the receiver's half is `verify`.
@@ -351,7 +350,7 @@ def retry_due_webhooks() -> int:
     job_ids = [delivery_job_id(pk, attempts + 1) for pk, attempts in due]
     jobs = Job.fetch_many(job_ids, connection=connection)
     waiting = {
-        job.id for job in jobs if job is not None and job.get_status(refresh=False) in RUNNABLE_JOB_STATUSES
+        job.id for job in jobs if job is not None and job.get_status(refresh=False) in WAITING_JOB_STATUSES
     }
     sent = 0
     for pk, attempts in due:
