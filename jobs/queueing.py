@@ -42,7 +42,7 @@ class JobKind:
 
 
 TASKS = JobKind("jobs.tasks.process_task", "task", "process task")
-GENERATIONS = JobKind("jobs.generation.run_generation", "generation", "generate images for generation")
+GENERATIONS = JobKind("jobs.generation.run_generation_task", "generation", "generate images for generation")
 URL_IMPORTS = JobKind("jobs.url_imports.import_url_task", "urlimport", "download URL import")
 
 
