@@ -11,7 +11,8 @@ from django.conf import settings
 from django.core.validators import URLValidator
 
 from dashboard.estimates import describe_money
-from dashboard.generations import (
+from dashboard.models import Campaign, Provider, Recipe, Team
+from dashboard.prompts import (
     MAX_IMAGES_PER_PROMPT,
     PromptList,
     PromptSpec,
@@ -19,7 +20,6 @@ from dashboard.generations import (
     read_prompt_csv,
     read_prompt_lines,
 )
-from dashboard.models import Campaign, Provider, Recipe, Team
 from jobs.operations import OPERATIONS
 from jobs.providers import KIND_OPERATIONS, supports
 from jobs.providers.fal import ImageSizeError

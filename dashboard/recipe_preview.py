@@ -14,7 +14,7 @@ from django.forms import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 
-from dashboard.imports import read_limited
+from dashboard.intake import read_limited
 from dashboard.models import Campaign, Provider, Recipe, RecipeOutput, RecipeStep, SourceImage
 from jobs.errors import PermanentError, StepError
 from jobs.imaging import decode_image, make_thumbnail, read_dimensions

@@ -30,7 +30,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from dashboard import services
-from dashboard.imports import IncomingFile, sanitize_display_name, store_source
+from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import Campaign, Generation, SourceImage
 from jobs.errors import (
     BudgetCapReachedError,

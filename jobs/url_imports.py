@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from dashboard.imports import IncomingFile, sanitize_display_name, store_source
+from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
 from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry

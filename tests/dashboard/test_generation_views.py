@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from dashboard.generations import PromptSpec
 from dashboard.models import Campaign, Generation, Provider, Task, Team
+from dashboard.prompts import PromptSpec
 from dashboard.services import queue_generations
 from jobs.generation import run_generation_task
 from jobs.queueing import GENERATIONS, get_process_queue

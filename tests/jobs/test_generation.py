@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.generations import PromptSpec
 from dashboard.models import Generation, SourceImage, Task, WebhookDelivery
+from dashboard.prompts import PromptSpec
 from dashboard.services import queue_generations
 from jobs.generation import cancel_generation, run_generation_task, webhook_token
 from jobs.providers.client import ClientPolicy, ProviderClient

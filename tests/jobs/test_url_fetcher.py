@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.urls import reverse
 
-from dashboard.imports import parse_url_list
+from dashboard.intake import parse_url_list
 from dashboard.services import queue_url_imports
 from jobs import url_fetcher
 from jobs.errors import PermanentError
