@@ -10,12 +10,14 @@ from jobs.imaging import FOCUS_KEY, SUBJECT_KEY
 
 
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """The picture as "RGB", and its alpha channel when it has one, so colour work leaves alpha alone."""
     if image.mode == "RGBA":
         return image.convert("RGB"), image.getchannel("A")
     return (image if image.mode == "RGB" else image.convert("RGB")), None
 
 
 def join_alpha(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """`rgb` with `alpha` put back (the inverse of split_alpha)."""
     if alpha is None:
         return rgb
     result = rgb.convert("RGBA")
