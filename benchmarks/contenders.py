@@ -27,7 +27,8 @@ from PIL import Image, ImageOps
 from jobs import rendering
 from jobs.imaging import decode_image, place_window, read_dimensions
 from jobs.operations import colour_rgb
-from jobs.rendering import PREVIEW_SPEC, OutputSpec, draft_size, encode, frame, run_pipeline
+from jobs.outputs import OutputSpec
+from jobs.rendering import PREVIEW_SPEC, draft_size, encode, frame, run_pipeline
 
 
 def with_preview(specs: Sequence[OutputSpec]) -> list[OutputSpec]:

@@ -145,7 +145,7 @@ def renderer_children(folder: Path, recipe, sample: int, cores: list[int]) -> li
     """`renderer_only` in one child per listed core, all at once."""
     code = (
         "import sys, time, json, os; sys.path.insert(0, sys.argv[1]); os.sched_setaffinity(0, {int(sys.argv[2])})\n"
-        "from jobs.rendering import OutputSpec, run_pipeline\nfrom jobs.operations import build_operation\n"
+        "from jobs.outputs import OutputSpec\nfrom jobs.rendering import run_pipeline\nfrom jobs.operations import build_operation\n"
         "d = json.loads(sys.argv[3]); steps = [build_operation(s['operation'], s['params']) for s in d['steps']]\n"
         "specs = [OutputSpec.from_dict(o) for o in d['outputs']]; paths = sys.argv[4:]\n"
         "run_pipeline(open(paths[0], 'rb').read(), steps, specs)\n"

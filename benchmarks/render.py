@@ -119,7 +119,7 @@ def measure_memory(name: str, path: Path, specs: list) -> dict[str, float]:
 
 def memory_child(name: str, path: str, payload: str) -> None:
     from benchmarks.contenders import CONTENDERS
-    from jobs.rendering import OutputSpec
+    from jobs.outputs import OutputSpec
 
     specs = [OutputSpec.from_dict(item) for item in json.loads(payload)]
     contender = CONTENDERS[name]()
@@ -165,7 +165,8 @@ def time_contenders(contenders: dict, data: bytes, specs: list, repeat: int) -> 
 def encoder_costs(data: bytes, repeat: int) -> list[dict[str, object]]:
     """Time and size of the 2000×2000 zoom picture under each encoder option."""
     from benchmarks.contenders import captured_encodes
-    from jobs.rendering import OutputSpec, encode, run_pipeline
+    from jobs.outputs import OutputSpec
+    from jobs.rendering import encode, run_pipeline
 
     pictures: list = []
     with captured_encodes(pictures):

@@ -1,5 +1,5 @@
 """Why tasks fail, in a marketer's words: the workers' error codes grouped into causes, each saying what
-helps. The codes come from jobs/ (errors.py, provider_errors.py, operations, imaging, tasks)."""
+helps. The codes come from jobs/ (errors.py, providers/error_mapping.py, operations, imaging, tasks)."""
 
 from __future__ import annotations
 

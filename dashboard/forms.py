@@ -11,7 +11,8 @@ from django.conf import settings
 from django.core.validators import URLValidator
 
 from dashboard.estimates import describe_money
-from dashboard.generations import (
+from dashboard.models import Campaign, Provider, Recipe, Team
+from dashboard.prompts import (
     MAX_IMAGES_PER_PROMPT,
     PromptList,
     PromptSpec,
@@ -19,11 +20,10 @@ from dashboard.generations import (
     read_prompt_csv,
     read_prompt_lines,
 )
-from dashboard.models import Campaign, Provider, Recipe, Team
-from dashboard.url_fetcher import address_problem
 from jobs.operations import OPERATIONS
 from jobs.providers import KIND_OPERATIONS, supports
 from jobs.providers.fal import ImageSizeError
+from jobs.public_addresses import address_problem, parse_networks
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -88,7 +88,8 @@ class WebhookForm(forms.ModelForm):
         # Only a literal address can be judged here; a name is resolved and checked at every try.
         host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
         try:
-            problem = address_problem(ipaddress.ip_address(host))
+            allowed = parse_networks(settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS)
+            problem = address_problem(ipaddress.ip_address(host), allowed)
         except ValueError:
             problem = None
         if problem:

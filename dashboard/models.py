@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, get_random_string
 
 from jobs.operations import OPERATIONS, Operation, OperationParamsError, build_operation
-from jobs.rendering import OutputSpec, OutputSpecError
+from jobs.outputs import OutputSpec, OutputSpecError
 
 if TYPE_CHECKING:
     from dashboard.causes import CauseGroup

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from dashboard.models import Recipe, RecipeOutput
 from jobs.operations import Operation, build_operation
-from jobs.rendering import OutputSpec
+from jobs.outputs import OutputSpec
 
 
 def pair(name: str, width: int, height: int, fit: str) -> list[dict]:

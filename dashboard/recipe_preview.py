@@ -14,12 +14,13 @@ from django.forms import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 
-from dashboard.imports import read_limited
+from dashboard.intake import read_limited
 from dashboard.models import Campaign, Provider, Recipe, RecipeOutput, RecipeStep, SourceImage
 from jobs.errors import PermanentError, StepError
 from jobs.imaging import decode_image, make_thumbnail, read_dimensions
 from jobs.operations import Operation, build_operation
-from jobs.rendering import OutputSpec, run_pipeline
+from jobs.outputs import OutputSpec
+from jobs.rendering import run_pipeline
 from jobs.samples import product_jpeg
 
 # Made by jobs.samples (a product on a studio sweep), so every install has something to preview on.

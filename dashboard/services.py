@@ -13,7 +13,6 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from dashboard.generations import PromptSpec
 from dashboard.models import (
     Campaign,
     Generation,
@@ -26,6 +25,7 @@ from dashboard.models import (
     TaskQuerySet,
     UrlImport,
 )
+from dashboard.prompts import PromptSpec
 from jobs.errors import BudgetCapReachedError
 from jobs.queueing import GENERATIONS, URL_IMPORTS, enqueue_attempts
 

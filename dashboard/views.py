@@ -38,8 +38,7 @@ from dashboard.forms import (
     UploadForm,
     WebhookForm,
 )
-from dashboard.generations import GenerationCounts
-from dashboard.imports import ImportReport, UrlImportCounts, import_uploads, parse_url_list
+from dashboard.intake import ImportReport, UrlImportCounts, import_uploads, parse_url_list
 from dashboard.models import (
     Campaign,
     Generation,
@@ -51,6 +50,7 @@ from dashboard.models import (
     TaskQuerySet,
     UrlImport,
 )
+from dashboard.prompts import GenerationCounts
 from jobs.errors import StepError
 from jobs.generation import cancel_generation, web_policy, webhook_token
 from jobs.providers.client import ProviderClient

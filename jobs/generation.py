@@ -29,7 +29,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from dashboard import services
-from dashboard.imports import IncomingFile, sanitize_display_name, store_source
+from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import Campaign, Generation, SourceImage
 from jobs.errors import (
     BudgetCapReachedError,
@@ -52,7 +52,7 @@ logger = logging.getLogger("pixelmill.generation")
 UNFINISHED_STATUSES = {"IN_QUEUE", "IN_PROGRESS"}
 
 
-def run_generation(generation_id: int, attempt: int) -> str:
+def run_generation_task(generation_id: int, attempt: int) -> str:
     """Run one attempt of one generation; a duplicate or stale delivery returns without doing anything."""
     if not claim(generation_id, attempt):
         logger.info("generation skipped", extra={"generation": generation_id, "attempt": attempt})
@@ -98,6 +98,11 @@ def run_generation(generation_id: int, attempt: int) -> str:
         )
         record_failure(generation, attempt, error, started)
         return error.code
+
+
+# Generation jobs already in Redis before the rename (scheduled rechecks and retries) name the old
+# dotted path; this alias lets them run after a deploy. Remove it one release later.
+run_generation = run_generation_task
 
 
 def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: float) -> str:

@@ -17,7 +17,9 @@ from rq.utils import utcparse
 
 PROCESS_QUEUE = "default"
 CONTROL_QUEUE = "control"
-RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "started", "deferred"}
+# RQ statuses of a job still to run. A "started" job is running, or its worker died (see missing_attempts).
+WAITING_JOB_STATUSES = frozenset({"queued", "scheduled", "deferred"})
+LIVE_JOB_STATUSES = WAITING_JOB_STATUSES | {"started"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class JobKind:
 
 
 TASKS = JobKind("jobs.tasks.process_task", "task", "process task")
-GENERATIONS = JobKind("jobs.generation.run_generation", "generation", "generate images for generation")
+GENERATIONS = JobKind("jobs.generation.run_generation_task", "generation", "generate images for generation")
 URL_IMPORTS = JobKind("jobs.url_imports.import_url_task", "urlimport", "download URL import")
 
 
@@ -98,7 +100,7 @@ def missing_attempts(attempts: list[tuple[int, int]], kind: JobKind = TASKS) -> 
             if status == "queued" and waiting is None:
                 waiting = set(queue.get_job_ids())
             if (
-                status not in RUNNABLE_JOB_STATUSES
+                status not in LIVE_JOB_STATUSES
                 or status == "started"
                 and heartbeat
                 and utcparse(heartbeat.decode()) < silent_since

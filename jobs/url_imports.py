@@ -17,13 +17,13 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from dashboard.imports import IncomingFile, sanitize_display_name, store_source
+from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
-from dashboard.url_fetcher import fetch_image
 from jobs.errors import PermanentError, StepError
 from jobs.leases import LeaseKeeper, lease_expiry
 from jobs.queueing import URL_IMPORTS, schedule_attempt
 from jobs.retry import error_for_unexpected, next_attempt_delay
+from jobs.url_fetcher import fetch_image
 
 logger = logging.getLogger("pixelmill.url_imports")
 

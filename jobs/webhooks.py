@@ -25,10 +25,10 @@ from django.utils import timezone
 from rq.job import Job
 
 from dashboard.models import Campaign, Generation, Output, Task, WebhookDelivery
-from dashboard.url_fetcher import post_json
 from jobs.backoff import backoff_delay
 from jobs.errors import StepError
-from jobs.queueing import CONTROL_QUEUE
+from jobs.queueing import CONTROL_QUEUE, WAITING_JOB_STATUSES
+from jobs.url_fetcher import post_json
 
 logger = logging.getLogger("pixelmill.webhooks")
 
@@ -39,7 +39,6 @@ FAILURES_IN_PAYLOAD = 20
 LOG_ENTRIES_KEPT = 50
 # Workers' clocks differ a little; a scheduled try released a moment "early" is still due.
 CLOCK_SLACK = timedelta(seconds=2)
-RUNNABLE_JOB_STATUSES = {"queued", "scheduled", "deferred"}
 
 
 # Signing: the receiver's half is `verify`.
@@ -193,9 +192,9 @@ def enqueue_delivery(delivery_id: int, attempt: int, at: datetime | None = None)
         "description": f"deliver webhook {delivery_id} try {attempt}",
     }
     if at is None:
-        queue.enqueue(deliver_webhook, delivery_id, **options)
+        queue.enqueue(deliver_webhook_task, delivery_id, **options)
     else:
-        queue.enqueue_at(at, deliver_webhook, delivery_id, **options)
+        queue.enqueue_at(at, deliver_webhook_task, delivery_id, **options)
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:
@@ -207,7 +206,7 @@ def claim(delivery: WebhookDelivery, now: datetime) -> bool:
     """Take the next try if it is due and nobody has: a duplicate or early job changes nothing.
 
     While the try runs, `next_attempt_at` works as a lease: if this worker dies, the delivery becomes
-    due again and `retry_due_webhooks` sends it once that has passed.
+    due again and `retry_due_webhooks_task` sends it once that has passed.
     """
     lease = now + timedelta(seconds=settings.PIXELMILL_WEBHOOK_TIMEOUT_SECONDS * 3 + 30)
     return bool(
@@ -217,7 +216,7 @@ def claim(delivery: WebhookDelivery, now: datetime) -> bool:
     )
 
 
-def deliver_webhook(delivery_id: int) -> str:
+def deliver_webhook_task(delivery_id: int) -> str:
     """RQ job (control queue): one signed POST of the delivery; 2xx delivers it, anything else schedules the
     next try with backoff until PIXELMILL_WEBHOOK_MAX_ATTEMPTS, then it is failed.
 
@@ -269,6 +268,11 @@ def deliver_webhook(delivery_id: int) -> str:
         "duration_ms": duration_ms,
     }
     return record_try(delivery, attempt, url, entry)
+
+
+# Delivery jobs already in Redis before the rename (a scheduled retry waits up to an hour) name the old
+# dotted path; this alias lets them run after a deploy. Remove it one release later.
+deliver_webhook = deliver_webhook_task
 
 
 def record_try(delivery: WebhookDelivery, attempt: int, url: str, entry: dict[str, Any]) -> str:
@@ -338,7 +342,7 @@ def enqueue_first_tries(delivery_ids: list[int]) -> None:
         enqueue_delivery(delivery_id, 1)
 
 
-def retry_due_webhooks() -> int:
+def retry_due_webhooks_task() -> int:
     """Cron: send again the pending deliveries that were due over PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS ago
     and have no job waiting in Redis (it was emptied, the enqueue after commit failed, or the worker died
     mid-try). Returns how many."""
@@ -354,7 +358,7 @@ def retry_due_webhooks() -> int:
     job_ids = [delivery_job_id(pk, attempts + 1) for pk, attempts in due]
     jobs = Job.fetch_many(job_ids, connection=connection)
     waiting = {
-        job.id for job in jobs if job is not None and job.get_status(refresh=False) in RUNNABLE_JOB_STATUSES
+        job.id for job in jobs if job is not None and job.get_status(refresh=False) in WAITING_JOB_STATUSES
     }
     sent = 0
     for pk, attempts in due:
@@ -364,3 +368,8 @@ def retry_due_webhooks() -> int:
     if sent:
         logger.warning("webhooks re-sent", extra={"count": sent})
     return sent
+
+
+# A cron run queued before the rename names the old dotted path; this alias lets it run after a deploy.
+# Remove it one release later.
+retry_due_webhooks = retry_due_webhooks_task

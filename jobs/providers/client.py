@@ -29,8 +29,8 @@ from redis import Redis
 from jobs.backoff import backoff_delay
 from jobs.breaker import BreakerPolicy, CircuitBreaker
 from jobs.errors import DeferredError, RateLimitedError, StepError, TransientError
-from jobs.provider_errors import raise_for_provider_status, transient_for_exception
 from jobs.providers import ProviderConfig
+from jobs.providers.error_mapping import raise_for_provider_status, transient_for_exception
 from jobs.ratelimit import COOLING, GRANTED, ProviderLimiter, ProviderLimits
 
 logger = logging.getLogger("pixelmill.providers")

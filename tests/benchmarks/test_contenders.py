@@ -9,7 +9,7 @@ from PIL import Image
 
 from benchmarks.contenders import CONTENDERS, with_preview
 from benchmarks.quality import ssim
-from jobs.rendering import OutputSpec
+from jobs.outputs import OutputSpec
 from tests.jobs import images
 
 SPECS = [

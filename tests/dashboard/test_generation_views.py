@@ -13,10 +13,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from dashboard.generations import PromptSpec
 from dashboard.models import Campaign, Generation, Provider, Task, Team
+from dashboard.prompts import PromptSpec
 from dashboard.services import queue_generations
-from jobs.generation import run_generation
+from jobs.generation import run_generation_task
 from jobs.queueing import GENERATIONS, get_process_queue
 from tests.jobs.conftest import simulator  # noqa: F401 (fixture)
 from tests.jobs.fal import (  # noqa: F401 (fixtures)
@@ -152,7 +152,7 @@ def test_the_cancel_button_stops_a_waiting_generation_here_and_at_fal(
     settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = 0
     queue_generations(campaign, fal_provider, [PromptSpec("A rug", image_size="256x256")])
     generation = campaign.generations.get()
-    assert run_generation(generation.pk, 1) == "waiting"
+    assert run_generation_task(generation.pk, 1) == "waiting"
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert reverse("generation-cancel", args=[generation.pk]) in page
 
@@ -237,7 +237,7 @@ def caught_webhook(db, campaign, fal_provider, simulator, settings, webhook_catc
     simulator.configure(provider="fal", fal_queue_seconds=0.1)
     queue_generations(campaign, fal_provider, [PromptSpec("A kite", seed=9, image_size="256x256")])
     generation = campaign.generations.get()
-    assert run_generation(generation.pk, 1) == "waiting"
+    assert run_generation_task(generation.pk, 1) == "waiting"
     assert webhook_catcher.arrived.wait(10), "fal never called back"
     settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = 5
     path, headers, body = webhook_catcher.caught[0]

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from dashboard.imports import import_uploads
+from dashboard.intake import import_uploads
 from dashboard.services import process_campaign
 from tests.conftest import run_burst_worker, upload
 from tests.jobs import images

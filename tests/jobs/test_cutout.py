@@ -7,10 +7,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from corpus.build import default_cache_dir, load_manifest
-from jobs.cutout import check_cutout, measure_cutout
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, register_heif
 from jobs.operations import OperationContext, build_operation
+from jobs.operations.cutout import check_cutout, measure_cutout
 from jobs.remote import RemoteStep
 from tests.jobs import images
 

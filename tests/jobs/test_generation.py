@@ -13,10 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.generations import PromptSpec
 from dashboard.models import Generation, SourceImage, Task, WebhookDelivery
+from dashboard.prompts import PromptSpec
 from dashboard.services import queue_generations
-from jobs.generation import cancel_generation, run_generation, webhook_token
+from jobs.generation import cancel_generation, run_generation_task, webhook_token
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import FalQueue, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue
@@ -142,10 +142,10 @@ def test_a_job_redelivered_after_the_submit_polls_the_paid_request_instead_of_su
 
     monkeypatch.setattr(FalQueue, "status", dies_at_first_poll)
     with pytest.raises(WorkerKilled):
-        run_generation(generation.pk, 1)
+        run_generation_task(generation.pk, 1)
     generation.refresh_from_db()
     assert generation.state == "running" and generation.request_id  # committed before the worker died
-    assert run_generation(generation.pk, 1) == "skipped"  # RQ delivering the same job again
+    assert run_generation_task(generation.pk, 1) == "skipped"  # RQ delivering the same job again
 
     Generation.objects.filter(pk=generation.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert reconcile_task()["generations_worker_lost"] == 1
@@ -179,7 +179,7 @@ def test_a_bug_while_generating_fails_at_once_with_a_ref_and_the_traceback_for_s
 
     monkeypatch.setattr(generation_module, "run_attempt", broken)
     [generation] = generate(campaign, fal_provider, PromptSpec("A chair", image_size="256x256"))
-    assert run_generation(generation.pk, 1) == "internal_error"
+    assert run_generation_task(generation.pk, 1) == "internal_error"
     generation.refresh_from_db()
     assert (generation.state, generation.attempts) == ("failed", 1)
     assert "while generating these images (error ref " in generation.error_message
@@ -210,7 +210,7 @@ def test_a_long_fal_queue_hands_the_worker_back_without_counting_a_failure(
     settings.PIXELMILL_GENERATION_RECHECK_SECONDS = 60
     [generation] = generate(campaign, fal_provider, PromptSpec("A vase", image_size="256x256"))
 
-    assert run_generation(generation.pk, 1) == "waiting"
+    assert run_generation_task(generation.pk, 1) == "waiting"
     generation.refresh_from_db()
     assert (generation.state, generation.attempts, generation.deferrals) == ("queued", 1, 1)
     assert generation.next_attempt_at > timezone.now() + timedelta(seconds=50)
@@ -225,7 +225,7 @@ def test_cancel_sends_put_to_fal_and_marks_the_generation_cancelled(
     simulator.configure(provider="fal", fal_queue_seconds=30)
     settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = 0
     [generation] = generate(campaign, fal_provider, PromptSpec("A rug", image_size="256x256"))
-    assert run_generation(generation.pk, 1) == "waiting"
+    assert run_generation_task(generation.pk, 1) == "waiting"
     generation.refresh_from_db()
 
     assert cancel_generation(generation) is True
@@ -233,7 +233,7 @@ def test_cancel_sends_put_to_fal_and_marks_the_generation_cancelled(
     assert generation.state == "cancelled" and generation.finished_at
     [put] = [e for e in simulator.log(kind="api") if e["method"] == "PUT"]
     assert (put["endpoint"], put["status"], put["request_id"]) == ("cancel", 202, generation.request_id)
-    assert run_generation(generation.pk, 2) == "skipped"  # the recheck that was already scheduled
+    assert run_generation_task(generation.pk, 2) == "skipped"  # the recheck that was already scheduled
     assert cancel_generation(generation) is False
 
 
@@ -250,7 +250,7 @@ def test_a_generation_cancelled_while_a_worker_polls_it_is_never_stored(
         return real_status(self, request)
 
     monkeypatch.setattr(FalQueue, "status", cancel_during_poll)
-    assert run_generation(generation.pk, 1) == "cancelled"
+    assert run_generation_task(generation.pk, 1) == "cancelled"
     assert not campaign.sources.exists()
 
 
@@ -288,7 +288,7 @@ def test_fals_signed_webhook_brings_a_waiting_generation_to_completion(
     settings.PIXELMILL_GENERATION_RECHECK_SECONDS = 600  # only the webhook can bring it back in time
     simulator.configure(provider="fal", fal_queue_seconds=0.2)
     [generation] = generate(campaign, fal_provider, PromptSpec("A kite", seed=9, image_size="256x256"))
-    assert run_generation(generation.pk, 1) == "waiting"
+    assert run_generation_task(generation.pk, 1) == "waiting"
 
     deadline = time.monotonic() + 10
     while not [e for e in simulator.log(kind="webhook") if e["outcome"] == "ok"]:

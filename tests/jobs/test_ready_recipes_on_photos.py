@@ -18,7 +18,8 @@ from dashboard.ready_recipes import READY_RECIPES, ready_pipeline
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image
 from jobs.operations import Canvas, OperationContext, content_box
-from jobs.rendering import OutputSpec, run_pipeline
+from jobs.outputs import OutputSpec
+from jobs.rendering import run_pipeline
 
 RECIPES = [recipe["slug"] for recipe in READY_RECIPES]
 FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG", "avif": "AVIF"}

@@ -12,14 +12,8 @@ from benchmarks import quality
 from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY
 from jobs.operations import Operation, OperationContext, build_operation
-from jobs.rendering import (
-    SRGB_PROFILE,
-    OutputSpec,
-    OutputSpecError,
-    render_outputs,
-    required_size,
-    run_pipeline,
-)
+from jobs.outputs import OutputSpec, OutputSpecError
+from jobs.rendering import SRGB_PROFILE, render_outputs, required_size, run_pipeline
 from tests.jobs import images
 
 ECOMMERCE = [
@@ -263,9 +257,9 @@ def test_avif_outputs_decode_as_avif_with_alpha():
 
 
 def test_avif_is_refused_when_pillow_cannot_write_it(monkeypatch):
-    from jobs import rendering
+    from jobs import outputs
 
-    monkeypatch.setattr(rendering.features, "check", lambda feature: False)
+    monkeypatch.setattr(outputs.features, "check", lambda feature: False)
     with pytest.raises(OutputSpecError, match="AVIF"):
         OutputSpec.from_dict({"name": "a", "width": 10, "height": 10, "format": "avif"})
 
@@ -515,9 +509,9 @@ def test_encoder_options_default_and_round_trip():
     ],
 )
 def test_invalid_encoder_options_name_the_field(options, mentions, monkeypatch):
-    from jobs import rendering
+    from jobs import outputs
 
-    monkeypatch.setattr(rendering.features, "check", lambda feature: True)
+    monkeypatch.setattr(outputs.features, "check", lambda feature: True)
     with pytest.raises(OutputSpecError, match=mentions):
         OutputSpec.from_dict({"name": "x", "width": 10, "height": 10, **options})
 

@@ -12,7 +12,8 @@ from PIL import Image
 from jobs import resampling
 from jobs.imaging import FOCUS_KEY, SUBJECT_KEY
 from jobs.operations import OperationContext, build_operation
-from jobs.rendering import FITS, MAX_SIDE, OutputSpec, render_outputs, run_pipeline
+from jobs.outputs import FITS, MAX_SIDE, OutputSpec
+from jobs.rendering import render_outputs, run_pipeline
 from jobs.resampling import BOX, LANCZOS, resample
 
 # Any side a user may upload (the decoder's pixel limit aside), but few enough pixels per example that

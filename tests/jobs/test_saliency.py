@@ -11,8 +11,9 @@ from PIL import Image
 from dashboard.ready_recipes import READY_RECIPES
 from jobs.imaging import FOCUS_KEY, decode_image, fill_crop, register_heif
 from jobs.operations import OperationContext, SmartCrop, build_operation
-from jobs.rendering import OutputSpec, draft_size, run_pipeline
-from jobs.saliency import salient_subject
+from jobs.operations.saliency import salient_subject
+from jobs.outputs import OutputSpec
+from jobs.rendering import draft_size, run_pipeline
 
 from . import images
 

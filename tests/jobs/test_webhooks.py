@@ -19,17 +19,17 @@ from dashboard.models import Generation, Provider, SourceImage, Task, WebhookDel
 from dashboard.services import process_campaign
 from jobs.webhooks import (
     campaign_run_finished,
-    deliver_webhook,
+    deliver_webhook_task,
     delivery_job_id,
     ensure_webhook_secret,
-    retry_due_webhooks,
+    retry_due_webhooks_task,
     sign,
     verify,
 )
 from tests.conftest import run_burst_worker
-from tests.dashboard.test_url_fetcher import CountingListener
 from tests.jobs.conftest import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, photo
+from tests.jobs.test_url_fetcher import CountingListener
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -255,7 +255,7 @@ def test_a_finished_run_reaches_a_real_receiver_signed_through_a_real_worker(cam
     assert [f["image"] for f in event["data"]["failures"]] == ["broken.jpg"]
 
     # A duplicate job for a delivered delivery is a no-op.
-    assert deliver_webhook(delivery.pk) == "skipped"
+    assert deliver_webhook_task(delivery.pk) == "skipped"
     assert len(receiver.caught) == 1
 
 
@@ -311,7 +311,7 @@ def test_a_refused_try_schedules_the_next_one_with_backoff(finished_run, django_
         delivery = campaign_run_finished(finished_run.pk)
     before = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):
-        assert deliver_webhook(delivery.pk) == "retry"
+        assert deliver_webhook_task(delivery.pk) == "retry"
     delivery.refresh_from_db()
     assert delivery.state == "pending" and delivery.attempts == 1
     assert "private" in delivery.last_error
@@ -319,7 +319,7 @@ def test_a_refused_try_schedules_the_next_one_with_backoff(finished_run, django_
     job = Job.fetch(delivery_job_id(delivery.pk, 2), connection=get_connection())
     assert job.get_status() == "scheduled"
     # A job arriving before the retry is due (a duplicate) does nothing.
-    assert deliver_webhook(delivery.pk) == "skipped"
+    assert deliver_webhook_task(delivery.pk) == "skipped"
     delivery.refresh_from_db()
     assert delivery.attempts == 1
 
@@ -329,7 +329,7 @@ def test_a_removed_webhook_stops_its_pending_delivery(finished_run, django_captu
         delivery = campaign_run_finished(finished_run.pk)
     finished_run.webhook_url = ""
     finished_run.save()
-    assert deliver_webhook(delivery.pk) == "failed"
+    assert deliver_webhook_task(delivery.pk) == "failed"
     delivery.refresh_from_db()
     assert delivery.state == "failed" and "no longer has a webhook URL" in delivery.last_error
 
@@ -359,7 +359,7 @@ def test_retry_due_webhooks_sends_again_what_redis_lost_and_only_that(
         next_attempt_at=timezone.now(),
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert retry_due_webhooks() == 1, "only the delivery overdue by more than a minute"
+        assert retry_due_webhooks_task() == 1, "only the delivery overdue by more than a minute"
     assert Job.fetch(delivery_job_id(delivery.pk, 1), connection=redis_conn).get_status() == "queued"
     assert not Job.exists(delivery_job_id(fresh.pk, 1), connection=redis_conn)
-    assert retry_due_webhooks() == 0, "its job is waiting now: not sent twice"
+    assert retry_due_webhooks_task() == 0, "its job is waiting now: not sent twice"

@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
 
-from jobs.provider_errors import parse_retry_after, provider_reason
+from jobs.providers.error_mapping import parse_retry_after, provider_reason
 from simulator import (
     DEFAULT_KEY,
     PRESETS,

@@ -18,7 +18,7 @@ from rq import Worker
 
 from dashboard import services
 from dashboard.exports import campaign_zip
-from dashboard.imports import import_directory
+from dashboard.intake import import_directory
 from dashboard.models import Campaign, Progress, Recipe, Task, Team
 from dashboard.redis_server import EmbeddedRedis
 from jobs.queueing import get_process_queue

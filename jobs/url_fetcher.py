@@ -13,9 +13,9 @@ import httpx
 from django.conf import settings
 
 from jobs.errors import PermanentError, TransientError
+from jobs.public_addresses import IPAddress, IPNetwork, address_problem, parse_networks
 
 MAX_REDIRECTS = 3
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -25,28 +25,9 @@ class FetchedImage:
     data: bytes
 
 
-def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def allowed_networks() -> list[IPNetwork]:
     """Extra networks an operator trusts (e.g. an intranet image library); empty by default."""
-    return [ipaddress.ip_network(net) for net in settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS]
-
-
-def address_problem(address: IPAddress) -> str | None:
-    """Why we refuse to connect to `address`, or None when it is a public unicast address."""
-    if any(address in network for network in allowed_networks()):
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
-        if embedded is not None:
-            return address_problem(embedded)
-    if address.is_loopback:
-        return "points at this server (loopback)"
-    if address.is_link_local:
-        return "points at a link-local address (such as a cloud metadata service)"
-    if address.is_multicast:
-        return "points at a multicast address"
-    if address.is_private or not address.is_global:
-        return "points at a private or reserved network address"
-    return None
+    return parse_networks(settings.PIXELMILL_URL_IMPORT_ALLOWED_NETWORKS)
 
 
 def resolve_public(host: str, port: int) -> IPAddress:
@@ -62,8 +43,9 @@ def resolve_public(host: str, port: int) -> IPAddress:
     except UnicodeError as error:
         raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    allowed = allowed_networks()
     for address in addresses:
-        problem = address_problem(address)
+        problem = address_problem(address, allowed)
         if problem:
             # One bad answer is enough: a rebinding attacker would serve both kinds.
             raise PermanentError(f"the address {problem}", code="url_forbidden")

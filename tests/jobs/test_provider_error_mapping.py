@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from jobs.errors import CreditsExhaustedError, PermanentError, RateLimitedError, TransientError
-from jobs.provider_errors import parse_retry_after, raise_for_provider_status, transient_for_exception
+from jobs.providers.error_mapping import parse_retry_after, raise_for_provider_status, transient_for_exception
 
 
 def answer(status: int, *, json=None, headers=None) -> httpx.Response:

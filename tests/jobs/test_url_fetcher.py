@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.urls import reverse
 
-from dashboard import url_fetcher
-from dashboard.imports import parse_url_list
+from dashboard.intake import parse_url_list
 from dashboard.services import queue_url_imports
+from jobs import url_fetcher
 from jobs.errors import PermanentError
 from tests.conftest import run_burst_worker
 from tests.jobs.images import jpeg, photo

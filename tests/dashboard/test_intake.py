@@ -1,10 +1,10 @@
-"""Imports: uploads and zip archives become source images, or refusals that name the file and the reason."""
+"""Intake: uploads and zip archives become source images, or refusals that name the file and the reason."""
 
 from __future__ import annotations
 
 import pytest
 
-from dashboard.imports import import_uploads, sanitize_display_name
+from dashboard.intake import import_uploads, sanitize_display_name
 from tests.conftest import upload, zip_bytes
 from tests.jobs.images import jpeg, photo, png, truncated
 
