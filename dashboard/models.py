@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, get_random_string
 
 from jobs.operations import OPERATIONS, Operation, OperationParamsError, build_operation
+from jobs.providers import batches
+from jobs.recipe_steps import compile_steps, paid_calls, step_providers
 from jobs.rendering import OutputSpec, OutputSpecError
 
 if TYPE_CHECKING:
@@ -313,6 +316,15 @@ class Provider(models.Model):
             options=dict(self.options or {}),
         )
 
+    @classmethod
+    def batching_slugs(cls, slugs: Iterable[str]) -> set[str]:
+        """Those of `slugs` whose provider is active and takes a chain of operations in one call."""
+        return {
+            provider.slug
+            for provider in cls.objects.filter(slug__in=slugs, is_active=True)
+            if batches(provider.kind, provider.options)
+        }
+
 
 class Recipe(models.Model):
     """Ordered steps and named output specs, configured by an admin; every save is a new version."""
@@ -498,52 +510,17 @@ class RecipeOutput(models.Model):
             raise ValidationError(str(error)) from error
 
 
-def step_providers(
-    step: dict[str, Any], overrides: dict[str, str | None] | None
-) -> tuple[str | None, str | None]:
-    """The (provider, fallback) slugs a recipe step runs with, after a requeue's overrides."""
-    provider, fallback = step.get("provider"), step.get("fallback")
-    if overrides and step["operation"] in overrides:
-        provider = overrides[step["operation"]]
-        fallback = fallback if provider and fallback != provider else None
-    return provider, fallback
-
-
 def build_steps(
     definition: dict[str, Any], overrides: dict[str, str | None] | None = None
 ) -> list[Operation]:
-    """A recipe definition's steps as operations: local steps as they are, a step with a provider wrapped so
-    that it runs remotely, and consecutive steps at one batching provider folded into a single call.
-
-    `overrides` maps an operation to another provider's slug, or to None to run it locally (a requeue
-    chose so for a task); the recipe's fallback stays when it differs from the new one.
-    """
-    from jobs.providers import batches
-    from jobs.remote import RemoteStep, chain_remote_steps
-
-    steps: list[Operation] = []
-    for step in definition["steps"]:
-        operation = build_operation(step["operation"], step["params"])
-        provider, fallback = step_providers(step, overrides)
-        if provider:
-            operation = RemoteStep(operation, provider, fallback)
-        steps.append(operation)
-    slugs = {slug for step in definition["steps"] for slug in step_providers(step, overrides)} - {None}
-    if len(steps) > 1 and slugs:
-        batching = {
-            provider.slug
-            for provider in Provider.objects.filter(slug__in=slugs, is_active=True)
-            if batches(provider.kind, provider.options)
-        }
-        steps = chain_remote_steps(steps, batching)
-    return steps
+    """A recipe definition's steps as operations (jobs.recipe_steps), asking the database which providers
+    take a chain of steps in one call."""
+    return compile_steps(definition, overrides, batching=Provider.batching_slugs)
 
 
 def remote_calls(definition: dict[str, Any]) -> tuple[str, ...]:
     """The provider of each paid call one task of this definition makes (a batched chain is one call)."""
-    from jobs.remote import RemoteStep
-
-    return tuple(step.provider for step in build_steps(definition) if isinstance(step, RemoteStep))
+    return paid_calls(build_steps(definition))
 
 
 class RecipeVersion(models.Model):
