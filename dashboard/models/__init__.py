@@ -1,5 +1,6 @@
 """Pixelmill's models, one module per concern; import them from here: `from dashboard.models import Task`."""
 
+from dashboard.models.attempts import AttemptLog, AttemptModel, AttemptQuerySet
 from dashboard.models.campaigns import Campaign, CampaignQuerySet, Team
 from dashboard.models.delivery import WebhookDelivery
 from dashboard.models.intake import Generation, SourceImage, UrlImport
@@ -18,6 +19,9 @@ from dashboard.models.sharing import ShareLink, ShareLinkQuerySet
 from dashboard.models.tasks import Progress, Task, TaskQuerySet
 
 __all__ = [
+    "AttemptLog",
+    "AttemptModel",
+    "AttemptQuerySet",
     "Campaign",
     "CampaignQuerySet",
     "Generation",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 
+from dashboard.models.attempts import AttemptLog, AttemptModel
 from dashboard.models.providers import Provider
+from jobs.queueing import GENERATIONS, URL_IMPORTS
 
 
 class SourceImage(models.Model):
@@ -52,7 +56,7 @@ class SourceImage(models.Model):
         return (self.focal_point_x, self.focal_point_y)
 
 
-class Generation(models.Model):
+class Generation(AttemptModel):
     """One prompt sent to a text-to-image provider; its images become the campaign's source images."""
 
     class State(models.TextChoices):
@@ -64,6 +68,9 @@ class Generation(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD, State.CANCELLED)
+    job_kind = GENERATIONS
+    attempt_log = AttemptLog("pixelmill.generation", "generation attempt finished", "generation")
+    calls_providers = True
 
     campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="generations")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="+")
@@ -72,26 +79,17 @@ class Generation(models.Model):
     image_size = models.CharField(max_length=40, default="square_hd")
     num_images = models.PositiveSmallIntegerField(default=1)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    deferrals = models.PositiveSmallIntegerField(default=0)
-    max_attempts = models.PositiveSmallIntegerField(default=5)
     request_id = models.CharField(
         max_length=200, blank=True, help_text="Set once submitted: never paid twice."
     )
     status_url = models.URLField(max_length=500, blank=True)
     response_url = models.URLField(max_length=500, blank=True)
     cancel_url = models.URLField(max_length=500, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
-    error_message = models.TextField(blank=True)
     error_detail = models.TextField(
         blank=True, help_text="For staff: the type, message and traceback of a bug, under its error ref."
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]
@@ -100,8 +98,15 @@ class Generation(models.Model):
     def __str__(self) -> str:
         return f"Generation {self.pk} ({self.state}): {self.prompt[:40]}"
 
+    def mark_succeeded(self, attempt: int, **changes: Any) -> bool:
+        return super().mark_succeeded(attempt, error_detail="", **changes)
 
-class UrlImport(models.Model):
+    def log_context(self) -> dict[str, Any]:
+        # tasks_created is given by the attempt that stores the images.
+        return {"campaign": self.campaign_id, "request_id": self.request_id or None, "tasks_created": None}
+
+
+class UrlImport(AttemptModel):
     """One image URL to bring into a campaign, downloaded by a worker rather than in the web request."""
 
     class State(models.TextChoices):
@@ -112,24 +117,17 @@ class UrlImport(models.Model):
         DEAD = "dead", "Dead"
 
     TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
+    job_kind = URL_IMPORTS
+    attempt_log = AttemptLog("pixelmill.url_imports", "url import finished", "url_import")
 
     campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="url_imports")
     url = models.TextField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    deferrals = models.PositiveSmallIntegerField(default=0, help_text="Kept for the shared reconciler.")
-    max_attempts = models.PositiveSmallIntegerField(default=5)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
-    error_message = models.TextField(blank=True)
     source = models.ForeignKey(
         SourceImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="url_imports"
     )
     duplicate = models.BooleanField(default=False, help_text="The campaign already held these bytes.")
     created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]
@@ -140,3 +138,6 @@ class UrlImport(models.Model):
 
     def __str__(self) -> str:
         return f"URL import {self.pk} ({self.state}): {self.url[:60]}"
+
+    def log_context(self) -> dict[str, Any]:
+        return {"campaign": self.campaign_id}

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models
 from django.db.models import Count, F
 from django.utils import timezone
 
+from dashboard.models.attempts import AttemptLog, AttemptModel, AttemptQuerySet
 from dashboard.models.intake import SourceImage
 from dashboard.models.outputs import Output
 from dashboard.models.recipes import RecipeVersion
 from jobs.operations import Operation
+from jobs.queueing import TASKS
 
 if TYPE_CHECKING:
     from dashboard.causes import CauseGroup
     from dashboard.models.campaigns import Campaign
 
 
-class TaskQuerySet(models.QuerySet):
+class TaskQuerySet(AttemptQuerySet):
     def insert_queued(
         self, campaign: Campaign, sources: models.QuerySet, version: RecipeVersion, *, max_attempts: int
     ) -> list[int]:
@@ -68,13 +70,6 @@ class TaskQuerySet(models.QuerySet):
     def for_campaign(self, campaign: Campaign) -> TaskQuerySet:
         return self.filter(campaign=campaign)
 
-    def failed(self) -> TaskQuerySet:
-        """Tasks that stopped without succeeding and wait for a person: failed or dead."""
-        return self.filter(state__in=[Task.State.FAILED, Task.State.DEAD])
-
-    def unfinished(self) -> TaskQuerySet:
-        return self.exclude(state__in=Task.TERMINAL_STATES)
-
     def with_cause(self, slug: str) -> TaskQuerySet:
         """Tasks whose error has this cause (dashboard.causes); an unknown cause matches nothing."""
         from dashboard.causes import BY_SLUG, OTHER, other_q
@@ -91,7 +86,7 @@ class TaskQuerySet(models.QuerySet):
         return group_by_cause(self.order_by().values_list("error_code").annotate(n=Count("pk")))
 
 
-class Task(models.Model):
+class Task(AttemptModel):
     """One source image × one recipe version, and where its processing stands."""
 
     class State(models.TextChoices):
@@ -104,21 +99,15 @@ class Task(models.Model):
         DEAD = "dead", "Dead"
 
     TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
+    job_kind = TASKS
+    attempt_log = AttemptLog("pixelmill.tasks", "attempt finished", "task")
+    calls_providers = True
 
     campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="tasks")
     source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="tasks")
     recipe_version = models.ForeignKey(RecipeVersion, on_delete=models.PROTECT, related_name="tasks")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
-    deferrals = models.PositiveSmallIntegerField(
-        default=0, help_text="Attempts handed back unrun (rate limits, a paused campaign); not failures."
-    )
-    max_attempts = models.PositiveSmallIntegerField(default=5)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker_name = models.CharField(max_length=200, blank=True)
-    error_code = models.CharField(max_length=40, blank=True)
-    error_message = models.TextField(blank=True)
     error_step = models.CharField(max_length=40, blank=True)
     error_detail = models.TextField(
         blank=True, help_text="For staff: the type, message and traceback of a bug, under its error ref."
@@ -144,9 +133,7 @@ class Task(models.Model):
         help_text='Left by the steps of the succeeded attempt: {"code": "kept_whole", "message": why}.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -184,56 +171,47 @@ class Task(models.Model):
     def uses_providers(self) -> bool:
         return self.recipe_version.uses_providers(self.provider_overrides)
 
+    def log_context(self) -> dict[str, Any]:
+        return {"image": self.source_id}
+
     @classmethod
-    def claim(cls, task_id: int, attempt: int, worker_name: str) -> bool:
-        """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""
-        from jobs.leases import lease_expiry
+    def claim(cls, pk: int, attempt: int, worker_name: str = "", **changes: Any) -> bool:
+        """Start `attempt` if nobody has, noting the worker that runs it."""
+        return super().claim(pk, attempt, started_at=timezone.now(), worker_name=worker_name[:200], **changes)
 
-        claimed = cls.objects.filter(pk=task_id, state=cls.State.QUEUED, attempts=attempt - 1).update(
-            state=cls.State.RUNNING,
-            attempts=attempt,
-            started_at=timezone.now(),
-            lease_expires_at=lease_expiry(),
-            worker_name=worker_name[:200],
-        )
-        return claimed == 1
-
-    def running_attempt(self, attempt: int) -> TaskQuerySet:
-        """This task, only while `attempt` is the one running: updates through it cannot clobber a newer one."""
-        return Task.objects.filter(pk=self.pk, state=self.State.RUNNING, attempts=attempt)
-
-    def mark_succeeded(self, attempt: int, *, timings: dict[str, float]) -> bool:
-        return bool(
-            self.running_attempt(attempt).update(
-                state=self.State.SUCCEEDED,
-                finished_at=timezone.now(),
-                lease_expires_at=None,
-                next_attempt_at=None,
-                error_code="",
-                error_message="",
-                error_step="",
-                error_detail="",
-                timings=timings,
-                duration_ms=timings.get("total"),
-            )
+    def mark_succeeded(
+        self, attempt: int, *, timings: dict[str, float] | None = None, **changes: Any
+    ) -> bool:
+        timings = timings or {}
+        return super().mark_succeeded(
+            attempt,
+            error_step="",
+            error_detail="",
+            timings=timings,
+            duration_ms=timings.get("total"),
+            **changes,
         )
 
     def mark_failed(
-        self, attempt: int, *, code: str, message: str, step: str, permanent: bool, detail: str = ""
+        self,
+        attempt: int,
+        *,
+        code: str,
+        message: str,
+        permanent: bool = True,
+        step: str = "",
+        detail: str = "",
+        **changes: Any,
     ) -> bool:
-        """Record a failed attempt: permanent errors stop here, others become dead after the last try."""
-        state = self.State.FAILED if permanent else self.State.DEAD
-        return bool(
-            self.running_attempt(attempt).update(
-                state=state,
-                finished_at=timezone.now(),
-                lease_expires_at=None,
-                next_attempt_at=None,
-                error_code=code[:40],
-                error_message=message,
-                error_step=step[:40],
-                error_detail=detail,
-            )
+        """Record a failed attempt with the step it failed in and, for a bug, the traceback staff see."""
+        return super().mark_failed(
+            attempt,
+            code=code,
+            message=message,
+            permanent=permanent,
+            error_step=step[:40],
+            error_detail=detail,
+            **changes,
         )
 
     @property
@@ -247,19 +225,6 @@ class Task(models.Model):
             counts[output.review] += 1
         return counts
 
-    def defer(self, attempt: int, *, at, message: str) -> bool:
-        """Hand the attempt back unrun (a shared rate limit said wait): it does not count as a failure."""
-        return bool(
-            self.running_attempt(attempt).update(
-                state=self.State.QUEUED,
-                queued_at=timezone.now(),
-                next_attempt_at=at,
-                lease_expires_at=None,
-                deferrals=F("deferrals") + 1,
-                error_message=message,
-            )
-        )
-
     def park(self, attempt: int, *, message: str) -> bool:
         """Wait, without a job, until someone resumes the campaign's remote work."""
         return bool(
@@ -271,20 +236,6 @@ class Task(models.Model):
                 error_code="paused",
                 error_message=message,
                 error_step="",
-            )
-        )
-
-    def schedule_retry(self, attempt: int, *, at, code: str, message: str, step: str) -> bool:
-        """failed → queued again, due at `at`; the last error stays visible while it waits."""
-        return bool(
-            self.running_attempt(attempt).update(
-                state=self.State.QUEUED,
-                queued_at=timezone.now(),
-                next_attempt_at=at,
-                lease_expires_at=None,
-                error_code=code[:40],
-                error_message=message,
-                error_step=step[:40],
             )
         )
 
