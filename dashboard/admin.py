@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from dashboard import recipe_preview, services
 from dashboard.models import (
+    AttemptModel,
     Campaign,
     Generation,
     Output,
@@ -159,9 +160,13 @@ class CampaignAdmin(admin.ModelAdmin):
 
 
 def fields_with_detail_as_pre(model: type[models.Model]) -> list[str]:
-    """Every field read-only, with error_detail shown by `error_traceback`: a plain read-only TextField
-    would lose a traceback's indentation."""
-    return [f.name if f.name != "error_detail" else "error_traceback" for f in model._meta.fields]
+    """Every field read-only, the shared attempt fields right after the state, with error_detail shown by
+    `error_traceback`: a plain read-only TextField would lose a traceback's indentation."""
+    shared = [f.name for f in AttemptModel._meta.fields]
+    own = [f.name for f in model._meta.fields if f.name not in shared]
+    after_state = own.index("state") + 1
+    names = [*own[:after_state], *shared, *own[after_state:]]
+    return [name if name != "error_detail" else "error_traceback" for name in names]
 
 
 def traceback_block(detail: str) -> str:

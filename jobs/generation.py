@@ -1,7 +1,7 @@
 """RQ entry point for text-to-image generations at fal: submit once, poll, store the images as sources.
 
-Generations follow the tasks' reliability model (see jobs/tasks.py): the row is the source of truth, a
-conditional UPDATE claims an attempt, a lease kept by a thread shows the worker is alive, transient
+Generations follow the tasks' reliability model (dashboard.models.attempts): the row is the source of
+truth, a conditional UPDATE claims an attempt, a lease kept by a thread shows the worker is alive, transient
 errors retry with backoff and end `dead`, permanent ones end `failed` with fal's reason, waits hand the
 attempt back without counting it. What is particular to fal: submitting is the paid call, so the request
 id is committed the moment fal answers, and any later attempt only polls that request.
@@ -16,11 +16,10 @@ import logging
 import mimetypes
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -40,7 +39,7 @@ from jobs.errors import (
     StepError,
     TransientError,
 )
-from jobs.leases import LeaseKeeper, lease_expiry
+from jobs.leases import LeaseKeeper
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_MODEL, FalQueue, FalRequest, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue, schedule_attempt
@@ -54,14 +53,14 @@ UNFINISHED_STATUSES = {"IN_QUEUE", "IN_PROGRESS"}
 
 def run_generation_task(generation_id: int, attempt: int) -> str:
     """Run one attempt of one generation; a duplicate or stale delivery returns without doing anything."""
-    if not claim(generation_id, attempt):
+    if not Generation.claim(generation_id, attempt):
         logger.info("generation skipped", extra={"generation": generation_id, "attempt": attempt})
         return "skipped"
     generation = Generation.objects.select_related("provider", "campaign").get(pk=generation_id)
     started = time.perf_counter()
     try:
         with (
-            LeaseKeeper(lambda: running(generation_id, attempt), f"generation-{generation_id}"),
+            LeaseKeeper(lambda: generation.heartbeat(attempt), f"generation-{generation_id}"),
             client_for(generation, attempt) as client,
         ):
             return run_attempt(generation, attempt, fal_queue(generation, client), started)
@@ -120,7 +119,7 @@ def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: fl
         if not save_request(generation, attempt, request):
             # Cancelled while fal was answering: drop it there too rather than pay for images nobody wants.
             fal.cancel(request)
-            log_attempt(generation, attempt, outcome="cancelled", started=started)
+            generation.log_attempt(attempt, outcome="cancelled", started=started)
             return "cancelled"
     deadline = time.monotonic() + settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS
     while (status := fal.status(request)) != "COMPLETED":
@@ -130,8 +129,8 @@ def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: fl
             raise PermanentError(
                 f"{fal.client.name} reported an unknown status {status!r}.", code="bad_answer"
             )
-        if not running(generation.pk, attempt).exists():
-            log_attempt(generation, attempt, outcome="cancelled", started=started)
+        if not generation.running_attempt(attempt).exists():
+            generation.log_attempt(attempt, outcome="cancelled", started=started)
             return "cancelled"
         if time.monotonic() >= deadline:
             if generation.deferrals >= settings.PIXELMILL_MAX_DEFERRALS:
@@ -150,8 +149,8 @@ def run_attempt(generation: Generation, attempt: int, fal: FalQueue, started: fl
 def finish(generation: Generation, attempt: int, images: list[IncomingFile], started: float) -> str:
     """Sources, their tasks and the succeeded state commit together; a cancel that came first wins."""
     with transaction.atomic():
-        if not mark_succeeded(generation.pk, attempt):
-            log_attempt(generation, attempt, outcome="cancelled", started=started)
+        if not generation.mark_succeeded(attempt):
+            generation.log_attempt(attempt, outcome="cancelled", started=started)
             return "cancelled"
         for image in images:
             store_source(generation.campaign, image, SourceImage.Origin.GENERATED, generation=generation)
@@ -159,7 +158,7 @@ def finish(generation: Generation, attempt: int, images: list[IncomingFile], sta
             generation.campaign, generation.sources.values_list("pk", flat=True)
         )
         transaction.on_commit(lambda: campaign_run_finished(generation.campaign_id))
-    log_attempt(generation, attempt, outcome="succeeded", started=started, tasks=report.created)
+    generation.log_attempt(attempt, outcome="succeeded", started=started, tasks_created=report.created)
     return "succeeded"
 
 
@@ -248,23 +247,6 @@ def display_name_stem(prompt: str) -> str:
 # Where the rows move: each UPDATE is conditional on the attempt still being this worker's.
 
 
-def claim(generation_id: int, attempt: int) -> bool:
-    """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""
-    return bool(
-        Generation.objects.filter(
-            pk=generation_id, state=Generation.State.QUEUED, attempts=attempt - 1
-        ).update(
-            state=Generation.State.RUNNING,
-            attempts=attempt,
-            lease_expires_at=lease_expiry(),
-        )
-    )
-
-
-def running(generation_id: int, attempt: int):
-    return Generation.objects.filter(pk=generation_id, state=Generation.State.RUNNING, attempts=attempt)
-
-
 def save_request(generation: Generation, attempt: int, request: FalRequest) -> bool:
     """Commit the paid request at once, whatever happens next; False if the attempt is no longer ours."""
     fields = {
@@ -278,109 +260,33 @@ def save_request(generation: Generation, attempt: int, request: FalRequest) -> b
         Generation.objects.filter(pk=generation.pk, request_id="").update(**fields)
     for name, value in fields.items():
         setattr(generation, name, value)
-    return running(generation.pk, attempt).exists()
-
-
-def mark_succeeded(generation_id: int, attempt: int) -> bool:
-    return bool(
-        running(generation_id, attempt).update(
-            state=Generation.State.SUCCEEDED,
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            next_attempt_at=None,
-            error_code="",
-            error_message="",
-            error_detail="",
-        )
-    )
-
-
-def mark_failed(generation_id: int, attempt: int, error: StepError) -> bool:
-    permanent = isinstance(error, PermanentError)
-    return bool(
-        running(generation_id, attempt).update(
-            state=Generation.State.FAILED if permanent else Generation.State.DEAD,
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            next_attempt_at=None,
-            error_code=error.code[:40],
-            error_message=error.message,
-            error_detail=error.detail,
-        )
-    )
-
-
-def requeue(generation_id: int, attempt: int, at: datetime, *, count_as_failure: bool, **errors: str) -> bool:
-    """Back to queued, due at `at`; a wait (fal still busy, a rate limit) is not counted as a failure."""
-    changes: dict = {
-        "state": Generation.State.QUEUED,
-        "queued_at": timezone.now(),
-        "next_attempt_at": at,
-        "lease_expires_at": None,
-        **errors,
-    }
-    if not count_as_failure:
-        changes["deferrals"] = F("deferrals") + 1
-    if running(generation_id, attempt).update(**changes):
-        transaction.on_commit(lambda: schedule_attempt(generation_id, attempt + 1, at, GENERATIONS))
-        return True
-    return False
+    return generation.running_attempt(attempt).exists()
 
 
 def hand_back(generation: Generation, attempt: int, delay: float, started: float, outcome: str) -> None:
-    requeue(generation.pk, attempt, timezone.now() + timedelta(seconds=delay), count_as_failure=False)
-    log_attempt(generation, attempt, outcome=outcome, started=started, retry_in=delay)
+    """Free this worker without counting a failure; the next attempt is due after `delay`."""
+    at = timezone.now() + timedelta(seconds=delay)
+    if generation.requeue(attempt, at=at, count_as_failure=False):
+        transaction.on_commit(lambda: schedule_attempt(generation.pk, attempt + 1, at, GENERATIONS))
+    generation.log_attempt(attempt, outcome=outcome, started=started, retry_in=delay)
 
 
 def record_failure(generation: Generation, attempt: int, error: StepError, started: float) -> None:
     """Permanent errors stop here; others retry with backoff until the attempts run out (dead)."""
     permanent = isinstance(error, PermanentError)
     if permanent or attempt - generation.deferrals >= generation.max_attempts:
-        if mark_failed(generation.pk, attempt, error):
+        if generation.mark_failed(
+            attempt, code=error.code, message=error.message, permanent=permanent, error_detail=error.detail
+        ):
             transaction.on_commit(lambda: campaign_run_finished(generation.campaign_id))
         outcome = "failed" if permanent else "dead"
-        log_attempt(generation, attempt, outcome=outcome, started=started, error=error)
+        generation.log_attempt(attempt, outcome=outcome, started=started, error=error)
         return
     delay = next_attempt_delay(attempt, retry_after=getattr(error, "retry_after", None))
     at = timezone.now() + timedelta(seconds=delay)
-    requeue(
-        generation.pk,
-        attempt,
-        at,
-        count_as_failure=True,
-        error_code=error.code[:40],
-        error_message=error.message,
-    )
-    log_attempt(generation, attempt, outcome="retry", started=started, error=error, retry_in=delay)
-
-
-def log_attempt(
-    generation: Generation,
-    attempt: int,
-    *,
-    outcome: str,
-    started: float,
-    error: StepError | None = None,
-    retry_in: float | None = None,
-    tasks: int | None = None,
-) -> None:
-    logger.info(
-        "generation attempt finished",
-        extra={
-            "generation": generation.pk,
-            "campaign": generation.campaign_id,
-            "job_id": GENERATIONS.job_id(generation.pk, attempt),
-            "request_id": generation.request_id or None,
-            "outcome": outcome,
-            "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
-            "provider": error.provider if error else None,
-            "http_status": error.http_status if error else None,
-            "error_code": error.code if error else None,
-            "retry_in": round(retry_in, 2) if retry_in is not None else None,
-            "tasks_created": tasks,
-            "error_ref": error.ref if error else None,
-        },
-    )
+    if generation.requeue(attempt, at=at, code=error.code, message=error.message):
+        transaction.on_commit(lambda: schedule_attempt(generation.pk, attempt + 1, at, GENERATIONS))
+    generation.log_attempt(attempt, outcome="retry", started=started, error=error, retry_in=delay)
 
 
 # Entry points for the web process and the reconciler.

@@ -26,22 +26,12 @@ from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.models import Generation, Task, UrlImport
-from jobs.queueing import (
-    CONTROL_QUEUE,
-    GENERATIONS,
-    PROCESS_QUEUE,
-    TASKS,
-    URL_IMPORTS,
-    JobKind,
-    enqueue_attempts,
-    missing_attempts,
-)
+from dashboard.models import AttemptModel, Generation, Task, UrlImport
+from jobs.queueing import CONTROL_QUEUE, PROCESS_QUEUE, enqueue_attempts, missing_attempts
 
 logger = logging.getLogger("pixelmill.reconciler")
 BATCH = 1000
@@ -49,18 +39,14 @@ BATCH = 1000
 
 @dataclass(frozen=True)
 class AttemptRows:
-    """One kind of row with numbered attempts: its model, its jobs, and what to say when one is stranded."""
+    """One kind of row with numbered attempts: its model, and what to say when one is stranded."""
 
     name: str
-    model: type[models.Model]
-    kind: JobKind
+    model: type[AttemptModel]
     worker_lost: str
     queue_lost: str
     # Called with a campaign id once a row of that campaign became dead (a run may have just finished).
     on_dead: Callable[[int], None] | None = None
-
-    def rows(self):
-        return self.model.objects  # type: ignore[attr-defined]
 
 
 def announce_run_finished(campaign_id: int) -> None:
@@ -73,7 +59,6 @@ KINDS = (
     AttemptRows(
         "tasks",
         Task,
-        TASKS,
         worker_lost="The worker processing this image stopped before finishing (worker lost).",
         queue_lost="The queue lost this image's job, e.g. when Redis restarted empty (queue lost).",
         on_dead=announce_run_finished,
@@ -81,7 +66,6 @@ KINDS = (
     AttemptRows(
         "generations",
         Generation,
-        GENERATIONS,
         worker_lost="The worker generating these images stopped before finishing (worker lost).",
         queue_lost="The queue lost this prompt's job, e.g. when Redis restarted empty (queue lost).",
         on_dead=announce_run_finished,
@@ -89,7 +73,6 @@ KINDS = (
     AttemptRows(
         "url_imports",
         UrlImport,
-        URL_IMPORTS,
         worker_lost="The worker downloading this URL stopped before finishing (worker lost).",
         queue_lost="The queue lost this URL's job, e.g. when Redis restarted empty (queue lost).",
     ),
@@ -102,7 +85,7 @@ def reconcile_task() -> dict[str, int]:
     report: dict[str, int] = {"scheduled_released": release_overdue_scheduled_jobs()}
     for rows in KINDS:
         for outcome, count in reconcile(rows, now).items():
-            key = outcome if rows.kind is TASKS else f"{rows.name}_{outcome}"
+            key = outcome if rows.model is Task else f"{rows.name}_{outcome}"
             report[key] = count
     if any(report.values()):
         logger.warning("reconciled", extra=report)
@@ -138,17 +121,13 @@ def release_overdue_scheduled_jobs() -> int:
 
 def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:
     report = {"worker_lost": 0, "queue_lost": 0, "dead": 0}
-    expired = rows.rows().filter(state="running", lease_expires_at__lt=now)
+    expired = rows.model.objects.lease_expired(now)
     strand(rows, list(stranded_values(expired, lost_attempt=0)), now, report, code="worker_lost")
 
     grace = timedelta(seconds=settings.PIXELMILL_RECONCILE_GRACE_SECONDS)
-    waiting = (
-        rows.rows()
-        .filter(state="queued", queued_at__lt=now - grace)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now - grace))
-    )
+    waiting = rows.model.objects.waiting_since(now - grace)
     candidates = list(stranded_values(waiting, lost_attempt=1))
-    lost = set(missing_attempts([(pk, attempt) for pk, attempt, *_ in candidates], rows.kind))
+    lost = set(missing_attempts([(pk, attempt) for pk, attempt, *_ in candidates], rows.model.job_kind))
     strand(rows, [row for row in candidates if (row[0], row[1]) in lost], now, report, code="queue_lost")
     return report
 
@@ -167,7 +146,8 @@ def stranded_values(queryset, *, lost_attempt: int):
 def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict, *, code: str) -> None:
     """Count each stranded attempt; the rows with attempts left go back on the queue, at its front."""
     message = rows.worker_lost if code == "worker_lost" else rows.queue_lost
-    state = "running" if code == "worker_lost" else "queued"
+    states = rows.model.State
+    state = states.RUNNING if code == "worker_lost" else states.QUEUED
     # One conditional UPDATE per (attempts, stranded attempt, dead or not): a row that moved meanwhile is
     # left alone. Which rows changed is read back by the `now` stamped on them, inside the transaction
     # that holds their locks.
@@ -184,14 +164,14 @@ def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict
                 chunk = pks[start : start + BATCH]
                 common = {"attempts": attempt, "lease_expires_at": None, "error_code": code}
                 if dead:
-                    outcome = {"state": "dead", "finished_at": now, "next_attempt_at": None}
+                    outcome = {"state": states.DEAD, "finished_at": now, "next_attempt_at": None}
                 else:
-                    outcome = {"state": "queued", "queued_at": now, "next_attempt_at": now}
-                current = rows.rows().filter(pk__in=chunk, state=state, attempts=attempts)
+                    outcome = {"state": states.QUEUED, "queued_at": now, "next_attempt_at": now}
+                current = rows.model.objects.filter(pk__in=chunk, state=state, attempts=attempts)
                 if not current.update(**common, **outcome, error_message=message):
                     continue
                 changed = list(
-                    rows.rows().filter(pk__in=chunk, **common, **outcome).values_list("pk", flat=True)
+                    rows.model.objects.filter(pk__in=chunk, **common, **outcome).values_list("pk", flat=True)
                 )
                 if dead:
                     report["dead"] += len(changed)
@@ -200,7 +180,7 @@ def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict
                     report[code] += len(changed)
                     resend += [(pk, attempt + 1) for pk in changed]
         if resend:
-            transaction.on_commit(lambda: enqueue_attempts(resend, rows.kind, at_front=True))
+            transaction.on_commit(lambda: enqueue_attempts(resend, rows.model.job_kind, at_front=True))
         if rows.on_dead:
             for campaign_id in dead_campaigns:
                 rows.on_dead(campaign_id)

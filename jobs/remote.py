@@ -1,11 +1,4 @@
-"""Recipe steps that run at an AI provider, with a content-addressed cache so nobody pays twice.
-
-A step with a provider is a `RemoteStep`: to the pipeline it is an operation like any other, but its
-`apply` hands the image to the attempt's `RemoteRunner`. The runner looks the work up in the step cache
-by (input sha256, operation, canonical params, provider), and only on a miss calls the provider, then
-stores the result before anything else happens, so a later failure of the same attempt, a retry or a
-re-run reuses it.
-"""
+"""Recipe steps that run at an AI provider, with a content-addressed cache so nobody pays twice."""
 
 from __future__ import annotations
 
@@ -13,9 +6,9 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -26,95 +19,12 @@ from redis import Redis
 from jobs.cpu_gate import cpu_released
 from jobs.errors import BudgetCapReachedError, CreditsExhaustedError, DeferredError, PermanentError, StepError
 from jobs.imaging import decode_image, encode_intermediate
-from jobs.operations import Operation, OperationContext, carry_hints
+from jobs.operations import Operation, carry_hints
 from jobs.providers.adapters import RemoteResult, adapter_for
 from jobs.providers.client import ClientPolicy, ProviderClient
+from jobs.recipe_steps import RemoteStep
 
 logger = logging.getLogger("pixelmill.remote")
-
-
-class RemoteStep(Operation):
-    """`operations` run by the provider `provider` (a slug), or by `fallback` while its circuit is open.
-
-    Usually one operation; consecutive steps at the same batching provider travel as one chain (one paid
-    call, one upload and one download instead of one of each per step).
-    """
-
-    def __init__(
-        self, operations: Operation | Sequence[Operation], provider: str, fallback: str | None = None
-    ) -> None:
-        self.operations = (operations,) if isinstance(operations, Operation) else tuple(operations)
-        if not self.operations:
-            raise ValueError("a remote step needs at least one operation")
-        self.provider = provider
-        self.fallback = fallback
-        self.name = "+".join(op.name for op in self.operations)  # type: ignore[misc]
-        self.label = " + ".join(op.label for op in self.operations)  # type: ignore[misc]
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, object] | None) -> Self:
-        raise TypeError("RemoteStep wraps operations; build it with RemoteStep(operation, provider)")
-
-    @property
-    def operation(self) -> Operation:
-        """The operation of a single step (a chain has several: see `operations`)."""
-        return self.operations[0]
-
-    def params(self) -> dict[str, object]:
-        if len(self.operations) == 1:
-            return self.operation.params()
-        return {"chain": [{"operation": op.name, "params": op.params()} for op in self.operations]}
-
-    def source_scale(self) -> float | None:
-        scale = 1.0
-        for operation in self.operations:
-            step_scale = operation.source_scale()
-            if step_scale is None:
-                return None
-            scale *= step_scale
-        return scale
-
-    def then(self, other: RemoteStep) -> RemoteStep:
-        return RemoteStep((*self.operations, *other.operations), self.provider, self.fallback)
-
-    def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
-        if context.remote is None:
-            raise PermanentError(f"{self.name} needs provider {self.provider}, which is not available here.")
-        result = context.remote(self, image)
-        # A chain's result is several steps' work, so only a single step's result can be judged as its own.
-        return self.operation.accept_result(image, result, context) if len(self.operations) == 1 else result
-
-    def __repr__(self) -> str:
-        return f"RemoteStep({list(self.operations)!r}, {self.provider!r}, {self.fallback!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteStep) and (other.operations, other.provider, other.fallback) == (
-            self.operations,
-            self.provider,
-            self.fallback,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.operations, self.provider, self.fallback))
-
-
-def chain_remote_steps(steps: Sequence[Operation], batching: Set[str]) -> list[Operation]:
-    """Fold runs of consecutive remote steps at the same provider (and fallback) into one chain, when every
-    provider involved takes a whole chain in one call (`batching`: their slugs)."""
-    chained: list[Operation] = []
-    for step in steps:
-        previous = chained[-1] if chained else None
-        if (
-            isinstance(step, RemoteStep)
-            and isinstance(previous, RemoteStep)
-            and (step.provider, step.fallback) == (previous.provider, previous.fallback)
-            and step.provider in batching
-            and (step.fallback is None or step.fallback in batching)
-        ):
-            chained[-1] = previous.then(step)
-        else:
-            chained.append(step)
-    return chained
 
 
 def upload_bytes(image: Image.Image) -> tuple[bytes, str]:
@@ -197,7 +107,13 @@ def refund_call(campaign_id: int, price: Decimal) -> None:
 
 
 class RemoteRunner:
-    """Runs one attempt's remote steps: chooses the provider, consults the cache, records each call."""
+    """Runs one attempt's remote steps: chooses the provider, consults the cache, records each call.
+
+    A `RemoteStep`'s `apply` hands its image here. The runner looks the work up in the step cache by
+    (input sha256, operation, canonical params, provider), and only on a miss calls the provider, then
+    stores the result before anything else happens, so a later failure of the same attempt, a retry or a
+    re-run reuses it.
+    """
 
     def __init__(
         self,

@@ -68,7 +68,7 @@ def process_task(task_id: int, attempt: int) -> str:
         log_context={"task": task.pk, "attempt": attempt, "job_id": job_id_for(task.pk, attempt)},
     )
     try:
-        with LeaseKeeper(lambda: task.running_attempt(attempt), f"task-{task.pk}"), runner, cpu_turn():
+        with LeaseKeeper(lambda: task.heartbeat(attempt), f"task-{task.pk}"), runner, cpu_turn():
             return run_attempt(task, attempt, started, enter_step, runner if remote else None)
     except CreditsExhaustedError as error:  # the provider's credits, or the campaign's budget cap
         Campaign.pause_remote(task.campaign_id, code=error.code, reason=error.message)
@@ -145,7 +145,7 @@ def run_attempt(
         timings["cpu_wait"] = round(waited() * 1000, 1)
     task.mark_succeeded(attempt, timings=timings)
     providers = ",".join(dict.fromkeys(call["provider"] for call in runner.calls)) if runner else None
-    log_attempt(task, attempt, step="done", outcome="succeeded", started=started, provider=providers or None)
+    task.log_attempt(attempt, step="done", outcome="succeeded", started=started, provider=providers or None)
     announce_if_run_finished(task.campaign_id)
     return "succeeded"
 
@@ -203,16 +203,16 @@ def defer(
     """Give the attempt back without counting it as a failure, due again after the wait."""
     delay = handed_back_delay(error.retry_after)
     at = timezone.now() + timedelta(seconds=delay)
-    if task.defer(attempt, at=at, message=error.message):
+    if task.requeue(attempt, at=at, count_as_failure=False, message=error.message):
         transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))
-    log_attempt(task, attempt, step=step, outcome="deferred", started=started, error=error, retry_in=delay)
+    task.log_attempt(attempt, step=step, outcome="deferred", started=started, error=error, retry_in=delay)
     return "deferred"
 
 
 def park(task: Task, attempt: int, reason: str, started: float) -> str:
     """The campaign's remote work is paused: wait, without a job, until someone resumes it."""
     task.park(attempt, message=f"Waiting: remote work for this campaign is paused. {reason}")
-    log_attempt(task, attempt, step="load", outcome="paused", started=started)
+    task.log_attempt(attempt, step="load", outcome="paused", started=started)
     return "paused"
 
 
@@ -228,40 +228,11 @@ def record_failure(task: Task, attempt: int, error: StepError, step: str, starte
             detail=error.detail,
         )
         outcome = "failed" if permanent else "dead"
-        log_attempt(task, attempt, step=step, outcome=outcome, started=started, error=error)
+        task.log_attempt(attempt, step=step, outcome=outcome, started=started, error=error)
         announce_if_run_finished(task.campaign_id)
         return
     delay = next_attempt_delay(attempt, retry_after=getattr(error, "retry_after", None))
     at = timezone.now() + timedelta(seconds=delay)
-    if task.schedule_retry(attempt, at=at, code=error.code, message=error.message, step=step):
+    if task.requeue(attempt, at=at, code=error.code, message=error.message, error_step=step[:40]):
         transaction.on_commit(lambda: schedule_attempt(task.pk, attempt + 1, at))
-    log_attempt(task, attempt, step=step, outcome="retry", started=started, error=error, retry_in=delay)
-
-
-def log_attempt(
-    task: Task,
-    attempt: int,
-    *,
-    step: str,
-    outcome: str,
-    started: float,
-    error: StepError | None = None,
-    retry_in: float | None = None,
-    provider: str | None = None,
-) -> None:
-    logger.info(
-        "attempt finished",
-        extra={
-            "task": task.pk,
-            "job_id": job_id_for(task.pk, attempt),
-            "image": task.source_id,
-            "step": step,
-            "outcome": outcome,
-            "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
-            "provider": error.provider if error else provider,
-            "http_status": error.http_status if error else None,
-            "error_code": error.code if error else None,
-            "retry_in": round(retry_in, 2) if retry_in is not None else None,
-            "error_ref": error.ref if error else None,
-        },
-    )
+    task.log_attempt(attempt, step=step, outcome="retry", started=started, error=error, retry_in=delay)

@@ -20,7 +20,7 @@ from django.utils import timezone
 from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
 from jobs.errors import PermanentError, StepError
-from jobs.leases import LeaseKeeper, lease_expiry
+from jobs.leases import LeaseKeeper
 from jobs.queueing import URL_IMPORTS, schedule_attempt
 from jobs.retry import error_for_unexpected, next_attempt_delay
 from jobs.url_fetcher import fetch_image
@@ -30,15 +30,12 @@ logger = logging.getLogger("pixelmill.url_imports")
 
 def import_url_task(import_id: int, attempt: int) -> str:
     """Run one attempt of one URL import; a duplicate or stale delivery returns without doing anything."""
-    claimed = UrlImport.objects.filter(
-        pk=import_id, state=UrlImport.State.QUEUED, attempts=attempt - 1
-    ).update(state=UrlImport.State.RUNNING, attempts=attempt, lease_expires_at=lease_expiry())
-    if not claimed:
+    if not UrlImport.claim(import_id, attempt):
         return "skipped"
     row = UrlImport.objects.select_related("campaign").get(pk=import_id)
     started = time.perf_counter()
     try:
-        with LeaseKeeper(lambda: running(import_id, attempt), f"url-import-{import_id}"):
+        with LeaseKeeper(lambda: row.heartbeat(attempt), f"url-import-{import_id}"):
             fetched = fetch_image(row.url)
             source = store_source(
                 row.campaign,
@@ -59,22 +56,9 @@ def import_url_task(import_id: int, attempt: int) -> str:
         # The campaign already held these bytes: nothing to add, and nothing wrong either.
         sha256 = hashlib.sha256(fetched.data).hexdigest()
         source = SourceImage.objects.filter(campaign=row.campaign, sha256=sha256).first()
-    running(import_id, attempt).update(
-        state=UrlImport.State.SUCCEEDED,
-        finished_at=timezone.now(),
-        lease_expires_at=None,
-        next_attempt_at=None,
-        error_code="",
-        error_message="",
-        source=source,
-        duplicate=duplicate,
-    )
-    log(row, attempt, "succeeded", started)
+    row.mark_succeeded(attempt, source=source, duplicate=duplicate)
+    row.log_attempt(attempt, outcome="succeeded", started=started)
     return "succeeded"
-
-
-def running(import_id: int, attempt: int):
-    return UrlImport.objects.filter(pk=import_id, state=UrlImport.State.RUNNING, attempts=attempt)
 
 
 def record_failure(row: UrlImport, attempt: int, error: StepError, started: float) -> str:
@@ -84,50 +68,13 @@ def record_failure(row: UrlImport, attempt: int, error: StepError, started: floa
     if not message.endswith("."):  # the fetcher's reasons are clauses; ours are already sentences
         message += "."
     if permanent or attempt - row.deferrals >= row.max_attempts:
-        running(row.pk, attempt).update(
-            state=UrlImport.State.FAILED if permanent else UrlImport.State.DEAD,
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            next_attempt_at=None,
-            error_code=error.code[:40],
-            error_message=message,
-        )
+        row.mark_failed(attempt, code=error.code, message=message, permanent=permanent)
         outcome = "failed" if permanent else "dead"
-        log(row, attempt, outcome, started, error)
+        row.log_attempt(attempt, outcome=outcome, started=started, error=error)
         return outcome
     delay = next_attempt_delay(attempt)
     at = timezone.now() + timedelta(seconds=delay)
-    if running(row.pk, attempt).update(
-        state=UrlImport.State.QUEUED,
-        queued_at=timezone.now(),
-        next_attempt_at=at,
-        lease_expires_at=None,
-        error_code=error.code[:40],
-        error_message=message,
-    ):
+    if row.requeue(attempt, at=at, code=error.code, message=message):
         transaction.on_commit(lambda: schedule_attempt(row.pk, attempt + 1, at, URL_IMPORTS))
-    log(row, attempt, "retry", started, error, retry_in=delay)
+    row.log_attempt(attempt, outcome="retry", started=started, error=error, retry_in=delay)
     return "retry"
-
-
-def log(
-    row: UrlImport,
-    attempt: int,
-    outcome: str,
-    started: float,
-    error: StepError | None = None,
-    retry_in: float | None = None,
-) -> None:
-    logger.info(
-        "url import finished",
-        extra={
-            "url_import": row.pk,
-            "campaign": row.campaign_id,
-            "job_id": URL_IMPORTS.job_id(row.pk, attempt),
-            "outcome": outcome,
-            "error_code": error.code if error else None,
-            "error_ref": error.ref if error else None,
-            "execution_time_ms": round((time.perf_counter() - started) * 1000, 1),
-            "retry_in": round(retry_in, 2) if retry_in is not None else None,
-        },
-    )

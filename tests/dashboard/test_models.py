@@ -96,7 +96,7 @@ def test_claim_is_granted_once_per_attempt(campaign, ready_recipes):
 def test_a_stale_attempt_cannot_overwrite_the_outcome(campaign, ready_recipes):
     task = make_task(campaign, ready_recipes["sale-banner"], state=Task.State.QUEUED)
     Task.claim(task.pk, 1, "w1")
-    assert task.schedule_retry(1, at=timezone.now(), code="timeout", message="slow", step="x")
+    assert task.requeue(1, at=timezone.now(), code="timeout", message="slow", error_step="x")
     Task.claim(task.pk, 2, "w2")
     # Attempt 1's worker comes back late and reports success: ignored.
     assert task.mark_succeeded(1, timings={}) is False

@@ -11,7 +11,7 @@ from jobs.errors import PermanentError
 from jobs.imaging import decode_image, register_heif
 from jobs.operations import OperationContext, build_operation
 from jobs.operations.cutout import check_cutout, measure_cutout
-from jobs.remote import RemoteStep
+from jobs.recipe_steps import RemoteStep
 from tests.jobs import images
 
 # The corpus runs at this size: the method works at ≤512 px anyway, and the whole run stays fast.

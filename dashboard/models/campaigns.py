@@ -1,0 +1,194 @@
+"""Teams and their campaigns: who sees what, each run's progress, the budget for paid provider calls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+from dashboard.models.intake import SourceImage
+from dashboard.models.outputs import Output
+from dashboard.models.providers import Provider
+from dashboard.models.recipes import RecipeUpdate, RecipeVersion
+from dashboard.models.tasks import Progress, Task, TaskQuerySet
+
+
+class Team(models.Model):
+    """A group of marketers who share campaigns."""
+
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignQuerySet(models.QuerySet):
+    def start_run(self, at: datetime | None = None) -> int:
+        """A new run of these campaigns (Process, Requeue, Generate): one webhook each, progress from `at`."""
+        return self.update(run_number=F("run_number") + 1, run_started_at=at or timezone.now())
+
+    def visible_to(self, user) -> CampaignQuerySet:
+        if user.is_superuser:
+            return self
+        return self.filter(team__members=user)
+
+    def with_counts(self) -> CampaignQuerySet:
+        """source_count, task_count, done_count and failed_count, one correlated subquery each.
+
+        Counting through joins (COUNT DISTINCT over sources × tasks) multiplies the rows: a campaign
+        of 10,000 images and 100,000 tasks made a billion of them.
+        """
+        return self.annotate(
+            source_count=_count_per_campaign(SourceImage.objects.all()),
+            task_count=_count_per_campaign(Task.objects.all()),
+            done_count=_count_per_campaign(Task.objects.filter(state__in=Task.TERMINAL_STATES)),
+            failed_count=_count_per_campaign(Task.objects.failed()),
+        )
+
+
+def _count_per_campaign(rows: models.QuerySet) -> Coalesce:
+    counted = rows.filter(campaign=OuterRef("pk")).order_by().values("campaign").annotate(n=Count("pk"))
+    return Coalesce(Subquery(counted.values("n")), 0)
+
+
+class Campaign(models.Model):
+    """A named batch of work: source images × the recipes chosen for them."""
+
+    name = models.CharField(max_length=200)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="campaigns")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recipes = models.ManyToManyField("Recipe", blank=True, related_name="campaigns")
+    webhook_url = models.URLField(
+        blank=True, help_text="Receives a signed JSON summary each time a run of this campaign finishes."
+    )
+    webhook_secret = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="Signs webhook bodies; shown once to the owner."
+    )
+    run_number = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Counts Process and Requeue actions; one webhook per run."
+    )
+    run_started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the current run began; progress counts from it.",
+    )
+    remote_paused_reason = models.TextField(
+        blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
+    )
+    remote_paused_at = models.DateTimeField(null=True, blank=True)
+    remote_paused_code = models.CharField(
+        max_length=40, blank=True, help_text="Why remote work waits: credits_exhausted or budget_reached."
+    )
+    budget_cap = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Most this campaign may spend on provider calls; remote steps pause when reached. Empty: no cap.",
+    )
+    remote_spent = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=0,
+        editable=False,
+        help_text="Booked before each paid provider call, at the provider's price per call.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CampaignQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("campaign-detail", args=[self.pk])
+
+    def archive_name(self, suffix: str = "") -> str:
+        """The download's file name: the campaign's name a person recognises, and its id to keep it unique."""
+        return f"pixelmill-{slugify(self.name)[:60] or 'campaign'}-{self.pk}{suffix}.zip"
+
+    def run_tasks(self) -> TaskQuerySet:
+        """The tasks of what is going on now: everything queued since the latest Process, Requeue or
+        Generate, and anything older that has not finished yet."""
+        tasks = self.tasks.all()
+        if self.run_started_at is None:
+            return tasks
+        return tasks.filter(Q(queued_at__gte=self.run_started_at) | ~Q(state__in=Task.TERMINAL_STATES))
+
+    def progress(self) -> Progress:
+        """Progress of the current run: a second Process starts again from 0%, not from the history."""
+        return Progress.for_tasks(self.run_tasks())
+
+    def approved_output_count(self) -> int:
+        return Output.objects.filter(task__campaign=self).approved().count()
+
+    def recipe_updates(self) -> list[RecipeUpdate]:
+        """Each of the campaign's recipes with the versions its tasks were made with, and whether a newer one exists."""
+        used: dict[int, set[int]] = {}
+        # Version by version, whether this campaign has a task on it: one index probe each
+        # (task_version_campaign), where DISTINCT over the campaign's tasks read all 100,000 (23 ms).
+        in_campaign = Task.objects.filter(campaign=self, recipe_version=OuterRef("pk"))
+        for recipe_id, number in RecipeVersion.objects.filter(Exists(in_campaign)).values_list(
+            "recipe_id", "number"
+        ):
+            used.setdefault(recipe_id, set()).add(number)
+        return [
+            RecipeUpdate(recipe, sorted(used[recipe.pk]))
+            for recipe in self.recipes.filter(pk__in=used).order_by("name")
+        ]
+
+    @classmethod
+    def book_remote_spend(cls, campaign_id: int, amount: Decimal) -> bool:
+        """Book a paid call's price before making it; False when it would take the campaign past its cap.
+
+        One conditional UPDATE, so workers racing for the last of the budget cannot overspend it together.
+        """
+        if amount <= 0:
+            return True
+        within_cap = Q(budget_cap__isnull=True) | Q(budget_cap__gte=F("remote_spent") + amount)
+        booked = cls.objects.filter(within_cap, pk=campaign_id).update(
+            remote_spent=F("remote_spent") + amount
+        )
+        return booked == 1
+
+    @classmethod
+    def refund_remote_spend(cls, campaign_id: int, amount: Decimal) -> None:
+        """A booked call the provider did not charge for (it answered with an error)."""
+        if amount > 0:
+            cls.objects.filter(pk=campaign_id).update(remote_spent=F("remote_spent") - amount)
+
+    @classmethod
+    def pause_remote(cls, campaign_id: int, *, code: str, reason: str) -> bool:
+        """Stop remote steps until someone resumes them; the first reason stays."""
+        return bool(
+            cls.objects.filter(pk=campaign_id, remote_paused_reason="").update(
+                remote_paused_reason=reason, remote_paused_code=code[:40], remote_paused_at=timezone.now()
+            )
+        )
+
+    def suggested_budget_cap(self) -> Decimal | None:
+        """What to raise a reached cap to: what is spent plus the dearest call for each waiting task."""
+        if self.budget_cap is None:
+            return None
+        waiting = self.tasks.filter(state=Task.State.PAUSED).count()
+        dearest = Provider.objects.filter(is_active=True).aggregate(m=models.Max("price_per_call"))["m"]
+        suggested = self.remote_spent + waiting * (dearest or Decimal(0))
+        return max(suggested, self.budget_cap + Decimal("0.01")).quantize(Decimal("0.01"))
+
+    @property
+    def budget_left(self) -> Decimal | None:
+        return None if self.budget_cap is None else max(Decimal(0), self.budget_cap - self.remote_spent)

@@ -1,0 +1,98 @@
+"""Rendered outputs of tasks, and the review that decides which of them leave the building."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Count, Q
+from django.utils import timezone
+
+
+class OutputQuerySet(models.QuerySet):
+    def visible_to(self, user) -> OutputQuerySet:
+        from dashboard.models.campaigns import Campaign  # campaigns.py imports this module
+
+        return self.filter(task__campaign__in=Campaign.objects.visible_to(user))
+
+    def approved(self) -> OutputQuerySet:
+        return self.filter(review=Output.Review.APPROVED)
+
+    def pending_review(self) -> OutputQuerySet:
+        return self.filter(review=Output.Review.PENDING)
+
+    def record_review(self, decision: str, user) -> int:
+        """Approve or reject every output here (or send it back to review); returns how many."""
+        if decision not in Output.Review.values:
+            raise ValueError(f"unknown review decision {decision!r}")
+        reviewed = decision != Output.Review.PENDING
+        return self.update(
+            review=decision,
+            reviewed_by=user if reviewed else None,
+            reviewed_at=timezone.now() if reviewed else None,
+        )
+
+    def breaking_rules(self) -> OutputQuerySet:
+        """Outputs flagged with at least one channel rule they break."""
+        return self.exclude(violations=[])
+
+    def tally(self) -> dict[str, int]:
+        """How many outputs, approved and breaking a rule, in one pass (the campaign page's three figures)."""
+        return self.aggregate(
+            total=Count("pk"),
+            approved=Count("pk", filter=Q(review=Output.Review.APPROVED)),
+            breaking_rules=Count("pk", filter=~Q(violations=[])),
+        )
+
+
+class Output(models.Model):
+    """One rendered variant of a task, stored under a key derived from the task and spec."""
+
+    class Review(models.TextChoices):
+        PENDING = "pending", "To review"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    task = models.ForeignKey("Task", on_delete=models.CASCADE, related_name="outputs")
+    name = models.SlugField(max_length=60)
+    file = models.FileField(max_length=300)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=8)
+    byte_size = models.PositiveBigIntegerField()
+    quality = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Quality it was encoded at; lower than asked when a size limit applied.",
+    )
+    violations = models.JSONField(
+        default=list, blank=True, help_text="Channel rules this file breaks: [{rule, message}]."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    review = models.CharField(
+        max_length=10,
+        choices=Review.choices,
+        default=Review.PENDING,
+        help_text="Only approved outputs go into an approved-only ZIP and through share links.",
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutputQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["task", "pk"]
+        constraints = [models.UniqueConstraint(fields=["task", "name"], name="unique_output_per_task")]
+        indexes = [models.Index(fields=["task", "review"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} of task {self.task_id}"
+
+    def record_review(self, decision: str, user) -> None:
+        Output.objects.filter(pk=self.pk).record_review(decision, user)
+        self.refresh_from_db(fields=["review", "reviewed_by", "reviewed_at"])
+
+    def thumbnail_key(self) -> str:
+        # The byte size is in the key: a task that renders again gets a fresh thumbnail, not a stale one.
+        return f"renditions/outputs/{self.pk}-{self.byte_size}.webp"
