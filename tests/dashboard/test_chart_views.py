@@ -12,7 +12,7 @@ from rq import Worker
 
 from dashboard.models import Task, Team
 from jobs.queueing import enqueue_attempts, get_process_queue
-from tests.dashboard.test_models import make_task
+from tests.factories import make_task
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from dashboard import estimates
 from dashboard.models import Campaign, Provider, Recipe, Task, Team
-from tests.dashboard.test_models import make_source, make_task
+from tests.factories import make_source, make_task
 
 
 @pytest.fixture(autouse=True)

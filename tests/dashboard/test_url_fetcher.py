@@ -15,37 +15,9 @@ from dashboard.services import queue_url_imports
 from jobs.errors import PermanentError
 from tests.conftest import run_burst_worker
 from tests.jobs.images import jpeg, photo
+from tests.listeners import CountingListener
 
 IMAGE = jpeg(photo(64, 48, seed=3))
-
-
-class CountingListener:
-    """A TCP listener on loopback that only counts the connections that reach it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
 
 
 @pytest.fixture

@@ -36,9 +36,8 @@ from django.db import DatabaseError, connection
 from dashboard.models import Output, SourceImage, Task
 from dashboard.services import process_campaign
 from jobs.reconciler import reconcile_task
-from tests.conftest import start_worker_process, worker_environment
+from tests.conftest import child_pids, start_worker_process, worker_environment
 from tests.jobs.images import jpeg, photo
-from tests.jobs.test_tasks import child_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from dashboard.services import process_campaign
 from jobs.reconciler import reconcile_task
 from jobs.simulator import max_in_flight, requests_before_deadline
 from tests.conftest import start_worker_process
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white
 
 IMAGES = int(os.environ.get("PIXELMILL_PROVIDER_CHAOS_IMAGES", "16"))

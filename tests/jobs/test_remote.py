@@ -19,7 +19,8 @@ from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.ratelimit import ProviderLimiter, ProviderLimits
 from jobs.tasks import process_task
 from tests.conftest import run_burst_worker
-from tests.jobs.conftest import SIM_KEY_ENV, add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
+from tests.jobs.conftest import SIM_KEY_ENV
 from tests.jobs.images import jpeg, png, product_on_white
 
 FAST = ClientPolicy(tries=4, backoff_base=0.01, backoff_cap=0.05)

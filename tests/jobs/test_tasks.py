@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -30,7 +29,7 @@ from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, sched
 from jobs.reconciler import reconcile_task
 from jobs.samples import product_jpeg
 from jobs.tasks import process_task
-from tests.conftest import run_burst_worker, worker_environment
+from tests.conftest import child_pids, run_burst_worker, worker_environment
 from tests.jobs.images import jpeg, photo, product_on_white
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
@@ -197,18 +196,6 @@ def test_a_live_worker_keeps_renewing_its_lease(queued_task, monkeypatch, settin
     monkeypatch.setattr(task_module, "run_pipeline", slow_step)
     process_task(queued_task.pk, 1)
     assert leases[1] > leases[0] + timedelta(seconds=0.3)
-
-
-def child_pids(parent: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
 
 
 @pytest.mark.integration

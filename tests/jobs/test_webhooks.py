@@ -28,9 +28,9 @@ from jobs.webhooks import (
     verify,
 )
 from tests.conftest import run_burst_worker
-from tests.dashboard.test_url_fetcher import CountingListener
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, photo
+from tests.listeners import CountingListener
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 

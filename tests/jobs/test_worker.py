@@ -17,7 +17,7 @@ from jobs.cpu_gate import cpu_released, cpu_turn, holding, waited
 from jobs.reconciler import reconcile_task
 from jobs.simulator import max_in_flight
 from tests.conftest import start_worker_process
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white
 
 
