@@ -20,12 +20,12 @@ from jobs.generation import run_generation
 from jobs.queueing import GENERATIONS, get_process_queue
 from tests.jobs.conftest import simulator  # noqa: F401 (fixture)
 from tests.jobs.fal import (  # noqa: F401 (fixtures)
-    drain_until,
     fal_provider,
     fast_generation,
     submits,
     webhook_catcher,
 )
+from tests.polling import drain_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 

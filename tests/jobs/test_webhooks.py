@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,6 +32,7 @@ from tests.conftest import run_burst_worker
 from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, photo
 from tests.listeners import CountingListener
+from tests.polling import drain_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -214,14 +216,9 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(webhooks, "RETRY_MAX_SECONDS", 0.1)
 
 
-def drain_until(done, timeout: float = 15.0) -> None:
-    """Run burst workers until `done()`: retries are scheduled a moment later, so one burst is not enough."""
-    deadline = time.monotonic() + timeout
-    run_burst_worker()
-    while not done():
-        assert time.monotonic() < deadline, "the deliveries never got there"
-        time.sleep(0.05)
-        run_burst_worker()
+def settled(delivery: WebhookDelivery) -> Callable[[], bool]:
+    """Whether the delivery has left pending (sent, or given up on)."""
+    return lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -237,7 +234,7 @@ def test_a_finished_run_reaches_a_real_receiver_signed_through_a_real_worker(cam
     assert not campaign.tasks.unfinished().exists()
     # The worker calls this as each task ends; calling it again for the same run changes nothing.
     delivery = campaign_run_finished(campaign.pk)
-    drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+    drain_until(settled(delivery), 15, "the delivery never left pending")
 
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
@@ -266,7 +263,7 @@ def test_a_receiver_answering_500_twice_gets_it_on_the_third_try(finished_run, r
     finished_run.save()
     receiver.answers.extend([500, 500])
     delivery = campaign_run_finished(finished_run.pk)
-    drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+    drain_until(settled(delivery), 15, "the delivery never left pending")
 
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
@@ -293,7 +290,7 @@ def test_a_private_receiver_is_refused_without_a_connection_and_fails_after_the_
         finished_run.webhook_url = f"http://127.0.0.1:{listener.port}/hook"
         finished_run.save()
         delivery = campaign_run_finished(finished_run.pk)
-        drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+        drain_until(settled(delivery), 15, "the delivery never left pending")
     finally:
         listener.close()
     delivery.refresh_from_db()
