@@ -14,11 +14,13 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
+from django_rq import get_queue
 from rq.job import Job
 
 from dashboard.models import Generation, Provider, SourceImage, Task, WebhookDelivery
 from dashboard.services import process_campaign
 from jobs import webhooks
+from jobs.queueing import CONTROL_QUEUE
 from jobs.webhooks import (
     campaign_run_finished,
     deliver_webhook,
@@ -145,17 +147,20 @@ def test_two_calls_for_the_same_run_create_one_delivery_and_enqueue_it_once(
     finished_run, django_capture_on_commit_callbacks
 ):
     """Every worker that finishes a piece may call it; the unique row makes one delivery, sent once."""
-    with django_capture_on_commit_callbacks() as callbacks:
+    control = get_queue(CONTROL_QUEUE)
+    with django_capture_on_commit_callbacks(execute=True):
         first = campaign_run_finished(finished_run.pk)
         second = campaign_run_finished(finished_run.pk)
     assert first.pk == second.pk and first.payload["id"] == second.payload["id"]
-    assert WebhookDelivery.objects.count() == 1 and len(callbacks) == 1
+    assert WebhookDelivery.objects.count() == 1
+    assert control.job_ids == [delivery_job_id(first.pk, 1)]
     # A new run (Process or Requeue again) is a new event.
     finished_run.run_number = 2
     finished_run.save()
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         third = campaign_run_finished(finished_run.pk)
-    assert third.pk != first.pk and third.run_number == 2 and len(callbacks) == 1
+    assert third.pk != first.pk and third.run_number == 2
+    assert control.job_ids == [delivery_job_id(first.pk, 1), delivery_job_id(third.pk, 1)]
 
 
 def test_nothing_is_sent_while_work_remains_or_without_a_url(
