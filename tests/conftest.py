@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -159,22 +158,6 @@ def campaign(db, team, marketer):
     return Campaign.objects.create(name="Spring sale", team=team, created_by=marketer)
 
 
-def upload(name: str, data: bytes):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    return SimpleUploadedFile(name, data)
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def run_burst_worker() -> None:
     """Drain the queues in this process (SimpleWorker): real Redis, real RQ, same database connection."""
     import django_rq
@@ -219,3 +202,16 @@ def start_worker_process(
     return subprocess.Popen(
         argv, env={**worker_environment(), **(env or {})}, cwd=Path(__file__).resolve().parent.parent
     )
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc): RQ's work-horses, which sit in sessions of their own."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children

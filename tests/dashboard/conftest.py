@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from tests.conftest import run_burst_worker, upload
+from tests.conftest import run_burst_worker
+from tests.factories import upload
 from tests.jobs.images import jpeg, product_on_white
 
 CHROMIUM = "/usr/bin/chromium"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from dashboard.access_log import redact
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,20 +32,23 @@ def test_gunicorn_with_the_redacting_logger_never_writes_the_token(tmp_path):
         cwd=ROOT, env={**__import__("os").environ, "PIXELMILL_DATA_DIR": str(tmp_path)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.2)
+        wait_until(answers, timeout=30, interval=0.2, message="gunicorn did not start")
         httpx.get(f"http://127.0.0.1:{port}/share/secret-token-123:sig/", timeout=5)
-        deadline = time.monotonic() + 10
-        while "/share/" not in (log.read_text() if log.exists() else ""):
-            assert time.monotonic() < deadline, "the request was never logged"
-            time.sleep(0.1)
+        wait_until(
+            lambda: "/share/" in (log.read_text() if log.exists() else ""),
+            timeout=10,
+            interval=0.1,
+            message="the request was never logged",
+        )
     finally:
         server.terminate()
         server.wait(20)

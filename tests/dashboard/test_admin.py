@@ -2,51 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from django.urls import reverse
 
-from dashboard.models import Recipe
-
-
-def recipe_form(recipe: Recipe, **step_overrides) -> dict:
-    """The change form's POST data for `recipe`, as the admin page would send it."""
-    data = {
-        "name": recipe.name,
-        "slug": recipe.slug,
-        "description": recipe.description,
-        "is_active": "on",
-        "steps-TOTAL_FORMS": str(recipe.steps.count()),
-        "steps-INITIAL_FORMS": str(recipe.steps.count()),
-        "outputs-TOTAL_FORMS": str(recipe.outputs.count()),
-        "outputs-INITIAL_FORMS": str(recipe.outputs.count()),
-    }
-    for n, step in enumerate(recipe.steps.all()):
-        data |= {
-            f"steps-{n}-id": str(step.pk),
-            f"steps-{n}-recipe": str(recipe.pk),
-            f"steps-{n}-position": str(step.position),
-            f"steps-{n}-operation": step.operation,
-            f"steps-{n}-params": step_overrides.get(step.operation, json.dumps(step.params)),
-        }
-    for n, output in enumerate(recipe.outputs.all()):
-        data |= {
-            f"outputs-{n}-id": str(output.pk),
-            f"outputs-{n}-recipe": str(recipe.pk),
-            f"outputs-{n}-position": str(output.position),
-            f"outputs-{n}-name": output.name,
-            f"outputs-{n}-width": str(output.width),
-            f"outputs-{n}-height": str(output.height),
-            f"outputs-{n}-fit": output.fit,
-            f"outputs-{n}-format": output.format,
-            f"outputs-{n}-quality": "" if output.quality is None else str(output.quality),
-            f"outputs-{n}-background": output.background,
-            f"outputs-{n}-max_kb": "" if output.max_kb is None else str(output.max_kb),
-            f"outputs-{n}-min_width": "" if output.min_width is None else str(output.min_width),
-            f"outputs-{n}-min_height": "" if output.min_height is None else str(output.min_height),
-            f"outputs-{n}-aspect": output.aspect,
-        }
-    return data
+from tests.factories import recipe_form
 
 
 def test_saving_a_recipe_in_the_admin_publishes_a_new_version(admin_client, ready_recipes):

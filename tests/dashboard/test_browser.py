@@ -9,8 +9,9 @@ import zipfile
 
 import pytest
 
-from tests.conftest import start_worker_process, zip_bytes
+from tests.conftest import start_worker_process
 from tests.dashboard.conftest import SCREENSHOTS
+from tests.factories import zip_bytes
 from tests.jobs.images import jpeg, product_on_white
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

@@ -21,7 +21,8 @@ from dashboard.models import Campaign, Recipe, Task
 from jobs.queueing import enqueue_attempts, get_process_queue
 from tests.conftest import run_burst_worker
 from tests.dashboard.conftest import screenshot as save_screenshot
-from tests.jobs.conftest import add_source, make_provider, make_remote_recipe, simulator  # noqa: F401
+from tests.factories import add_source, make_remote_recipe
+from tests.jobs.conftest import make_provider, simulator  # noqa: F401
 from tests.jobs.images import jpeg, photo, product_on_white
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

@@ -9,7 +9,7 @@ import pytest
 
 from dashboard.causes import OTHER, cause_for, group_by_cause
 from dashboard.models import Task
-from tests.dashboard.test_models import make_task
+from tests.factories import make_task
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 # Codes that never end a task as failed: waits, pauses, and what only a Generation (not a Task) records.

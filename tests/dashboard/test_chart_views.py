@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from rq import Worker
 
 from dashboard.models import Task, Team
 from jobs.queueing import enqueue_attempts, get_process_queue
-from tests.dashboard.test_models import make_task
+from tests.dashboard.pages import find_all, text_of, visible_text
+from tests.factories import make_task
 
 
 @pytest.fixture
@@ -32,14 +34,15 @@ def test_a_campaigns_charts_are_pictures_of_throughput_task_time_and_failures(
     marketer_client, finished_campaign
 ):
     page = marketer_client.get(reverse("campaign-charts", args=[finished_campaign.pk])).content.decode()
-    assert page.count('<svg class="chart"') == 3
-    for chart in ('id="throughput"', 'id="task-time"', 'id="errors"'):
-        assert chart in page
-    assert '<b id="figure-finished">7</b>' in page and '<b id="figure-average">1.3 s</b>' in page
+    drawn = [
+        chart.attrs["id"] for chart in find_all(page, "svg", class_="chart") if "empty" not in chart.classes
+    ]
+    assert drawn == ["throughput", "task-time", "errors"]
+    assert text_of(page, "figure-finished") == "7" and text_of(page, "figure-average") == "1.3 s"
     assert "Interrupted" in page  # the failures are drawn by cause
-    assert "<table" not in page
+    assert not find_all(page, "table")
     hour = marketer_client.get(reverse("campaign-charts", args=[finished_campaign.pk]), {"range": "hour"})
-    assert hour.status_code == 200 and '<b id="figure-finished">7</b>' in hour.content.decode()
+    assert hour.status_code == 200 and text_of(hour.content.decode(), "figure-finished") == "7"
     detail = marketer_client.get(finished_campaign.get_absolute_url()).content.decode()
     assert reverse("campaign-charts", args=[finished_campaign.pk]) in detail
 
@@ -57,7 +60,8 @@ def test_the_system_page_draws_queue_lengths_and_shows_each_live_worker(
     finally:
         worker.register_death()
     assert 'id="queues"' in page and "default: 3 waiting" in page
-    assert 'data-worker="pixelmill-test-worker"' in page and '<figure class="worker idle"' in page
+    [card] = find_all(page, "figure", data_worker="pixelmill-test-worker")
+    assert "idle" in card.classes and card.text.startswith("idle")
     assert 'id="task-states"' in page and "all campaigns: 6 succeeded" in page
     assert 'id="system-throughput"' in page
     assert live.startswith('\n<div id="system-live"') or live.lstrip().startswith('<div id="system-live"')
@@ -78,10 +82,10 @@ def test_a_worker_process_with_threads_is_one_card_that_counts_its_busy_threads(
     finally:
         for worker in threads:
             worker.register_death()
-    assert page.count('<figure class="worker') == 1
-    assert 'data-worker="pixelmill-proc"' in page and '<figure class="worker busy"' in page
-    assert "<b>1 of 3 busy</b>" in page and "3 threads" in page
-    assert "3 threads in 1 process<" in page
+    [card] = find_all(page, "figure", class_="worker")
+    assert card.attrs["data-worker"] == "pixelmill-proc" and "busy" in card.classes
+    assert card.text.startswith("1 of 3 busy") and "3 threads" in card.text
+    assert re.search(r"\b3 threads in 1 process\b", visible_text(page))
 
 
 def test_with_no_worker_the_system_page_says_work_waits(marketer_client, redis_conn):

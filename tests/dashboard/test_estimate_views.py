@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from dashboard import estimates
 from dashboard.models import Campaign, Provider, Recipe, Task, Team
-from tests.dashboard.test_models import make_source, make_task
+from tests.dashboard.pages import text_of, visible_text
+from tests.factories import make_source, make_task
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +39,10 @@ def test_the_campaign_page_estimates_the_recipes_it_last_processed(marketer_clie
         make_source(campaign, sha=f"{n:064d}")
     campaign.recipes.add(cutouts)
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
-    assert '<b id="estimate-tasks">3</b> tasks' in page
-    assert '<b id="estimate-calls">3</b> provider calls' in page and "Photoroom ×3" in page
-    assert '<b id="estimate-cost">0.15 USD</b>' in page
+    text = visible_text(page)
+    assert text_of(page, "estimate-tasks") == "3" and "3 tasks" in text
+    assert text_of(page, "estimate-calls") == "3" and "3 provider calls Photoroom ×3" in text
+    assert text_of(page, "estimate-cost") == "0.15 USD"
     assert "with the 2 workers running now" in page and "assumed until tasks have been measured" in page
 
 
@@ -56,13 +58,13 @@ def test_the_fragment_follows_the_ticked_recipes_and_plans_workers_for_a_deadlin
     deadline = (timezone.localtime() + timedelta(minutes=6)).strftime("%Y-%m-%dT%H:%M")
     recipes = [cutouts.pk, ready_recipes["sale-banner"].pk]
     fragment = marketer_client.get(url, {"recipes": recipes, "deadline": deadline}).content.decode()
-    assert '<b id="estimate-tasks">200</b>' in fragment and "5.00 USD" in fragment
+    assert text_of(fragment, "estimate-tasks") == "200" and text_of(fragment, "estimate-cost") == "5.00 USD"
     # 200 tasks × 6 s = 1200 worker-seconds: 10 minutes on 2 workers; 5 to 6 minutes need 4.
     assert "about 10 min" in fragment
-    assert "<b>4 workers</b> (2 running now)" in fragment
+    assert "4 workers (2 running now)" in visible_text(fragment)
 
     bad = marketer_client.get(url, {"recipes": recipes, "deadline": "next week"}).content.decode()
-    assert "Enter a date and time" in bad and '<b id="estimate-tasks">200</b>' in bad
+    assert "Enter a date and time" in bad and text_of(bad, "estimate-tasks") == "200"
 
 
 def test_nothing_new_to_process_is_said_before_pressing_process(marketer_client, campaign, cutouts):

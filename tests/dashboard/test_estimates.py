@@ -14,7 +14,7 @@ from dashboard import estimates
 from dashboard.estimates import RunEstimate, TaskTime, describe_seconds, estimate_run
 from dashboard.models import Provider, Recipe, Task
 from jobs.queueing import get_process_queue
-from tests.dashboard.test_models import make_source, make_task
+from tests.factories import make_source, make_task
 
 
 @pytest.fixture

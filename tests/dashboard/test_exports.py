@@ -12,7 +12,7 @@ from dashboard.exports import campaign_zip
 from dashboard.models import Output, Task
 from tests.conftest import run_burst_worker
 from tests.dashboard.conftest import publish_banner_text
-from tests.dashboard.test_models import make_task
+from tests.factories import make_task
 
 
 def read_zip(archive) -> tuple[set[str], list[dict]]:

@@ -18,14 +18,15 @@ from dashboard.prompts import PromptSpec
 from dashboard.services import queue_generations
 from jobs.generation import run_generation_task
 from jobs.queueing import GENERATIONS, get_process_queue
+from tests.dashboard.pages import find_all, text_of
 from tests.jobs.conftest import simulator  # noqa: F401 (fixture)
 from tests.jobs.fal import (  # noqa: F401 (fixtures)
-    drain_until,
     fal_provider,
     fast_generation,
     submits,
     webhook_catcher,
 )
+from tests.polling import drain_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -66,7 +67,7 @@ def test_a_marketer_turns_a_prompt_list_and_a_csv_into_processed_images(
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "A kite over the dunes" in page and "Succeeded" in page
     assert "red-sneakers-on-a-sunny-beach.jpg" in page  # in the gallery, with its outputs
-    assert page.count(">banner 1200×628</a>") == 4
+    assert [link.text for link in find_all(page, "a")].count("banner 1200×628") == 4
 
 
 def test_the_form_names_every_bad_line_and_keeps_the_prompts(marketer_client, campaign, fal_provider):
@@ -94,7 +95,8 @@ def test_the_form_names_every_bad_line_and_keeps_the_prompts(marketer_client, ca
         "CSV row 6: seed -3 is out of range",
     ):
         assert message in page
-    assert "A good prompt\nAnother good one</textarea>" in page
+    [prompts] = find_all(page, "textarea", name="prompts")
+    assert prompts.value.strip() == "A good prompt\nAnother good one"
     assert not Generation.objects.exists()
 
 
@@ -202,7 +204,8 @@ def test_the_progress_panel_counts_generations_so_a_marketer_sees_them_move(
     panel = marketer_client.get(reverse("campaign-progress", args=[campaign.pk]), {"live": "1"})
     html = panel.content.decode()
     assert 'hx-trigger="every 2s"' in html, "keeps polling while prompts are unfinished, even with no tasks"
-    assert "<b>2</b> waiting" in html and "<b>1</b> generating" in html
+    counts = text_of(html, "generation-counts")
+    assert "2 waiting" in counts and "1 generating" in counts
     assert "HX-Refresh" not in panel.headers
 
     Generation.objects.update(state="succeeded")

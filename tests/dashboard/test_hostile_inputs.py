@@ -9,7 +9,8 @@ from PIL import Image
 
 from dashboard.intake import import_uploads
 from dashboard.services import process_campaign
-from tests.conftest import run_burst_worker, upload
+from tests.conftest import run_burst_worker
+from tests.factories import upload
 from tests.jobs import images
 
 

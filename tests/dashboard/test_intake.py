@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.intake import import_uploads, sanitize_display_name
-from tests.conftest import upload, zip_bytes
+from tests.factories import upload, zip_bytes
 from tests.jobs.images import jpeg, photo, png, truncated
 
 

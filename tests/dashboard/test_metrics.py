@@ -11,7 +11,7 @@ import pytest
 
 from dashboard.metrics import EpochSeconds, Timeline, bucket_width, describe_width, metrics_for
 from dashboard.models import Task
-from tests.dashboard.test_models import make_source
+from tests.factories import make_source
 
 START = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 

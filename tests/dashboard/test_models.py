@@ -9,29 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.utils import timezone
 
-from dashboard.models import Progress, Recipe, RecipeOutput, RecipeStep, SourceImage, Task
-
-
-def make_source(campaign, sha="a" * 64, name="shoe.jpg") -> SourceImage:
-    return SourceImage.objects.create(
-        campaign=campaign,
-        sha256=sha,
-        display_name=name,
-        file="x.jpg",
-        width=10,
-        height=10,
-        format="JPEG",
-        byte_size=1,
-    )
-
-
-def make_task(campaign, recipe, *, sha="a" * 64, **fields) -> Task:
-    return Task.objects.create(
-        campaign=campaign,
-        source=make_source(campaign, sha),
-        recipe_version=recipe.current_version(),
-        **fields,
-    )
+from dashboard.models import Progress, Recipe, RecipeOutput, RecipeStep, Task
+from tests.factories import make_source, make_task
 
 
 def test_every_publish_bumps_the_version_and_freezes_the_definition(ready_recipes):

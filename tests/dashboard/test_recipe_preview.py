@@ -16,8 +16,7 @@ from PIL import Image
 
 from dashboard.models import Campaign, Provider, RecipeVersion, SourceImage, Task, Team
 from dashboard.recipe_preview import BUNDLED_SAMPLES
-from tests.conftest import upload
-from tests.dashboard.test_admin import recipe_form
+from tests.factories import recipe_form, upload
 from tests.jobs.images import jpeg, photo, product_on_white
 
 PREVIEW_URL = reverse("admin:dashboard_recipe_preview")

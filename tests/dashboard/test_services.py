@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dashboard.models import Task
 from dashboard.services import requeue_differently
-from tests.dashboard.test_models import make_source, make_task
+from tests.factories import make_source, make_task
 
 
 def test_requeue_on_the_current_version_moves_failed_tasks_unless_their_image_already_has_one(

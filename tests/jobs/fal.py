@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import run_burst_worker
 from tests.jobs.conftest import SIM_KEY_ENV
 
 
@@ -40,16 +37,6 @@ def fal_provider(db, simulator, fast_generation):
         timeout_seconds=5.0,
         options={"model": "fal-ai/flux/schnell", "jwks_url": simulator.url("fal") + "/.well-known/jwks.json"},
     )
-
-
-def drain_until(done: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Run burst workers until `done()`: retries are scheduled a moment later, so one burst is not enough."""
-    deadline = time.monotonic() + timeout
-    run_burst_worker()
-    while not done():
-        assert time.monotonic() < deadline, "the queue never got there"
-        time.sleep(0.05)
-        run_burst_worker()
 
 
 def submits(simulator, status: int | None = None) -> list[dict]:

@@ -15,7 +15,6 @@ from a kill to that task ending.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shlex
@@ -29,16 +28,15 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection
 
-from dashboard.models import Output, SourceImage, Task
+from dashboard.models import Output, Task
 from dashboard.services import process_campaign
 from jobs.reconciler import reconcile_task
-from tests.conftest import start_worker_process, worker_environment
+from tests.conftest import child_pids, start_worker_process, worker_environment
+from tests.factories import add_source
 from tests.jobs.images import jpeg, photo
-from tests.jobs.test_tasks import child_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,13 +128,7 @@ class Crew:
 
 def add_sources(campaign, count: int) -> None:
     for n in range(count):
-        data = jpeg(photo(480, 360, seed=1000 + n))
-        sha = hashlib.sha256(data).hexdigest()
-        key = default_storage.save(f"sources/c{campaign.pk}/{sha}.jpg", ContentFile(data))
-        SourceImage.objects.create(
-            campaign=campaign, sha256=sha, display_name=f"{n}.jpg", file=key, width=480, height=360,
-            format="JPEG", byte_size=len(data),
-        )  # fmt: skip
+        add_source(campaign, jpeg(photo(480, 360, seed=1000 + n)), name=f"{n}.jpg")
 
 
 def read_tasks(campaign) -> dict[int, tuple[str, str]]:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import httpx
@@ -22,12 +21,12 @@ from jobs.providers.fal import FalQueue, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue
 from jobs.reconciler import reconcile_task
 from tests.jobs.fal import (  # noqa: F401 (fixtures)
-    drain_until,
     fal_provider,
     fast_generation,
     submits,
     webhook_catcher,
 )
+from tests.polling import drain_until, wait_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -290,10 +289,10 @@ def test_fals_signed_webhook_brings_a_waiting_generation_to_completion(
     [generation] = generate(campaign, fal_provider, PromptSpec("A kite", seed=9, image_size="256x256"))
     assert run_generation_task(generation.pk, 1) == "waiting"
 
-    deadline = time.monotonic() + 10
-    while not [e for e in simulator.log(kind="webhook") if e["outcome"] == "ok"]:
-        assert time.monotonic() < deadline, f"no accepted webhook: {simulator.log(kind='webhook')}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: [e for e in simulator.log(kind="webhook") if e["outcome"] == "ok"],
+        message=lambda: f"no accepted webhook: {simulator.log(kind='webhook')}",
+    )
     [delivery] = simulator.log(kind="webhook")
     assert delivery["path"].endswith(reverse("fal-webhook", args=[webhook_token()]))
     settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = 5
@@ -316,10 +315,7 @@ def test_fal_queue_speaks_fals_wire_format(simulator, redis_conn, fal_provider):
         fal = FalQueue(client, "fal-ai/flux/schnell")
         request = fal.submit({"prompt": "A pear", "image_size": {"width": 64, "height": 64}})
         assert request.status_url == request.response_url + "/status"
-        deadline = time.monotonic() + 5
-        while fal.status(request) != "COMPLETED":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: fal.status(request) == "COMPLETED", timeout=5, interval=0.02)
         [image] = fal.result(request)["images"]
         assert (image["width"], image["height"]) == (64, 64)
         assert httpx.get(image["url"]).headers["content-type"] == "image/jpeg"

@@ -26,8 +26,9 @@ from dashboard.services import process_campaign
 from jobs.reconciler import reconcile_task
 from simulator import max_in_flight, requests_before_deadline
 from tests.conftest import start_worker_process
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white
+from tests.polling import wait_until
 
 IMAGES = int(os.environ.get("PIXELMILL_PROVIDER_CHAOS_IMAGES", "16"))
 WORKERS = int(os.environ.get("PIXELMILL_PROVIDER_CHAOS_WORKERS", "3"))
@@ -58,17 +59,25 @@ def test_a_flaky_provider_loses_nothing_and_never_pays_twice(simulator, make_pro
     total = campaign.tasks.count()
     assert total == IMAGES
 
+    unfinished = campaign.tasks.exclude(state__in=Task.TERMINAL_STATES)
+
+    def settled() -> bool:
+        """All terminal yet? If not, replace workers that exited and requeue what lost its worker."""
+        if not unfinished.exists():
+            return True
+        workers[:] = [w if w.poll() is None else start_worker_process("default") for w in workers]
+        reconcile_task()
+        return False
+
     started = time.monotonic()
     workers = [start_worker_process("default") for _ in range(WORKERS)]
-    deadline = started + 120 + IMAGES * 2
     try:
-        while campaign.tasks.exclude(state__in=Task.TERMINAL_STATES).exists():
-            if time.monotonic() > deadline:
-                stuck = campaign.tasks.exclude(state__in=Task.TERMINAL_STATES)
-                pytest.fail(f"stuck: {list(stuck.values('pk', 'state', 'attempts', 'error_message'))}")
-            workers = [w if w.poll() is None else start_worker_process("default") for w in workers]
-            reconcile_task()
-            time.sleep(0.25)
+        wait_until(
+            settled,
+            timeout=120 + IMAGES * 2,
+            interval=0.25,
+            message=lambda: f"stuck: {list(unfinished.values('pk', 'state', 'attempts', 'error_message'))}",
+        )
     finally:
         for worker in workers:
             worker.terminate()

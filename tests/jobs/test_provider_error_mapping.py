@@ -55,8 +55,10 @@ def test_other_4xx_are_permanent_with_the_providers_reason():
         raise_for_provider_status(answer(422, json={"detail": "Image too small"}), "Photoroom")
 
 
-def test_success_raises_nothing():
-    raise_for_provider_status(answer(200, json={"status": "success"}), "PixelPanda")
+@pytest.mark.parametrize("status", [200, 201, 202])
+def test_success_raises_nothing(status):
+    """Any 2xx passes: 202 is how fal says a queued request is still under way."""
+    assert raise_for_provider_status(answer(status, json={"status": "success"}), "PixelPanda") is None
 
 
 def test_timeouts_and_resets_are_transient():

@@ -19,8 +19,10 @@ from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.ratelimit import ProviderLimiter, ProviderLimits
 from jobs.tasks import process_task
 from tests.conftest import run_burst_worker
-from tests.jobs.conftest import SIM_KEY_ENV, add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
+from tests.jobs.conftest import SIM_KEY_ENV
 from tests.jobs.images import jpeg, png, product_on_white
+from tests.polling import wait_until
 
 FAST = ClientPolicy(tries=4, backoff_base=0.01, backoff_cap=0.05)
 
@@ -123,7 +125,8 @@ def test_5xx_resets_and_timeouts_are_retried_with_backoff_until_one_succeeds(
     with ProviderClient(config, connection=redis_conn, policy=FAST) as client:
         result = adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
     assert result.data
-    time.sleep(0.6)  # the hung request is logged when the simulator gives up on it
+    # The hung request is logged when the simulator gives up on it, after the client has.
+    wait_until(lambda: [e for e in calls(simulator, "photoroom") if e["outcome"] == "timeout"], timeout=5)
     outcomes = [entry["outcome"] for entry in sorted(calls(simulator, "photoroom"), key=lambda e: e["seq"])]
     assert outcomes[:3] == ["http_503", "reset", "timeout"] and outcomes[-1] == "ok"
 

@@ -9,7 +9,7 @@ from PIL import Image
 from jobs import resampling
 from jobs.resampling import halve, resample
 from tests.jobs import images
-from tests.jobs.test_rendering import ssim
+from tests.jobs.similarity import ssim
 
 
 def test_lanczos_matches_pillows_lanczos():

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -30,8 +29,9 @@ from jobs.queueing import enqueue_attempts, get_process_queue, job_id_for, sched
 from jobs.reconciler import reconcile_task
 from jobs.samples import product_jpeg
 from jobs.tasks import process_task
-from tests.conftest import run_burst_worker, worker_environment
+from tests.conftest import child_pids, run_burst_worker, worker_environment
 from tests.jobs.images import jpeg, photo, product_on_white
+from tests.polling import drain_until, wait_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -119,10 +119,8 @@ def test_scheduled_retries_run_through_the_worker(queued_task, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(task_module, "run_pipeline", fails_once)
-    run_burst_worker()  # attempt 1 fails and schedules attempt 2 a moment later
-    deadline = timezone.now() + timedelta(seconds=10)
-    while Task.objects.get(pk=queued_task.pk).state != "succeeded" and timezone.now() < deadline:
-        run_burst_worker()
+    # Attempt 1 fails and schedules attempt 2 a moment later.
+    drain_until(lambda: Task.objects.get(pk=queued_task.pk).state == "succeeded", timeout=10)
     queued_task.refresh_from_db()
     assert (queued_task.state, queued_task.attempts, len(calls)) == ("succeeded", 2, 2)
 
@@ -190,25 +188,13 @@ def test_a_live_worker_keeps_renewing_its_lease(queued_task, monkeypatch, settin
 
     def slow_step(*args, **kwargs):
         leases.append(Task.objects.get(pk=queued_task.pk).lease_expires_at)
-        time.sleep(1.0)
+        time.sleep(1.0)  # outlast the 0.6 s lease: only the heartbeat can keep it ahead
         leases.append(Task.objects.get(pk=queued_task.pk).lease_expires_at)
         raise PermanentError("stopped by the test", code="test")
 
     monkeypatch.setattr(task_module, "run_pipeline", slow_step)
     process_task(queued_task.pk, 1)
     assert leases[1] > leases[0] + timedelta(seconds=0.3)
-
-
-def child_pids(parent: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
 
 
 @pytest.mark.integration
@@ -224,10 +210,12 @@ def test_a_killed_worker_loses_nothing(campaign, ready_recipes, redis_conn, monk
         env={**worker_environment(), "PIXELMILL_TASK_LEASE_SECONDS": "1.5"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while Task.objects.get(pk=task.pk).state != "running":
-            assert time.monotonic() < deadline, "the worker never started the task"
-            time.sleep(0.02)
+        wait_until(
+            lambda: Task.objects.get(pk=task.pk).state == "running",
+            timeout=30,
+            interval=0.02,
+            message="the worker never started the task",
+        )
         # RQ puts the work-horse in a session of its own: kill it by parentage, then the worker.
         for pid in child_pids(worker.pid) + [worker.pid]:
             os.kill(pid, signal.SIGKILL)

@@ -16,8 +16,8 @@ from dashboard.services import queue_url_imports, requeue_url_imports
 from jobs.queueing import URL_IMPORTS
 from jobs.reconciler import reconcile_task
 from jobs.url_imports import import_url_task
-from tests.conftest import run_burst_worker
 from tests.jobs.images import jpeg, photo
+from tests.polling import drain_until
 
 IMAGE = jpeg(photo(64, 48, seed=8))
 
@@ -57,13 +57,12 @@ def server(settings):
     httpd.server_close()
 
 
-def drain(campaign, rounds: int = 40) -> None:
+def drain(campaign) -> None:
     """Run burst workers until every import of the campaign has ended (retries are scheduled a moment out)."""
-    for _ in range(rounds):
-        run_burst_worker()
-        if not campaign.url_imports.exclude(state__in=UrlImport.TERMINAL_STATES).exists():
-            return
-    raise AssertionError(list(campaign.url_imports.values("state", "attempts", "error_message")))
+    drain_until(
+        lambda: not campaign.url_imports.exclude(state__in=UrlImport.TERMINAL_STATES).exists(),
+        message=lambda: str(list(campaign.url_imports.values("state", "attempts", "error_message"))),
+    )
 
 
 def test_a_server_answering_503_then_200_is_retried_and_the_image_arrives(campaign, server, redis_conn):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,10 +14,12 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
+from django_rq import get_queue
 from rq.job import Job
 
 from dashboard.models import Generation, Provider, SourceImage, Task, WebhookDelivery
 from dashboard.services import process_campaign
+from jobs.queueing import CONTROL_QUEUE
 from jobs.webhooks import (
     campaign_run_finished,
     deliver_webhook_task,
@@ -27,9 +30,10 @@ from jobs.webhooks import (
     verify,
 )
 from tests.conftest import run_burst_worker
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, photo
-from tests.jobs.test_url_fetcher import CountingListener
+from tests.listeners import CountingListener
+from tests.polling import drain_until
 
 pytestmark = pytest.mark.usefixtures("redis_conn")
 
@@ -142,17 +146,20 @@ def test_two_calls_for_the_same_run_create_one_delivery_and_enqueue_it_once(
     finished_run, django_capture_on_commit_callbacks
 ):
     """Every worker that finishes a piece may call it; the unique row makes one delivery, sent once."""
-    with django_capture_on_commit_callbacks() as callbacks:
+    control = get_queue(CONTROL_QUEUE)
+    with django_capture_on_commit_callbacks(execute=True):
         first = campaign_run_finished(finished_run.pk)
         second = campaign_run_finished(finished_run.pk)
     assert first.pk == second.pk and first.payload["id"] == second.payload["id"]
-    assert WebhookDelivery.objects.count() == 1 and len(callbacks) == 1
+    assert WebhookDelivery.objects.count() == 1
+    assert control.job_ids == [delivery_job_id(first.pk, 1)]
     # A new run (Process or Requeue again) is a new event.
     finished_run.run_number = 2
     finished_run.save()
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         third = campaign_run_finished(finished_run.pk)
-    assert third.pk != first.pk and third.run_number == 2 and len(callbacks) == 1
+    assert third.pk != first.pk and third.run_number == 2
+    assert control.job_ids == [delivery_job_id(first.pk, 1), delivery_job_id(third.pk, 1)]
 
 
 def test_nothing_is_sent_while_work_remains_or_without_a_url(
@@ -213,14 +220,9 @@ def fast_retries(settings):
     settings.PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS = 0.1
 
 
-def drain_until(done, timeout: float = 15.0) -> None:
-    """Run burst workers until `done()`: retries are scheduled a moment later, so one burst is not enough."""
-    deadline = time.monotonic() + timeout
-    run_burst_worker()
-    while not done():
-        assert time.monotonic() < deadline, "the deliveries never got there"
-        time.sleep(0.05)
-        run_burst_worker()
+def settled(delivery: WebhookDelivery) -> Callable[[], bool]:
+    """Whether the delivery has left pending (sent, or given up on)."""
+    return lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -236,7 +238,7 @@ def test_a_finished_run_reaches_a_real_receiver_signed_through_a_real_worker(cam
     assert not campaign.tasks.unfinished().exists()
     # The worker calls this as each task ends; calling it again for the same run changes nothing.
     delivery = campaign_run_finished(campaign.pk)
-    drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+    drain_until(settled(delivery), 15, "the delivery never left pending")
 
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
@@ -265,7 +267,7 @@ def test_a_receiver_answering_500_twice_gets_it_on_the_third_try(finished_run, r
     finished_run.save()
     receiver.answers.extend([500, 500])
     delivery = campaign_run_finished(finished_run.pk)
-    drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+    drain_until(settled(delivery), 15, "the delivery never left pending")
 
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts, delivery.last_status_code) == ("delivered", 3, 200)
@@ -292,7 +294,7 @@ def test_a_private_receiver_is_refused_without_a_connection_and_fails_after_the_
         finished_run.webhook_url = f"http://127.0.0.1:{listener.port}/hook"
         finished_run.save()
         delivery = campaign_run_finished(finished_run.pk)
-        drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).state != "pending")
+        drain_until(settled(delivery), 15, "the delivery never left pending")
     finally:
         listener.close()
     delivery.refresh_from_db()

@@ -17,8 +17,9 @@ from jobs.cpu_gate import cpu_released, cpu_turn, holding, waited
 from jobs.reconciler import reconcile_task
 from simulator import max_in_flight
 from tests.conftest import start_worker_process
-from tests.jobs.conftest import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white
+from tests.polling import wait_until
 
 
 def test_one_thread_at_a_time_holds_the_cpu_turn_and_a_remote_wait_hands_it_on():
@@ -119,12 +120,15 @@ def test_one_threaded_worker_process_keeps_several_provider_calls_in_flight(
 def test_sigterm_stops_every_thread_of_an_idle_threaded_worker(redis_conn):
     worker = start_worker_process("default", burst=False, env={"PIXELMILL_WORKER_THREADS": "3"})
     connection = django_rq.get_connection("default")
+
+    def registered() -> bool:
+        if len(Worker.all(connection=connection)) >= 3:
+            return True
+        assert worker.poll() is None, "the worker process is up"
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while len(Worker.all(connection=connection)) < 3:
-            assert time.monotonic() < deadline, "three workers registered"
-            assert worker.poll() is None, "the worker process is up"
-            time.sleep(0.2)
+        wait_until(registered, timeout=60, interval=0.2, message="three workers registered")
         names = {w.name for w in Worker.all(connection=connection)}
         assert len({name.partition(".t")[0] for name in names}) == 1, names
 

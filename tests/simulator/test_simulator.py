@@ -33,6 +33,7 @@ from simulator import (
     requests_before_deadline,
 )
 from tests.jobs.images import photo, png, product_on_white
+from tests.polling import wait_until
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PRODUCT = png(product_on_white(200, 150))
@@ -185,14 +186,16 @@ def submit_fal(client, sim, **payload) -> dict:
 
 
 def wait_for_fal(client, submitted: dict) -> list[dict]:
+    """Every status the request showed while polled, up to COMPLETED or CANCELLED."""
     statuses = []
-    for _ in range(100):
+
+    def finished() -> bool:
         status = client.get(submitted["status_url"], headers=FAL)
         statuses.append({"code": status.status_code, **status.json()})
-        if status.json()["status"] in ("COMPLETED", "CANCELLED"):
-            return statuses
-        time.sleep(0.01)
-    raise AssertionError(f"never completed: {statuses[-1]}")
+        return statuses[-1]["status"] in ("COMPLETED", "CANCELLED")
+
+    wait_until(finished, timeout=5, interval=0.01, message=lambda: f"never completed: {statuses[-1]}")
+    return statuses
 
 
 def test_fal_queue_moves_from_in_queue_to_completed_with_deterministic_images(sim, client):
@@ -334,8 +337,7 @@ def test_a_timeout_fault_hangs_until_the_client_gives_up(sim):
     sim.configure(fail_next=["timeout"], hang_seconds=0.6)
     with httpx.Client(timeout=0.2) as impatient, pytest.raises(httpx.ReadTimeout):
         remove_bg(impatient, sim)
-    time.sleep(0.5)
-    entry = api_entries(sim)[0]
+    entry = wait_until(lambda: api_entries(sim), timeout=5, message="the hung call was never logged")[0]
     assert entry["status"] is None and entry["outcome"] == "timeout"
     assert entry["ended"] - entry["started"] >= 0.6
 
