@@ -1,11 +1,9 @@
-"""Share links: someone without an account sees and downloads a campaign's approved outputs, until the link
-expires or a team member revokes it."""
+"""Share links: anyone with one sees and downloads the approved outputs until it expires or is revoked."""
 
 from __future__ import annotations
 
 import functools
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -14,23 +12,14 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from dashboard.access import visible_campaign
 from dashboard.exports import campaign_zip
+from dashboard.forms import ShareLinkForm
 from dashboard.models import Campaign, Output, ShareLink
 from dashboard.renditions import output_thumbnail
-from dashboard.review import serve_rendition
-from dashboard.views import visible_campaign, zip_response
+from dashboard.views.delivery import serve_rendition, zip_response
 
-SHARE_LINK_DAYS = [(1, "1 day"), (7, "7 days"), (30, "30 days")]
 SHARED_PREVIEWS = 24
-
-
-class ShareLinkForm(forms.Form):
-    label = forms.CharField(
-        max_length=100,
-        required=False,
-        widget=forms.TextInput(attrs={"placeholder": "Who is it for? (optional)"}),
-    )
-    days = forms.TypedChoiceField(choices=SHARE_LINK_DAYS, coerce=int, initial=7, label="Works for")
 
 
 @require_POST
