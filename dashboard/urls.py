@@ -37,7 +37,7 @@ urlpatterns = [
     path("campaigns/<int:pk>/import-urls/", intake.campaign_import_urls, name="campaign-import-urls"),
     path(
         "campaigns/<int:pk>/import-urls/retry/",
-        intake.url_imports_requeue,
+        intake.UrlImportsRequeue.as_view(),
         name="campaign-url-imports-retry",
     ),
     path("campaigns/<int:pk>/process/", processing.campaign_process, name="campaign-process"),
@@ -49,7 +49,7 @@ urlpatterns = [
     path("system/", system.system_status, name="system"),
     path(
         "campaigns/<int:pk>/failures/requeue/",
-        processing.requeue_failed,
+        processing.RequeueFailed.as_view(),
         name="campaign-requeue-failed",
     ),
     path(
@@ -58,10 +58,10 @@ urlpatterns = [
     path("campaigns/<int:pk>/download.zip", delivery.campaign_download, name="campaign-download"),
     path("campaigns/<int:pk>/generate/", generations.campaign_generate, name="campaign-generate"),
     path("campaigns/<int:pk>/webhook/", campaigns.campaign_webhook, name="campaign-webhook"),
-    path("generations/<int:pk>/cancel/", generations.generation_cancel, name="generation-cancel"),
-    path("generations/<int:pk>/requeue/", generations.generation_requeue, name="generation-requeue"),
+    path("generations/<int:pk>/cancel/", generations.GenerationCancel.as_view(), name="generation-cancel"),
+    path("generations/<int:pk>/requeue/", generations.GenerationRequeue.as_view(), name="generation-requeue"),
     path("webhooks/fal/<str:token>/", generations.fal_webhook, name="fal-webhook"),
-    path("tasks/<int:pk>/requeue/", processing.task_requeue, name="task-requeue"),
+    path("tasks/<int:pk>/requeue/", processing.TaskRequeue.as_view(), name="task-requeue"),
     path("tasks/<int:pk>/preview.webp", delivery.task_preview, name="task-preview"),
     path("sources/<int:pk>/thumbnail.webp", delivery.source_thumbnail, name="source-thumbnail"),
     path("sources/<int:pk>/focal-point/", focal_point.source_focal_point, name="source-focal-point"),
@@ -77,12 +77,12 @@ urlpatterns = [
     ),
     path(
         "campaigns/<int:pk>/recipes/<int:recipe_pk>/rerun/",
-        review.campaign_rerun,
+        review.CampaignRerun.as_view(),
         name="campaign-rerun",
     ),
     # Share links (dashboard/views/sharing.py); the /share/ pages need no account.
     path("campaigns/<int:pk>/share-links/", sharing.share_link_create, name="share-link-create"),
-    path("share-links/<int:pk>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
+    path("share-links/<int:pk>/revoke/", sharing.ShareLinkRevoke.as_view(), name="share-link-revoke"),
     path("share/<str:token>/", sharing.shared_campaign, name="share-link"),
     path("share/<str:token>/download.zip", sharing.shared_download, name="share-link-download"),
     path("share/<str:token>/outputs/<int:pk>.webp", sharing.shared_thumbnail, name="share-link-thumbnail"),

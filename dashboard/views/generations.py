@@ -5,16 +5,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.utils.crypto import constant_time_compare
+from django.utils.text import Truncator
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
 from dashboard.forms import GenerateForm
 from dashboard.models import Campaign, Generation
 from dashboard.views.campaigns import render_campaign
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 from jobs.errors import StepError
 from jobs.generation import cancel_generation, web_policy, webhook_token
 from jobs.providers.client import ProviderClient
@@ -48,43 +50,57 @@ def visible_generation(request: HttpRequest, pk: int) -> Generation:
     )
 
 
-@require_http_methods(["GET", "POST"])
-def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET; on POST stop it here and at fal."""
-    generation = visible_generation(request, pk)
-    if request.method == "POST":
-        if cancel_generation(generation):
-            messages.success(request, f"Cancelled “{generation.prompt[:60]}”.")
-        else:
-            messages.info(request, f"“{generation.prompt[:60]}” had already finished; nothing to cancel.")
-        return redirect(generation.campaign)
-    return render(
-        request,
-        "dashboard/confirm_generation.html",
-        {"campaign": generation.campaign, "generation": generation, "verb": "cancel", "action": request.path},
-    )
+class GenerationAction(ConfirmThenActView):
+    """Confirm, then act on one generation of a campaign the user's team owns."""
+
+    def load(self) -> None:
+        self.generation = visible_generation(self.request, self.kwargs["pk"])
+
+    def ask(self, verb: str, consequence: str) -> Confirmation:
+        return Confirmation(
+            title=f"{verb} generation",
+            question=f"{verb} “{Truncator(self.generation.prompt).chars(80)}”?",
+            consequence=consequence,
+            button=f"Yes, {verb.lower()}",
+            back_url=self.generation.campaign.get_absolute_url(),
+            back_label="Back",  # "Cancel" would read as the action itself on the cancel page
+        )
 
 
-@require_http_methods(["GET", "POST"])
-def generation_requeue(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET; on POST a failed or dead generation goes back on the queue."""
-    generation = visible_generation(request, pk)
-    if request.method == "POST":
-        if services.requeue_generations(Generation.objects.filter(pk=generation.pk)):
-            messages.success(request, f"Requeued “{generation.prompt[:60]}”.")
+class GenerationCancel(GenerationAction):
+    """Stop a generation here and at fal."""
+
+    def confirmation(self) -> Confirmation:
+        generation = self.generation
+        at_fal = f"; {generation.provider} is asked to drop the request" if generation.request_id else ""
+        return self.ask("Cancel", f"No images will be generated for this prompt{at_fal}.")
+
+    def act(self) -> HttpResponse:
+        prompt = self.generation.prompt[:60]
+        if cancel_generation(self.generation):
+            messages.success(self.request, f"Cancelled “{prompt}”.")
         else:
-            messages.info(request, f"“{generation.prompt[:60]}” is not failed; nothing to requeue.")
-        return redirect(generation.campaign)
-    return render(
-        request,
-        "dashboard/confirm_generation.html",
-        {
-            "campaign": generation.campaign,
-            "generation": generation,
-            "verb": "requeue",
-            "action": request.path,
-        },
-    )
+            messages.info(self.request, f"“{prompt}” had already finished; nothing to cancel.")
+        return redirect(self.generation.campaign)
+
+
+class GenerationRequeue(GenerationAction):
+    """A failed or dead generation goes back on the queue."""
+
+    def confirmation(self) -> Confirmation:
+        generation = self.generation
+        consequence = "The prompt goes back into the queue with a fresh set of attempts."
+        if generation.state == Generation.State.DEAD and generation.request_id:
+            consequence += " The request already paid for is checked again, not sent again."
+        return self.ask("Requeue", consequence)
+
+    def act(self) -> HttpResponse:
+        prompt = self.generation.prompt[:60]
+        if services.requeue_generations(Generation.objects.filter(pk=self.generation.pk)):
+            messages.success(self.request, f"Requeued “{prompt}”.")
+        else:
+            messages.info(self.request, f"“{prompt}” is not failed; nothing to requeue.")
+        return redirect(self.generation.campaign)
 
 
 @csrf_exempt

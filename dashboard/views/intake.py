@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.template.defaultfilters import pluralize
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
 from dashboard.forms import UploadForm
 from dashboard.imports import ImportReport, import_uploads, parse_url_list
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 
 REFUSALS_SHOWN = 50
 
@@ -59,20 +60,29 @@ def campaign_import_urls(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(campaign)
 
 
-@require_http_methods(["GET", "POST"])
-def url_imports_requeue(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET; on POST the URLs that could not be imported are tried again."""
-    campaign = visible_campaign(request, pk)
-    refused = services.retryable_url_imports(campaign.url_imports.all())
-    if request.method == "POST":
-        count = services.requeue_url_imports(refused)
-        messages.success(request, f"Trying {count} URL{pluralize(count)} again.")
-        return redirect(campaign)
-    return render(
-        request,
-        "dashboard/confirm_url_retry.html",
-        {"campaign": campaign, "count": refused.count(), "action": request.path},
-    )
+class UrlImportsRequeue(ConfirmThenActView):
+    """The URLs that could not be imported are tried again."""
+
+    def load(self) -> None:
+        self.campaign = visible_campaign(self.request, self.kwargs["pk"])
+        self.refused = services.retryable_url_imports(self.campaign.url_imports.all())
+
+    def confirmation(self) -> Confirmation:
+        count = self.refused.count()
+        return Confirmation(
+            title="Try URLs again",
+            question=f"Try {count} URL{pluralize(count)} again?",
+            consequence="Each URL that could not be imported is downloaded again, with a fresh set of attempts. "
+            "Images the campaign already holds are not added twice.",
+            button="Yes, try again",
+            back_url=self.campaign.get_absolute_url(),
+            ready=bool(count),
+        )
+
+    def act(self) -> HttpResponse:
+        count = services.requeue_url_imports(self.refused)
+        messages.success(self.request, f"Trying {count} URL{pluralize(count)} again.")
+        return redirect(self.campaign)
 
 
 def report_import(request: HttpRequest, report: ImportReport) -> None:

@@ -9,7 +9,8 @@ from django.core.paginator import Paginator
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.template.defaultfilters import pluralize
+from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
@@ -18,8 +19,12 @@ from dashboard.forms import ProcessForm, RequeueForm
 from dashboard.generations import GenerationCounts
 from dashboard.imports import UrlImportCounts
 from dashboard.models import Campaign, Task, TaskQuerySet
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 
 FAILURES_PAGE_SIZE = 50
+REQUEUE_CONSEQUENCE = (
+    "goes back into the queue with a fresh set of attempts. Work already paid for is not repeated."
+)
 
 
 @require_POST
@@ -113,39 +118,46 @@ def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_http_methods(["GET", "POST"])
-def requeue_failed(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET, act on POST (the django-rq and admin-action pattern); `cause` or `code` narrows the
-    group. The confirmation also offers the current recipe versions and another provider for a failing step."""
-    campaign = visible_campaign(request, pk)
-    failures, cause, code = failure_selection(request, campaign)
-    steps = sorted(set(failures.order_by().exclude(error_step="").values_list("error_step", flat=True)))
-    form = RequeueForm(request.POST if request.method == "POST" else None, steps=steps)
-    if request.method == "POST" and form.is_valid():
-        overrides = form.provider_overrides()
-        on_current = form.cleaned_data.get("version") == "current"
+class RequeueFailed(ConfirmThenActView):
+    """A campaign's failures, or the group `cause` or `code` narrows them to, go back on the queue. The
+    confirmation also offers the current recipe versions and another provider for a failing step."""
+
+    def load(self) -> None:
+        self.campaign = visible_campaign(self.request, self.kwargs["pk"])
+        self.failures, self.cause, _ = failure_selection(self.request, self.campaign)
+        steps = self.failures.order_by().exclude(error_step="").values_list("error_step", flat=True)
+        data = self.request.POST if self.request.method == "POST" else None
+        self.form = RequeueForm(data, steps=sorted(set(steps)))
+
+    def confirmation(self) -> Confirmation:
+        count = self.failures.count()
+        stale = self.failures.exclude(recipe_version__number=F("recipe_version__recipe__version")).count()
+        group = f" ({self.cause.label.lower()})" if self.cause else ""
+        return Confirmation(
+            title="Requeue",
+            question=f"Requeue {count} failed task{pluralize(count)}{group}?",
+            consequence=f"Each of them {REQUEUE_CONSEQUENCE}",
+            button="Yes, requeue",
+            back_url=self.campaign.get_absolute_url(),
+            ready=bool(count),
+            options_template="dashboard/_requeue_options.html" if count else "",
+            options={"form": self.form, "stale": stale},
+            wide=bool(self.form.provider_fields or stale),
+        )
+
+    def act(self) -> HttpResponse:
+        if not self.form.is_valid():
+            return self.confirm_page()
+        overrides = self.form.provider_overrides()
+        on_current = self.form.cleaned_data.get("version") == "current"
         if overrides or on_current:
             report = services.requeue_differently(
-                failures, on_current_version=on_current, provider_overrides=overrides
+                self.failures, on_current_version=on_current, provider_overrides=overrides
             )
-            messages.success(request, requeue_message(report, form))
+            messages.success(self.request, requeue_message(report, self.form))
         else:
-            messages.success(request, f"Requeued {services.requeue_tasks(failures)} task(s).")
-        return redirect(campaign)
-    stale = failures.exclude(recipe_version__number=F("recipe_version__recipe__version")).count()
-    return render(
-        request,
-        "dashboard/confirm_requeue.html",
-        {
-            "campaign": campaign,
-            "count": failures.count(),
-            "action": request.get_full_path(),
-            "cause": cause,
-            "code": code,
-            "form": form,
-            "stale": stale,
-        },
-    )
+            messages.success(self.request, f"Requeued {services.requeue_tasks(self.failures)} task(s).")
+        return redirect(self.campaign)
 
 
 def requeue_message(report: services.RequeueReport, form: RequeueForm) -> str:
@@ -167,22 +179,30 @@ def campaign_resume_remote(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(campaign)
 
 
-@require_http_methods(["GET", "POST"])
-def task_requeue(request: HttpRequest, pk: int) -> HttpResponse:
-    task = get_object_or_404(
-        Task.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
-            "campaign", "source"
-        ),
-        pk=pk,
-    )
-    if request.method == "POST":
-        if services.requeue_tasks(Task.objects.filter(pk=task.pk)):
-            messages.success(request, f"Requeued {task.source.display_name}.")
+class TaskRequeue(ConfirmThenActView):
+    """One failed task goes back on the queue."""
+
+    def load(self) -> None:
+        self.task = get_object_or_404(
+            Task.objects.filter(campaign__in=Campaign.objects.visible_to(self.request.user)).select_related(
+                "campaign", "source"
+            ),
+            pk=self.kwargs["pk"],
+        )
+
+    def confirmation(self) -> Confirmation:
+        return Confirmation(
+            title="Requeue",
+            question=f"Requeue {self.task.source.display_name}?",
+            consequence=f"This image {REQUEUE_CONSEQUENCE}",
+            button="Yes, requeue",
+            back_url=self.task.campaign.get_absolute_url(),
+        )
+
+    def act(self) -> HttpResponse:
+        name = self.task.source.display_name
+        if services.requeue_tasks(Task.objects.filter(pk=self.task.pk)):
+            messages.success(self.request, f"Requeued {name}.")
         else:
-            messages.info(request, f"{task.source.display_name} is not failed; nothing to requeue.")
-        return redirect(task.campaign)
-    return render(
-        request,
-        "dashboard/confirm_requeue.html",
-        {"campaign": task.campaign, "task": task, "count": 1, "action": request.path},
-    )
+            messages.info(self.request, f"{name} is not failed; nothing to requeue.")
+        return redirect(self.task.campaign)

@@ -9,14 +9,16 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
 from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, Task
 from dashboard.version_compare import compare_sources, definition_changes
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 
 VERSION_COMPARE_PAGE_SIZE = 8
 
@@ -202,29 +204,42 @@ def int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@require_http_methods(["GET", "POST"])
-def campaign_rerun(request: HttpRequest, pk: int, recipe_pk: int) -> HttpResponse:
-    """Confirm on GET; on POST every image gets a task on the recipe's current version. Earlier versions'
-    outputs stay, so the two can be compared."""
-    campaign = visible_campaign(request, pk)
-    recipe = get_object_or_404(campaign.recipes.filter(is_active=True), pk=recipe_pk)
-    if request.method == "POST":
-        report = services.process_campaign(campaign, [recipe])
+class CampaignRerun(ConfirmThenActView):
+    """Every image gets a task on the recipe's current version. Earlier versions' outputs stay, so the two
+    can be compared."""
+
+    def load(self) -> None:
+        self.campaign = visible_campaign(self.request, self.kwargs["pk"])
+        self.recipe = get_object_or_404(
+            self.campaign.recipes.filter(is_active=True), pk=self.kwargs["recipe_pk"]
+        )
+
+    def confirmation(self) -> Confirmation:
+        recipe = self.recipe
+        current = Task.objects.filter(
+            campaign=self.campaign, recipe_version__recipe=recipe, recipe_version__number=recipe.version
+        )
+        waiting = self.campaign.sources.exclude(pk__in=current.values("source_id")).count()
+        return Confirmation(
+            title=f"Re-run on v{recipe.version}",
+            question=f"Re-run {waiting} image{pluralize(waiting)} on {recipe.name} v{recipe.version}?",
+            consequence=f"Each image of “{self.campaign.name}” that has no v{recipe.version} outputs yet is "
+            "processed again with the recipe as it is now. The outputs you already have stay, with their "
+            "approvals, so you can compare the two versions side by side.",
+            button="Yes, re-run",
+            back_url=self.campaign.get_absolute_url(),
+            ready=bool(waiting),
+        )
+
+    def act(self) -> HttpResponse:
+        recipe = self.recipe
+        report = services.process_campaign(self.campaign, [recipe])
         if report.created:
             messages.success(
-                request,
+                self.request,
                 f"Re-running {report.created} image{'s' if report.created != 1 else ''} on {recipe.name} "
                 f"v{recipe.version}. The earlier outputs stay, so you can compare the two.",
             )
         else:
-            messages.info(request, f"Every image already has {recipe.name} v{recipe.version}.")
-        return redirect(campaign)
-    current = Task.objects.filter(
-        campaign=campaign, recipe_version__recipe=recipe, recipe_version__number=recipe.version
-    )
-    waiting = campaign.sources.exclude(pk__in=current.values("source_id")).count()
-    return render(
-        request,
-        "dashboard/confirm_rerun.html",
-        {"campaign": campaign, "recipe": recipe, "count": waiting, "action": request.path},
-    )
+            messages.info(self.request, f"Every image already has {recipe.name} v{recipe.version}.")
+        return redirect(self.campaign)
