@@ -274,3 +274,15 @@ class GenerateForm(forms.Form):
             raise forms.ValidationError("Write at least one prompt, or choose a CSV file of prompts.")
         cleaned["specs"] = found.specs
         return cleaned
+
+
+SHARE_LINK_DAYS = [(1, "1 day"), (7, "7 days"), (30, "30 days")]
+
+
+class ShareLinkForm(forms.Form):
+    label = forms.CharField(
+        max_length=100,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "Who is it for? (optional)"}),
+    )
+    days = forms.TypedChoiceField(choices=SHARE_LINK_DAYS, coerce=int, initial=7, label="Works for")

@@ -253,6 +253,8 @@ PIXELMILL_WEBHOOK_RETRY_BASE_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_BASE_S
 PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0)
 # A due delivery older than this lost its job (Redis emptied, enqueue failed) and the scheduler sends it again.
 PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS = env.float("PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS", 60.0)
+# /healthz gives up on a Redis that does not answer after this long, so it cannot hold a web thread.
+PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS = env.float("PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS", 2.0)
 # Public base URL of the dashboard (e.g. https://pixelmill.example.com) for links in webhook payloads;
 # empty = paths only.
 PIXELMILL_BASE_URL = env.str("PIXELMILL_BASE_URL", "")

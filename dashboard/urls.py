@@ -6,7 +6,20 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import permission_required
 from django.urls import include, path, re_path
 
-from dashboard import chart_views, estimate_views, focal_point_views, review, sharing, views
+from dashboard.views import (
+    campaigns,
+    charts,
+    delivery,
+    estimates,
+    focal_point,
+    generations,
+    health,
+    intake,
+    processing,
+    review,
+    sharing,
+    system,
+)
 
 # django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
 queue_view = permission_required("dashboard.view_queues", raise_exception=True)
@@ -15,49 +28,61 @@ queue_urls = [
     for pattern in django_rq.urls.get_api_urlpatterns()
 ] + django_rq.urls.get_admin_urlpatterns(view_wrapper=queue_view)
 
-handler400 = "dashboard.views.bad_request"
+handler400 = "dashboard.views.errors.bad_request"
 
 urlpatterns = [
-    path("", views.campaign_list, name="campaign-list"),
-    path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
-    path("campaigns/<int:pk>/upload/", views.campaign_upload, name="campaign-upload"),
-    path("campaigns/<int:pk>/import-urls/", views.campaign_import_urls, name="campaign-import-urls"),
+    path("", campaigns.campaign_list, name="campaign-list"),
+    path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign-detail"),
+    path("campaigns/<int:pk>/upload/", intake.campaign_upload, name="campaign-upload"),
+    path("campaigns/<int:pk>/import-urls/", intake.campaign_import_urls, name="campaign-import-urls"),
     path(
-        "campaigns/<int:pk>/import-urls/retry/", views.url_imports_requeue, name="campaign-url-imports-retry"
+        "campaigns/<int:pk>/import-urls/retry/",
+        intake.UrlImportsRequeue.as_view(),
+        name="campaign-url-imports-retry",
     ),
-    path("campaigns/<int:pk>/process/", views.campaign_process, name="campaign-process"),
-    path("campaigns/<int:pk>/estimate/", estimate_views.campaign_estimate, name="campaign-estimate"),
-    path("campaigns/<int:pk>/budget/", estimate_views.campaign_budget, name="campaign-budget"),
-    path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
-    path("campaigns/<int:pk>/failures/", views.campaign_failures, name="campaign-failures"),
-    path("campaigns/<int:pk>/charts/", chart_views.campaign_charts, name="campaign-charts"),
-    path("system/", chart_views.system_status, name="system"),
-    path("campaigns/<int:pk>/failures/requeue/", views.requeue_failed, name="campaign-requeue-failed"),
-    path("campaigns/<int:pk>/resume-remote/", views.campaign_resume_remote, name="campaign-resume-remote"),
-    path("campaigns/<int:pk>/download.zip", views.campaign_download, name="campaign-download"),
-    path("campaigns/<int:pk>/generate/", views.campaign_generate, name="campaign-generate"),
-    path("campaigns/<int:pk>/webhook/", views.campaign_webhook, name="campaign-webhook"),
-    path("generations/<int:pk>/cancel/", views.generation_cancel, name="generation-cancel"),
-    path("generations/<int:pk>/requeue/", views.generation_requeue, name="generation-requeue"),
-    path("webhooks/fal/<str:token>/", views.fal_webhook, name="fal-webhook"),
-    path("tasks/<int:pk>/requeue/", views.task_requeue, name="task-requeue"),
-    path("tasks/<int:pk>/preview.webp", views.task_preview, name="task-preview"),
-    path("sources/<int:pk>/thumbnail.webp", views.source_thumbnail, name="source-thumbnail"),
-    path("sources/<int:pk>/focal-point/", focal_point_views.source_focal_point, name="source-focal-point"),
-    path("outputs/<int:pk>/", views.output_download, name="output-download"),
-    # Review and approve, compare versions, re-run (dashboard/review.py).
+    path("campaigns/<int:pk>/process/", processing.campaign_process, name="campaign-process"),
+    path("campaigns/<int:pk>/estimate/", estimates.campaign_estimate, name="campaign-estimate"),
+    path("campaigns/<int:pk>/budget/", estimates.campaign_budget, name="campaign-budget"),
+    path("campaigns/<int:pk>/progress/", processing.campaign_progress, name="campaign-progress"),
+    path("campaigns/<int:pk>/failures/", processing.campaign_failures, name="campaign-failures"),
+    path("campaigns/<int:pk>/charts/", charts.campaign_charts, name="campaign-charts"),
+    path("system/", system.system_status, name="system"),
+    path(
+        "campaigns/<int:pk>/failures/requeue/",
+        processing.RequeueFailed.as_view(),
+        name="campaign-requeue-failed",
+    ),
+    path(
+        "campaigns/<int:pk>/resume-remote/", processing.campaign_resume_remote, name="campaign-resume-remote"
+    ),
+    path("campaigns/<int:pk>/download.zip", delivery.campaign_download, name="campaign-download"),
+    path("campaigns/<int:pk>/generate/", generations.campaign_generate, name="campaign-generate"),
+    path("campaigns/<int:pk>/webhook/", campaigns.campaign_webhook, name="campaign-webhook"),
+    path("generations/<int:pk>/cancel/", generations.GenerationCancel.as_view(), name="generation-cancel"),
+    path("generations/<int:pk>/requeue/", generations.GenerationRequeue.as_view(), name="generation-requeue"),
+    path("webhooks/fal/<str:token>/", generations.fal_webhook, name="fal-webhook"),
+    path("tasks/<int:pk>/requeue/", processing.TaskRequeue.as_view(), name="task-requeue"),
+    path("tasks/<int:pk>/preview.webp", delivery.task_preview, name="task-preview"),
+    path("sources/<int:pk>/thumbnail.webp", delivery.source_thumbnail, name="source-thumbnail"),
+    path("sources/<int:pk>/focal-point/", focal_point.source_focal_point, name="source-focal-point"),
+    path("outputs/<int:pk>/", delivery.output_download, name="output-download"),
+    # Review and approve, compare versions, re-run (dashboard/views/review.py).
     path("outputs/<int:pk>/compare/", review.output_compare, name="output-compare"),
     path("outputs/<int:pk>/review/", review.output_review, name="output-review"),
-    path("outputs/<int:pk>/thumbnail.webp", review.output_thumbnail_image, name="output-thumbnail"),
+    path("outputs/<int:pk>/thumbnail.webp", delivery.output_thumbnail_image, name="output-thumbnail"),
     path("tasks/<int:pk>/review/", review.task_review, name="task-review"),
-    path("sources/<int:pk>/original/", review.source_original, name="source-original"),
+    path("sources/<int:pk>/original/", delivery.source_original, name="source-original"),
     path(
         "campaigns/<int:pk>/recipes/<int:recipe_pk>/versions/", review.version_compare, name="version-compare"
     ),
-    path("campaigns/<int:pk>/recipes/<int:recipe_pk>/rerun/", review.campaign_rerun, name="campaign-rerun"),
-    # Share links (dashboard/sharing.py); the /share/ pages need no account.
+    path(
+        "campaigns/<int:pk>/recipes/<int:recipe_pk>/rerun/",
+        review.CampaignRerun.as_view(),
+        name="campaign-rerun",
+    ),
+    # Share links (dashboard/views/sharing.py); the /share/ pages need no account.
     path("campaigns/<int:pk>/share-links/", sharing.share_link_create, name="share-link-create"),
-    path("share-links/<int:pk>/revoke/", sharing.share_link_revoke, name="share-link-revoke"),
+    path("share-links/<int:pk>/revoke/", sharing.ShareLinkRevoke.as_view(), name="share-link-revoke"),
     path("share/<str:token>/", sharing.shared_campaign, name="share-link"),
     path("share/<str:token>/download.zip", sharing.shared_download, name="share-link-download"),
     path("share/<str:token>/outputs/<int:pk>.webp", sharing.shared_thumbnail, name="share-link-thumbnail"),
@@ -65,5 +90,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/rq/", include((queue_urls, "django_rq"))),
     path("admin/", admin.site.urls),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
 ]

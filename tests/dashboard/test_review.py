@@ -12,7 +12,7 @@ from django.urls import reverse
 from PIL import Image
 
 from dashboard.models import Output, SourceImage, Task, Team
-from dashboard.review import definition_changes
+from dashboard.version_compare import definition_changes
 from tests.conftest import run_burst_worker
 from tests.dashboard.conftest import publish_banner_text
 from tests.dashboard.pages import find_all

@@ -1,5 +1,4 @@
-"""Pictures of how work goes: a campaign's throughput, task time and failures over time, and the system
-page (queue lengths, live workers), drawn as server-side SVG."""
+"""The system page: queue lengths, live workers and the last hour's work across every campaign."""
 
 from __future__ import annotations
 
@@ -16,25 +15,11 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from dashboard.access import visible_campaign
-from dashboard.causes import BY_SLUG
-from dashboard.charts import Series, horizontal_bars, lines, stacked_bars
-from dashboard.metrics import RANGES, describe_width, metrics_for, since_for, state_counts
+from dashboard.charts import horizontal_bars
+from dashboard.metrics import state_counts
 from dashboard.models import Task
+from dashboard.views.charts import BAD, IDLE, OK, RUN, WAIT, WARN, time_charts
 
-OK, BAD, RUN, WARN, WAIT, IDLE = "#16a34a", "#dc2626", "#2563eb", "#d97706", "#eab308", "#94a3b8"
-CAUSE_COLOURS = {
-    "rate_limited": "#f59e0b",
-    "provider_down": "#ef4444",
-    "provider_rejected": "#b91c1c",
-    "timeout": "#8b5cf6",
-    "unreadable": "#64748b",
-    "unsuitable": "#0ea5e9",
-    "worker_lost": "#ec4899",
-    "setup": "#14b8a6",
-    "internal_error": "#111827",
-    "other": "#a3a3a3",
-}
 STATE_COLOURS = {
     "queued": WAIT,
     "running": RUN,
@@ -44,66 +29,6 @@ STATE_COLOURS = {
     "dead": "#7f1d1d",
     "pending": IDLE,
 }
-RANGE_LABELS = {"all": "All time", "week": "Last 7 days", "day": "Last 24 hours", "hour": "Last hour"}
-
-
-def time_charts(tasks, range_name: str, prefix: str) -> dict[str, object]:
-    """The three time charts of a set of tasks, and the figures above them."""
-    metrics = metrics_for(tasks, since=since_for(range_name))
-    times = metrics.timeline.times() if metrics.timeline else []
-    per = describe_width(metrics.timeline.width) if metrics.timeline else "bucket"
-    errors = [
-        Series(BY_SLUG[slug].label, values, CAUSE_COLOURS[slug]) for slug, values in metrics.errors.items()
-    ]
-    return {
-        "metrics": metrics,
-        "bucket": per,
-        "throughput_chart": stacked_bars(
-            f"{prefix}throughput",
-            f"Tasks finished per {per}",
-            f"tasks per {per}",
-            times,
-            [Series("Succeeded", metrics.succeeded, OK), Series("Failed", metrics.failed, BAD)],
-            empty_text="No task has finished in this period.",
-        ),
-        "task_time_chart": lines(
-            f"{prefix}task-time",
-            "Task time: average and 95th percentile",
-            "seconds",
-            times,
-            [Series("Average", metrics.average_seconds, RUN), Series("p95", metrics.p95_seconds, WARN)],
-            empty_text="No task has succeeded in this period.",
-        ),
-        "errors_chart": stacked_bars(
-            f"{prefix}errors",
-            f"Failures by cause per {per}",
-            f"failures per {per}",
-            times,
-            errors,
-            empty_text="Nothing failed in this period.",
-        ),
-    }
-
-
-def chosen_range(request: HttpRequest) -> str:
-    value = request.GET.get("range", "all")
-    return value if value in RANGES else "all"
-
-
-@require_GET
-def campaign_charts(request: HttpRequest, pk: int) -> HttpResponse:
-    campaign = visible_campaign(request, pk)
-    range_name = chosen_range(request)
-    return render(
-        request,
-        "dashboard/charts.html",
-        {
-            "campaign": campaign,
-            "range": range_name,
-            "ranges": RANGE_LABELS,
-            **time_charts(campaign.tasks.all(), range_name, prefix=""),
-        },
-    )
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,27 @@
-"""Reviewing a campaign's outputs: compare each with its source (or with another recipe version), approve or
-reject it, compare two recipe versions side by side, and re-run a campaign on a recipe's new version."""
+"""Reviewing outputs: compare with the source or another version, approve or reject, re-run on a new version."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
-from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, SourceImage, Task
-from dashboard.renditions import output_thumbnail, viewable_source
-from dashboard.views import serve_file, visible_campaign
-from jobs.errors import PermanentError
-from jobs.operations import OPERATIONS
+from dashboard.access import visible_campaign
+from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, Task
+from dashboard.version_compare import compare_sources, definition_changes
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 
 VERSION_COMPARE_PAGE_SIZE = 8
+
 DECISION_VERBS = {
     Output.Review.APPROVED: "Approved",
     Output.Review.REJECTED: "Rejected",
@@ -164,126 +163,6 @@ def task_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def source_original(request: HttpRequest, pk: int) -> FileResponse:
-    """The source at full size, as a browser can show it (TIFF and HEIC through a WebP copy)."""
-    source = get_object_or_404(
-        SourceImage.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)), pk=pk
-    )
-    return serve_rendition(lambda: viewable_source(source))
-
-
-@require_GET
-def output_thumbnail_image(request: HttpRequest, pk: int) -> FileResponse:
-    return serve_rendition(lambda: output_thumbnail(visible_output(request, pk)))
-
-
-def serve_rendition(make_key) -> FileResponse:
-    try:
-        return serve_file(make_key())
-    except (FileNotFoundError, PermanentError) as error:
-        raise Http404("The image file is missing or unreadable") from error
-
-
-# --- two versions of a recipe ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutputPair:
-    name: str
-    before: Output | None
-    after: Output | None
-
-
-@dataclass(frozen=True)
-class SourceComparison:
-    source: SourceImage
-    before: Task | None
-    after: Task | None
-    pairs: list[OutputPair]
-
-
-def compare_sources(
-    sources: list[SourceImage], before: RecipeVersion, after: RecipeVersion
-) -> list[SourceComparison]:
-    """Per source, its task in each version and the outputs paired by name (the newer version's order first)."""
-    names = [spec["name"] for spec in after.definition["outputs"]]
-    names += [spec["name"] for spec in before.definition["outputs"] if spec["name"] not in names]
-    rows = []
-    for source in sources:
-        tasks = {task.recipe_version_id: task for task in source.tasks.all()}
-        task_before, task_after = tasks.get(before.pk), tasks.get(after.pk)
-        outputs_before = {o.name: o for o in task_before.outputs.all()} if task_before else {}
-        outputs_after = {o.name: o for o in task_after.outputs.all()} if task_after else {}
-        pairs = [OutputPair(name, outputs_before.get(name), outputs_after.get(name)) for name in names]
-        rows.append(SourceComparison(source, task_before, task_after, pairs))
-    return rows
-
-
-def label(operation: str) -> str:
-    found = OPERATIONS.get(operation)
-    return found.label if found else operation
-
-
-def shown(key: str, value: object, provider_names: Mapping[str, str]) -> str:
-    """A setting's value as a marketer reads it: a provider by its name, no Python quoting."""
-    if key == "provider":
-        return provider_names.get(str(value), str(value)) if value else "our workers"
-    if value is None or value == "":
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-def definition_changes(
-    before: dict, after: dict, provider_names: Mapping[str, str] | None = None
-) -> list[str]:
-    """What an admin changed between two versions, in words: steps by position, outputs by name."""
-    names = provider_names or {}
-    changes = []
-    steps_before, steps_after = before.get("steps", []), after.get("steps", [])
-    for n in range(max(len(steps_before), len(steps_after))):
-        old = steps_before[n] if n < len(steps_before) else None
-        new = steps_after[n] if n < len(steps_after) else None
-        if old == new:
-            continue
-        if old is None:
-            changes.append(f"Step {n + 1} added: {label(new['operation'])}")
-        elif new is None:
-            changes.append(f"Step {n + 1} removed: {label(old['operation'])}")
-        elif old["operation"] != new["operation"]:
-            changes.append(f"Step {n + 1}: {label(old['operation'])} became {label(new['operation'])}")
-        else:
-            changes.extend(
-                f"Step {n + 1} ({label(new['operation'])}): {key} {shown(key, old_value, names)} → {shown(key, new_value, names)}"
-                for key, old_value, new_value in changed_fields(
-                    {**old["params"], "provider": old.get("provider")},
-                    {**new["params"], "provider": new.get("provider")},
-                )
-            )
-    outputs_before = {spec["name"]: spec for spec in before.get("outputs", [])}
-    outputs_after = {spec["name"]: spec for spec in after.get("outputs", [])}
-    for name, spec in outputs_after.items():
-        if name not in outputs_before:
-            changes.append(f"Output {name} added ({spec['width']}×{spec['height']} {spec['format']})")
-        else:
-            changes.extend(
-                f"Output {name}: {key.replace('_', ' ')} {shown(key, old_value, names)} → {shown(key, new_value, names)}"
-                for key, old_value, new_value in changed_fields(outputs_before[name], spec)
-            )
-    changes.extend(f"Output {name} removed" for name in outputs_before if name not in outputs_after)
-    return changes
-
-
-def changed_fields(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    return [
-        (key, old.get(key), new.get(key))
-        for key in dict.fromkeys([*old, *new])
-        if old.get(key) != new.get(key)
-    ]
-
-
-@require_GET
 def version_compare(request: HttpRequest, pk: int, recipe_pk: int) -> HttpResponse:
     """Two versions of one recipe in this campaign, output beside output (?before=&after= pick the numbers)."""
     campaign = visible_campaign(request, pk)
@@ -325,29 +204,42 @@ def int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@require_http_methods(["GET", "POST"])
-def campaign_rerun(request: HttpRequest, pk: int, recipe_pk: int) -> HttpResponse:
-    """Confirm on GET; on POST every image gets a task on the recipe's current version. Earlier versions'
-    outputs stay, so the two can be compared."""
-    campaign = visible_campaign(request, pk)
-    recipe = get_object_or_404(campaign.recipes.filter(is_active=True), pk=recipe_pk)
-    if request.method == "POST":
-        report = services.process_campaign(campaign, [recipe])
+class CampaignRerun(ConfirmThenActView):
+    """Every image gets a task on the recipe's current version. Earlier versions' outputs stay, so the two
+    can be compared."""
+
+    def load(self) -> None:
+        self.campaign = visible_campaign(self.request, self.kwargs["pk"])
+        self.recipe = get_object_or_404(
+            self.campaign.recipes.filter(is_active=True), pk=self.kwargs["recipe_pk"]
+        )
+
+    def confirmation(self) -> Confirmation:
+        recipe = self.recipe
+        current = Task.objects.filter(
+            campaign=self.campaign, recipe_version__recipe=recipe, recipe_version__number=recipe.version
+        )
+        waiting = self.campaign.sources.exclude(pk__in=current.values("source_id")).count()
+        return Confirmation(
+            title=f"Re-run on v{recipe.version}",
+            question=f"Re-run {waiting} image{pluralize(waiting)} on {recipe.name} v{recipe.version}?",
+            consequence=f"Each image of “{self.campaign.name}” that has no v{recipe.version} outputs yet is "
+            "processed again with the recipe as it is now. The outputs you already have stay, with their "
+            "approvals, so you can compare the two versions side by side.",
+            button="Yes, re-run",
+            back_url=self.campaign.get_absolute_url(),
+            ready=bool(waiting),
+        )
+
+    def act(self) -> HttpResponse:
+        recipe = self.recipe
+        report = services.process_campaign(self.campaign, [recipe])
         if report.created:
             messages.success(
-                request,
+                self.request,
                 f"Re-running {report.created} image{'s' if report.created != 1 else ''} on {recipe.name} "
                 f"v{recipe.version}. The earlier outputs stay, so you can compare the two.",
             )
         else:
-            messages.info(request, f"Every image already has {recipe.name} v{recipe.version}.")
-        return redirect(campaign)
-    current = Task.objects.filter(
-        campaign=campaign, recipe_version__recipe=recipe, recipe_version__number=recipe.version
-    )
-    waiting = campaign.sources.exclude(pk__in=current.values("source_id")).count()
-    return render(
-        request,
-        "dashboard/confirm_rerun.html",
-        {"campaign": campaign, "recipe": recipe, "count": waiting, "action": request.path},
-    )
+            messages.info(self.request, f"Every image already has {recipe.name} v{recipe.version}.")
+        return redirect(self.campaign)

@@ -1,5 +1,4 @@
-"""Before pressing Process: the run's estimate (tasks, provider calls, cost, time, workers for a deadline),
-and the campaign's budget cap that stops paid calls."""
+"""Before pressing Process: the run's estimate (cost, time, workers for a deadline) and the budget cap."""
 
 from __future__ import annotations
 

@@ -1,36 +1,27 @@
-"""Share links: someone without an account sees and downloads a campaign's approved outputs, until the link
-expires or a team member revokes it."""
+"""Share links: anyone with one sees and downloads the approved outputs until it expires or is revoked."""
 
 from __future__ import annotations
 
 import functools
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.access import visible_campaign
 from dashboard.exports import campaign_zip
+from dashboard.forms import ShareLinkForm
 from dashboard.models import Campaign, Output, ShareLink
 from dashboard.renditions import output_thumbnail
-from dashboard.review import serve_rendition
-from dashboard.views import visible_campaign, zip_response
+from dashboard.views.confirmation import Confirmation, ConfirmThenActView
+from dashboard.views.delivery import serve_rendition, zip_response
 
-SHARE_LINK_DAYS = [(1, "1 day"), (7, "7 days"), (30, "30 days")]
 SHARED_PREVIEWS = 24
-
-
-class ShareLinkForm(forms.Form):
-    label = forms.CharField(
-        max_length=100,
-        required=False,
-        widget=forms.TextInput(attrs={"placeholder": "Who is it for? (optional)"}),
-    )
-    days = forms.TypedChoiceField(choices=SHARE_LINK_DAYS, coerce=int, initial=7, label="Works for")
 
 
 @require_POST
@@ -53,26 +44,37 @@ def share_link_create(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(f"{campaign.get_absolute_url()}#share")
 
 
-@require_http_methods(["GET", "POST"])
-def share_link_revoke(request: HttpRequest, pk: int) -> HttpResponse:
-    """Confirm on GET; on POST the link stops working at once."""
-    link = get_object_or_404(
-        ShareLink.objects.filter(campaign__in=Campaign.objects.visible_to(request.user)).select_related(
-            "campaign"
-        ),
-        pk=pk,
-    )
-    if request.method == "POST":
-        if link.revoke(request.user):
-            messages.success(request, "Share link revoked: it no longer works for anyone.")
+class ShareLinkRevoke(ConfirmThenActView):
+    """The link stops working at once."""
+
+    def load(self) -> None:
+        self.link = get_object_or_404(
+            ShareLink.objects.filter(
+                campaign__in=Campaign.objects.visible_to(self.request.user)
+            ).select_related("campaign"),
+            pk=self.kwargs["pk"],
+        )
+
+    def confirmation(self) -> Confirmation:
+        link = self.link
+        downloads = link.download_count
+        return Confirmation(
+            title="Revoke share link",
+            question=f"Revoke “{link.label or 'Share link'}”?",
+            consequence=f"Anyone who has this link loses access to the approved images of “{link.campaign.name}” "
+            f"at once. It was downloaded {downloads} time{pluralize(downloads)}. You can create a new link "
+            "afterwards.",
+            button="Yes, revoke",
+            back_url=f"{link.campaign.get_absolute_url()}#share",
+            ready=link.is_active,
+        )
+
+    def act(self) -> HttpResponse:
+        if self.link.revoke(self.request.user):
+            messages.success(self.request, "Share link revoked: it no longer works for anyone.")
         else:
-            messages.info(request, "That share link was already revoked.")
-        return redirect(f"{link.campaign.get_absolute_url()}#share")
-    return render(
-        request,
-        "dashboard/confirm_revoke_share.html",
-        {"campaign": link.campaign, "link": link, "action": request.path},
-    )
+            messages.info(self.request, "That share link was already revoked.")
+        return redirect(f"{self.link.campaign.get_absolute_url()}#share")
 
 
 def private(response: HttpResponse) -> HttpResponse:

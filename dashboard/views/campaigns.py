@@ -1,0 +1,154 @@
+"""The campaign list and a campaign's page: its gallery, the forms on it, and where its webhook goes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, prefetch_related_objects
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard import services
+from dashboard.access import visible_campaign
+from dashboard.forms import BudgetForm, CampaignForm, EstimateForm, GenerateForm, WebhookForm
+from dashboard.intake import UrlImportCounts
+from dashboard.models import Campaign, Output, Provider, Recipe, Task, UrlImport
+from dashboard.prompts import GenerationCounts
+from dashboard.views.estimates import estimate_context
+from dashboard.views.intake import REFUSALS_SHOWN
+from jobs.providers.fal import IMAGE_SIZE_PRESETS
+from jobs.webhooks import ensure_webhook_secret
+
+GALLERY_PAGE_SIZE = 24
+GENERATIONS_PAGE_SIZE = 50
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    form = CampaignForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        campaign = form.save(commit=False)
+        campaign.created_by = request.user
+        campaign.save()
+        messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
+        return redirect(campaign)
+    campaigns = Campaign.objects.visible_to(request.user).select_related("team").with_counts()
+    return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
+
+
+@require_GET
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render_campaign(request, visible_campaign(request, pk))
+
+
+def render_campaign(
+    request: HttpRequest,
+    campaign: Campaign,
+    *,
+    generate_form: GenerateForm | None = None,
+    webhook_form: WebhookForm | None = None,
+) -> HttpResponse:
+    sources = campaign.sources.prefetch_related(
+        Prefetch(
+            "tasks",
+            # The gallery shows none of the recipe's definition or the task's timings (JSON per row).
+            queryset=Task.objects.select_related("recipe_version__recipe").defer(
+                "recipe_version__definition", "timings", "provider_calls"
+            ),
+        )
+    )
+    page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    for source in page.object_list:
+        source.gallery_tasks = newest_per_recipe(source.tasks.all())
+    # Outputs only for the tasks a tile shows, not for every earlier version's.
+    prefetch_related_objects([item.task for s in page.object_list for item in s.gallery_tasks], "outputs")
+    selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
+    outputs = Output.objects.filter(task__campaign=campaign).tally()
+    return render(
+        request,
+        "dashboard/campaign_detail.html",
+        {
+            "campaign": campaign,
+            "progress": campaign.progress(),
+            "has_tasks": campaign.tasks.exists(),
+            "has_outputs": outputs["total"] > 0,
+            "approved_count": outputs["approved"],
+            "page": page,
+            "selected_recipes": selected_recipes,
+            **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
+            "budget_form": BudgetForm(instance=campaign),
+            "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
+            "failures": Task.objects.for_campaign(campaign)
+            .failed()
+            .select_related("source", "recipe_version__recipe")[:10],
+            "failure_causes": Task.objects.for_campaign(campaign).failed().causes(),
+            "rule_breaking_outputs": outputs["breaking_rules"],
+            **generation_context(request, campaign, generate_form),
+            "url_imports": UrlImportCounts.for_campaign(campaign),
+            "refused_urls": campaign.url_imports.filter(
+                state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
+            ).order_by("-pk")[:REFUSALS_SHOWN],
+            "retryable_urls": services.retryable_url_imports(campaign.url_imports.all()).count(),
+            "webhook_form": webhook_form or WebhookForm(instance=campaign),
+            "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
+        },
+    )
+
+
+def generation_context(
+    request: HttpRequest, campaign: Campaign, generate_form: GenerateForm | None
+) -> dict[str, object]:
+    """The form (only when a fal provider is set up), the counts and one page of the campaign's generations."""
+    if generate_form is None and Provider.objects.filter(kind=Provider.Kind.FAL, is_active=True).exists():
+        generate_form = GenerateForm()
+    generations = (
+        campaign.generations.select_related("provider").annotate(image_count=Count("sources")).order_by("pk")
+    )
+    return {
+        "generate_form": generate_form,
+        "image_size_presets": IMAGE_SIZE_PRESETS,
+        "generations": GenerationCounts.for_campaign(campaign),
+        "generation_page": Paginator(generations, GENERATIONS_PAGE_SIZE).get_page(request.GET.get("gpage")),
+    }
+
+
+@dataclass(frozen=True)
+class GalleryTask:
+    task: Task
+    earlier_versions: int  # tasks of the same image on older versions of the recipe, left to the compare page
+
+
+def newest_per_recipe(tasks: Iterable[Task]) -> list[GalleryTask]:
+    """A tile shows each recipe's newest version: an image re-run on ten versions shows one card,
+    saying how many earlier ones the version compare holds (240 cards a page took 240 ms to render)."""
+    by_recipe: dict[int, list[Task]] = {}
+    for task in tasks:
+        by_recipe.setdefault(task.recipe_version.recipe_id, []).append(task)
+    shown = []
+    for versions in by_recipe.values():
+        newest = max(versions, key=lambda task: (task.recipe_version.number, task.pk))
+        shown.append(GalleryTask(newest, len(versions) - 1))
+    return sorted(shown, key=lambda item: (item.task.recipe_version.recipe.name, item.task.pk))
+
+
+@require_POST
+def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set or clear where the campaign's run-finished webhook goes; the signing secret exists from then on."""
+    campaign = visible_campaign(request, pk)
+    data = {"webhook_url": ""} if request.POST.get("action") == "clear" else request.POST
+    form = WebhookForm(data, instance=campaign)
+    if not form.is_valid():
+        response = render_campaign(request, campaign, webhook_form=form)
+        response.status_code = 400
+        return response
+    form.save()
+    if campaign.webhook_url:
+        ensure_webhook_secret(campaign)
+        messages.success(request, "Webhook saved: each finished run is sent there, signed.")
+    else:
+        messages.success(request, "Webhook removed.")
+    return redirect(campaign)
