@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 
 logger = logging.getLogger(__name__)
 
+
 def check_database() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
