@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from dashboard.models import (
     Campaign,
@@ -389,3 +390,8 @@ def set_focal_point(source: SourceImage, point: tuple[float, float] | None) -> i
         ]
         queue_again(rows, [Task.State.SUCCEEDED], now)
     return len(rows)
+
+
+def fal_webhook_token() -> str:
+    """The secret path segment of our fal webhook URL, derived from SECRET_KEY: guessing it is hopeless."""
+    return salted_hmac("pixelmill.fal-webhook", "fal webhook path", algorithm="sha256").hexdigest()[:40]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import logging
 import mimetypes
 import time
@@ -22,7 +21,6 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 from django.utils.text import slugify
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
@@ -313,7 +311,7 @@ def cancel_generation(generation: Generation) -> bool:
     request = submitted_request(generation)
     if request is not None:
         try:
-            with client_for(generation, generation.attempts, web_policy()) as client:
+            with client_for(generation, generation.attempts, ClientPolicy.for_web_request()) as client:
                 fal_queue(generation, client).cancel(request)
         except StepError as error:
             # Cancelled here all the same: a result that still arrives is never stored.
@@ -322,17 +320,7 @@ def cancel_generation(generation: Generation) -> bool:
     return True
 
 
-def web_policy() -> ClientPolicy:
-    """For calls made while a person (or fal) waits on a web request: one try, no long inline waits."""
-    return dataclasses.replace(ClientPolicy.from_settings(), tries=1, max_inline_wait=2.0)
-
-
-def webhook_token() -> str:
-    """The secret path segment of our fal webhook URL, derived from SECRET_KEY: guessing it is hopeless."""
-    return salted_hmac("pixelmill.fal-webhook", "fal webhook path", algorithm="sha256").hexdigest()[:40]
-
-
 def webhook_url() -> str | None:
     """Where fal should POST when a request finishes; None (poll only) unless a public base URL is set."""
     base = settings.PIXELMILL_FAL_WEBHOOK_BASE_URL.rstrip("/")
-    return f"{base}{reverse('fal-webhook', args=[webhook_token()])}" if base else None
+    return f"{base}{reverse('fal-webhook', args=[services.fal_webhook_token()])}" if base else None

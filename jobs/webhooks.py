@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -34,7 +33,6 @@ logger = logging.getLogger("pixelmill.webhooks")
 
 RUN_FINISHED = "campaign.run.finished"
 USER_AGENT = "Pixelmill-Webhooks/1.0"
-SECRET_PREFIX = "whsec_"
 FAILURES_IN_PAYLOAD = 20
 LOG_ENTRIES_KEPT = 50
 # Workers' clocks differ a little; a scheduled try released a moment "early" is still due.
@@ -73,17 +71,6 @@ def verify(secret: str, body: bytes, header: str, *, tolerance: int = 300, now: 
         return False
     expected = sign(secret, body, timestamp).rpartition("v1=")[2]
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
-
-
-def ensure_webhook_secret(campaign: Campaign) -> str:
-    """The campaign's signing secret, created on first need; a conditional UPDATE keeps two racers on one."""
-    if not campaign.webhook_secret:
-        fresh = SECRET_PREFIX + secrets.token_hex(24)
-        Campaign.objects.filter(pk=campaign.pk, webhook_secret="").update(webhook_secret=fresh)
-        campaign.webhook_secret = Campaign.objects.values_list("webhook_secret", flat=True).get(
-            pk=campaign.pk
-        )
-    return campaign.webhook_secret
 
 
 # The event.
@@ -148,7 +135,7 @@ def campaign_run_finished(campaign_id: int) -> WebhookDelivery | None:
     campaign = Campaign.objects.filter(pk=campaign_id).first()
     if campaign is None or not campaign.webhook_url or not run_is_finished(campaign):
         return None
-    ensure_webhook_secret(campaign)
+    campaign.ensure_webhook_secret()
     now = timezone.now()
     delivery, created = WebhookDelivery.objects.get_or_create(
         campaign=campaign,
@@ -244,7 +231,7 @@ def deliver_webhook_task(delivery_id: int) -> str:
     timestamp = int(time.time())
     headers = {
         "User-Agent": USER_AGENT,
-        "Pixelmill-Signature": sign(ensure_webhook_secret(campaign), body, timestamp),
+        "Pixelmill-Signature": sign(campaign.ensure_webhook_secret(), body, timestamp),
         "Pixelmill-Event": delivery.event,
         "Pixelmill-Delivery": str(delivery.payload.get("id") or delivery.pk),
     }

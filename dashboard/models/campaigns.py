@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from decimal import Decimal
 
@@ -59,6 +60,10 @@ def _count_per_campaign(rows: models.QuerySet) -> Coalesce:
     return Coalesce(Subquery(counted.values("n")), 0)
 
 
+# Receivers tell our secrets from others' by this prefix (as Stripe's "whsec_").
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
 class Campaign(models.Model):
     """A named batch of work: source images × the recipes chosen for them."""
 
@@ -110,6 +115,15 @@ class Campaign(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+
+    def ensure_webhook_secret(self) -> str:
+        """The signing secret of this campaign's webhooks, created on first need; a conditional UPDATE keeps
+        two racers on one."""
+        if not self.webhook_secret:
+            fresh = WEBHOOK_SECRET_PREFIX + secrets.token_hex(24)
+            Campaign.objects.filter(pk=self.pk, webhook_secret="").update(webhook_secret=fresh)
+            self.webhook_secret = Campaign.objects.values_list("webhook_secret", flat=True).get(pk=self.pk)
+        return self.webhook_secret
 
     def __str__(self) -> str:
         return self.name

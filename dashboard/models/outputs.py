@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
@@ -10,9 +11,9 @@ from django.utils import timezone
 
 class OutputQuerySet(models.QuerySet):
     def visible_to(self, user) -> OutputQuerySet:
-        from dashboard.models.campaigns import Campaign  # campaigns.py imports this module
-
-        return self.filter(task__campaign__in=Campaign.objects.visible_to(user))
+        # Through the model registry, not an import: campaigns.py imports this module.
+        campaign = apps.get_model("dashboard", "Campaign")
+        return self.filter(task__campaign__in=campaign.objects.visible_to(user))
 
     def approved(self) -> OutputQuerySet:
         return self.filter(review=Output.Review.APPROVED)

@@ -21,7 +21,6 @@ from dashboard.prompts import GenerationCounts
 from dashboard.views.estimates import estimate_context
 from dashboard.views.intake import REFUSALS_SHOWN
 from jobs.providers.fal import IMAGE_SIZE_PRESETS
-from jobs.webhooks import ensure_webhook_secret
 
 GALLERY_PAGE_SIZE = 24
 GENERATIONS_PAGE_SIZE = 50
@@ -147,7 +146,7 @@ def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
         return response
     form.save()
     if campaign.webhook_url:
-        ensure_webhook_secret(campaign)
+        campaign.ensure_webhook_secret()
         messages.success(request, "Webhook saved: each finished run is sent there, signed.")
     else:
         messages.success(request, "Webhook removed.")

@@ -18,8 +18,8 @@ from dashboard.models import Campaign, Generation
 from dashboard.views.campaigns import render_campaign
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 from jobs.errors import StepError
-from jobs.generation import cancel_generation, web_policy, webhook_token
-from jobs.providers.client import ProviderClient
+from jobs.generation import cancel_generation
+from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import DEFAULT_JWKS_URL, FalKeyring, FalWebhook, WebhookRejectedError
 from jobs.queueing import get_process_queue
 
@@ -109,7 +109,7 @@ class GenerationRequeue(GenerationAction):
 def fal_webhook(request: HttpRequest, token: str) -> HttpResponse:
     """fal says a request finished. Verified as fal documents it (ED25519 over request id, user id,
     timestamp and the body's SHA-256, keys from its JWKS); the work itself happens in a worker."""
-    if not constant_time_compare(token, webhook_token()):
+    if not constant_time_compare(token, services.fal_webhook_token()):
         raise Http404("Not found")
     try:
         webhook = FalWebhook.from_headers(request.headers)
@@ -123,7 +123,7 @@ def fal_webhook(request: HttpRequest, token: str) -> HttpResponse:
     connection = get_process_queue().connection
     try:
         with ProviderClient(
-            generation.provider.config(), connection=connection, policy=web_policy()
+            generation.provider.config(), connection=connection, policy=ClientPolicy.for_web_request()
         ) as client:
             FalKeyring(client, jwks_url, connection).verify(webhook, request.body)
     except WebhookRejectedError as error:

@@ -13,6 +13,7 @@ Every request to a provider goes through `ProviderClient.send`, which
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import ssl
@@ -58,6 +59,11 @@ class ClientPolicy:
     # 429s are a signal to slow down, not a failure; they get their own, larger allowance.
     rate_limited_tries: int = 10
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+
+    @classmethod
+    def for_web_request(cls) -> ClientPolicy:
+        """For calls made while a person (or fal) waits on a web request: one try, no long inline waits."""
+        return dataclasses.replace(cls.from_settings(), tries=1, max_inline_wait=2.0)
 
     @classmethod
     def from_settings(cls) -> ClientPolicy:

@@ -14,8 +14,8 @@ from rq.job import Job
 
 from dashboard.models import Generation, SourceImage, Task, WebhookDelivery
 from dashboard.prompts import PromptSpec
-from dashboard.services import queue_generations
-from jobs.generation import cancel_generation, run_generation_task, webhook_token
+from dashboard.services import fal_webhook_token, queue_generations
+from jobs.generation import cancel_generation, run_generation_task
 from jobs.providers.client import ClientPolicy, ProviderClient
 from jobs.providers.fal import FalQueue, ImageSizeError, fal_image_size
 from jobs.queueing import GENERATIONS, get_process_queue
@@ -294,7 +294,7 @@ def test_fals_signed_webhook_brings_a_waiting_generation_to_completion(
         message=lambda: f"no accepted webhook: {simulator.log(kind='webhook')}",
     )
     [delivery] = simulator.log(kind="webhook")
-    assert delivery["path"].endswith(reverse("fal-webhook", args=[webhook_token()]))
+    assert delivery["path"].endswith(reverse("fal-webhook", args=[fal_webhook_token()]))
     settings.PIXELMILL_GENERATION_POLL_WINDOW_SECONDS = 5
     drain_until(lambda: settled(generation), timeout=10)
 
@@ -304,9 +304,9 @@ def test_fals_signed_webhook_brings_a_waiting_generation_to_completion(
 
 
 def test_the_webhook_token_is_derived_from_the_secret_key(settings):
-    token = webhook_token()
+    token = fal_webhook_token()
     settings.SECRET_KEY = "another-deployment"
-    assert webhook_token() != token and len(token) == 40
+    assert fal_webhook_token() != token and len(token) == 40
 
 
 def test_fal_queue_speaks_fals_wire_format(simulator, redis_conn, fal_provider):

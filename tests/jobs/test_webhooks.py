@@ -24,7 +24,6 @@ from jobs.webhooks import (
     campaign_run_finished,
     deliver_webhook_task,
     delivery_job_id,
-    ensure_webhook_secret,
     retry_due_webhooks_task,
     sign,
     verify,
@@ -78,10 +77,10 @@ def test_malformed_signature_headers_are_refused_not_raised():
 
 
 def test_a_campaign_gets_one_signing_secret_created_on_first_need(campaign):
-    secret = ensure_webhook_secret(campaign)
+    secret = campaign.ensure_webhook_secret()
     assert secret.startswith("whsec_") and len(secret) == 6 + 48
     campaign.refresh_from_db()
-    assert campaign.webhook_secret == secret and ensure_webhook_secret(campaign) == secret
+    assert campaign.webhook_secret == secret and campaign.ensure_webhook_secret() == secret
 
 
 # --- when a delivery is created ---------------------------------------------------------------------------------
