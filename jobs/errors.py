@@ -17,6 +17,8 @@ class StepError(Exception):
     # the type, message and traceback only staff see.
     ref: str | None = None
     detail: str = ""
+    # Set by the pipeline on the way out: the step that was running when it failed.
+    step: str | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -16,6 +16,7 @@ import mimetypes
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -81,20 +82,20 @@ def run_generation_task(generation_id: int, attempt: int) -> str:
         return error.code
     except JobTimeoutException:
         job = get_current_job()
-        error = TransientError(
+        timeout = TransientError(
             f"Generating took longer than the {job.timeout if job else '?'} s limit.", code="timeout"
         )
-        record_failure(generation, attempt, error, started)
-        return error.code
+        record_failure(generation, attempt, timeout, started)
+        return timeout.code
     except Exception as exc:
         # As for recipe tasks: an interruption retries, a bug fails now with a ref staff can look up.
-        error = error_for_unexpected(exc, doing="generating these images")
+        unexpected = error_for_unexpected(exc, doing="generating these images")
         logger.exception(
             "unexpected error",
-            extra={"generation": generation_id, "attempt": attempt, "error_ref": error.ref},
+            extra={"generation": generation_id, "attempt": attempt, "error_ref": unexpected.ref},
         )
-        record_failure(generation, attempt, error, started)
-        return error.code
+        record_failure(generation, attempt, unexpected, started)
+        return unexpected.code
 
 
 # Generation jobs already in Redis before the rename (scheduled rechecks and retries) name the old
@@ -180,7 +181,7 @@ def client_for(generation: Generation, attempt: int, policy: ClientPolicy | None
     )
 
 
-def fal_arguments(generation: Generation) -> dict:
+def fal_arguments(generation: Generation) -> dict[str, Any]:
     try:
         image_size = fal_image_size(generation.image_size)
     except ImageSizeError as error:
@@ -202,7 +203,7 @@ def submitted_request(generation: Generation) -> FalRequest | None:
     )
 
 
-def download_images(fal: FalQueue, result: dict, stem: str) -> Iterator[IncomingFile]:
+def download_images(fal: FalQueue, result: dict[str, Any], stem: str) -> Iterator[IncomingFile]:
     """Each image of the result, downloaded through the provider's client and named `stem`-n."""
     images = result.get("images")
     if not isinstance(images, list) or not images:

@@ -8,6 +8,7 @@ import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
@@ -24,6 +25,8 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF", "HEIF")
 # Keys of `Image.info` that carry our own geometry hints between steps (see jobs.operations).
 FOCUS_KEY = "pixelmill.focus"
 SUBJECT_KEY = "pixelmill.subject"
+# Pillow's type for `Image.info`: hints are built as this so they can be assigned to it.
+ImageInfoDict = dict[str | tuple[int, int], Any]
 
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE_BY_ORIENTATION = {
@@ -199,16 +202,16 @@ def place_window(
 
 
 def fill_crop(
-    size: tuple[int, int], box: tuple[int, int], hints: Mapping[str, object]
+    size: tuple[int, int], box: tuple[int, int], hints: Mapping[str | tuple[int, int], Any]
 ) -> tuple[int, int, int, int]:
     """The (left, top, right, bottom) a `fill` output of `box` size keeps of a picture resized to `size`
     (which covers the box), placed by the focus hints: the subject whole when it fits, else its focus."""
     focus = hints.get(FOCUS_KEY) or (0.5, 0.5)
     subject = hints.get(SUBJECT_KEY)
-    x_span = (subject[0], subject[2]) if subject else None  # type: ignore[index]
-    y_span = (subject[1], subject[3]) if subject else None  # type: ignore[index]
-    left = place_window(size[0], box[0], float(focus[0]), x_span)  # type: ignore[index]
-    top = place_window(size[1], box[1], float(focus[1]), y_span, keep_start=True)  # type: ignore[index]
+    x_span = (subject[0], subject[2]) if subject else None
+    y_span = (subject[1], subject[3]) if subject else None
+    left = place_window(size[0], box[0], float(focus[0]), x_span)
+    top = place_window(size[1], box[1], float(focus[1]), y_span, keep_start=True)
     return left, top, left + min(box[0], size[0]), top + min(box[1], size[1])
 
 
@@ -230,7 +233,7 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     # `formats=` looks plugins up by name, so they must all be registered (idempotent, cheap).
     Image.init()
     # Every HEIF file starts with an ISO media "ftyp" box; anything else is not tried as HEIF.
-    formats = ACCEPTED_FORMATS
+    formats: tuple[str, ...] = ACCEPTED_FORMATS
     if data[4:8] == b"ftyp":
         register_heif()
     else:
@@ -281,8 +284,8 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in _TRANSPOSE_BY_ORIENTATION else 1
 
 
-def _read_hints(image: Image.Image) -> dict[str, tuple[float, ...]]:
-    hints: dict[str, tuple[float, ...]] = {}
+def _read_hints(image: Image.Image) -> ImageInfoDict:
+    hints: ImageInfoDict = {}
     for key, length in ((FOCUS_KEY, 2), (SUBJECT_KEY, 4)):
         raw = image.info.get(key)
         if not isinstance(raw, str):
@@ -306,7 +309,9 @@ def _normalise(image: Image.Image, orientation: int) -> Image.Image:
     elif image.mode in ("P", "PA"):
         image = image.convert("RGBA" if image.has_transparency_data else "RGB")
     elif image.mode == "LAB":
-        image = ImageCms.applyTransform(image, _lab_to_srgb())
+        converted = ImageCms.applyTransform(image, _lab_to_srgb())
+        assert converted is not None  # None only when asked to work in place
+        image = converted
 
     if icc:
         image = _to_srgb(image, icc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from PIL import features
 
@@ -99,7 +100,7 @@ class OutputSpec:
         if background == "transparent" and fmt == "jpeg":
             raise OutputSpecError(f"output {name}: JPEG has no transparency; pick a background colour")
         encoder = read_encoder_options(name, fmt, data)
-        spec = cls(name, size[0], size[1], fit, fmt, quality, background, **encoder)  # type: ignore[arg-type]
+        spec = cls(name, size[0], size[1], fit, fmt, quality, background, **encoder)
         return replace(spec, **read_rules(spec, data))
 
     def to_dict(self) -> dict[str, object]:
@@ -133,10 +134,10 @@ class OutputSpec:
         return max(1, round(sw * scale)), max(1, round(sh * scale))
 
 
-def read_rules(spec: OutputSpec, data: Mapping[str, object]) -> dict[str, object]:
+def read_rules(spec: OutputSpec, data: Mapping[str, object]) -> dict[str, Any]:
     """The channel rules in `data`, validated against the box: a rule the box can never meet is refused
     here, in the admin, rather than flagged on every output later."""
-    rules: dict[str, object] = {}
+    rules: dict[str, Any] = {}
     max_bytes = data.get("max_bytes")
     if max_bytes is not None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
@@ -226,13 +227,13 @@ def check_rules(
     return tuple(broken)
 
 
-def read_encoder_options(name: str, fmt: str, data: Mapping[str, object]) -> dict[str, object]:
+def read_encoder_options(name: str, fmt: str, data: Mapping[str, object]) -> dict[str, Any]:
     """The encoder options of one output, defaults filled; empty (None) means the default.
 
     An option set away from its default on a format it does not apply to is refused, so a recipe
     never claims a setting that has no effect.
     """
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     for key, default in ENCODER_DEFAULTS.items():
         value = data.get(key)
         if value is None:

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from PIL import Image, ImageCms
 
@@ -230,7 +231,7 @@ def fill_window(
     return resample(base, (spec.width, spec.height), box)
 
 
-def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str, object]) -> Image.Image:
+def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str | tuple[int, int], Any]) -> Image.Image:
     """Crop (fill) around the focus, or pad to the exact box; fit passes through."""
     if spec.fit == "fill" and image.size != (spec.width, spec.height):
         return image.crop(fill_crop(image.size, (spec.width, spec.height), hints))
@@ -386,14 +387,14 @@ def run_pipeline(
         *outputs, preview = render_outputs(image, [*specs, PREVIEW_SPEC], release_source=True)
         timed("render", started)
     except StepError as error:
-        error.step = step  # type: ignore[attr-defined]
+        error.step = step
         raise
     except (OSError, SyntaxError, ValueError, ArithmeticError, LookupError, TypeError, RuntimeError) as exc:
         # Past the decode (which refuses bad files itself) these are our bugs or a library's: they would
         # fail the same way again, so one plain sentence and a ref, never the library's own words.
-        error = InternalError.from_exception(exc, doing=f"processing this image (step {step})")
-        error.step = step  # type: ignore[attr-defined]
-        raise error from exc
+        internal = InternalError.from_exception(exc, doing=f"processing this image (step {step})")
+        internal.step = step
+        raise internal from exc
     return PipelineResult(
         outputs=outputs,
         preview=preview.data,

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -79,24 +80,24 @@ def process_task(task_id: int, attempt: int) -> str:
         record_failure(task, attempt, TransientError(error.message, code=error.code), step, started)
         return error.code
     except StepError as error:
-        step = getattr(error, "step", None) or step
+        step = error.step or step
         if error.ref:  # the pipeline caught a bug of its own (an InternalError): staff need its traceback
             log_unexpected(error.__cause__ or error, error, task=task_id, attempt=attempt, step=step)
         record_failure(task, attempt, error, step, started)
         return error.code
     except JobTimeoutException:
-        error = TransientError(
+        timeout = TransientError(
             f"The step took longer than the {job.timeout if job else '?'} s limit.", code="timeout"
         )
-        record_failure(task, attempt, error, step, started)
-        return error.code
+        record_failure(task, attempt, timeout, step, started)
+        return timeout.code
     except Exception as exc:
         # An interruption (queue, database, storage, memory) retries; a bug fails now, not five times over
         # ten minutes. Staff find the traceback in the log and on the admin page under the same ref.
-        error = error_for_unexpected(exc, doing="rendering this image")
-        log_unexpected(exc, error, task=task_id, attempt=attempt, step=step)
-        record_failure(task, attempt, error, step, started)
-        return error.code
+        unexpected = error_for_unexpected(exc, doing="rendering this image")
+        log_unexpected(exc, unexpected, task=task_id, attempt=attempt, step=step)
+        record_failure(task, attempt, unexpected, step, started)
+        return unexpected.code
     finally:
         if runner.calls:
             record_calls(task.pk, attempt, runner.calls)
@@ -121,6 +122,7 @@ def run_attempt(
     """Load, run the pipeline, store every output, and only then mark the task succeeded."""
     steps = task.build_steps()
     specs = task.recipe_version.build_specs()
+    assert task.source.file.name  # a source image is only saved with its file
     with default_storage.open(task.source.file.name, "rb") as handle:
         source_bytes = handle.read()
     context = OperationContext.default()
@@ -189,7 +191,7 @@ def store_result(task: Task, result: PipelineResult) -> None:
         Task.objects.filter(pk=task.pk).update(preview=preview, notes=result.notes)
 
 
-def record_calls(task_id: int, attempt: int, calls: list[dict]) -> None:
+def record_calls(task_id: int, attempt: int, calls: list[dict[str, Any]]) -> None:
     """Keep what each provider call returned (request ids, credits, scores) with the task, newest last."""
     task = Task.objects.filter(pk=task_id).only("provider_calls").first()
     if task is not None:

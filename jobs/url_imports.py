@@ -46,11 +46,12 @@ def import_url_task(import_id: int, attempt: int) -> str:
         return record_failure(row, attempt, error, started)
     except Exception as exc:
         # As for recipe tasks: an interruption retries, a bug fails now with a ref staff can look up.
-        error = error_for_unexpected(exc, doing="importing this URL")
+        unexpected = error_for_unexpected(exc, doing="importing this URL")
         logger.exception(
-            "unexpected error", extra={"url_import": import_id, "attempt": attempt, "error_ref": error.ref}
+            "unexpected error",
+            extra={"url_import": import_id, "attempt": attempt, "error_ref": unexpected.ref},
         )
-        return record_failure(row, attempt, error, started)
+        return record_failure(row, attempt, unexpected, started)
     duplicate = source is None
     if duplicate:
         # The campaign already held these bytes: nothing to add, and nothing wrong either.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from PIL import Image
 
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY
+from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, ImageInfoDict
 
 
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
@@ -32,13 +33,13 @@ def carry_hints(source: Image.Image, result: Image.Image) -> Image.Image:
 
 
 def move_hints(
-    info: Mapping[str, object],
+    info: Mapping[str | tuple[int, int], Any],
     size: tuple[int, int],
     crop: tuple[int, int, int, int],
     scale: float,
     offset: tuple[int, int],
     new_size: tuple[int, int],
-) -> dict[str, tuple[float, ...]]:
+) -> ImageInfoDict:
     """Focus hints re-expressed after cropping `crop`, scaling by `scale` and pasting at `offset`."""
 
     def move(x: float, y: float) -> tuple[float, float]:
@@ -46,7 +47,7 @@ def move_hints(
         py = (y * size[1] - crop[1]) * scale + offset[1]
         return min(max(px / new_size[0], 0.0), 1.0), min(max(py / new_size[1], 0.0), 1.0)
 
-    hints: dict[str, tuple[float, ...]] = {}
+    hints: ImageInfoDict = {}
     focus = info.get(FOCUS_KEY)
     if isinstance(focus, tuple) and len(focus) == 2:
         hints[FOCUS_KEY] = move(*focus)

@@ -144,7 +144,7 @@ def segment_with_grabcut(rgb: np.ndarray, backdrop_like: np.ndarray, certain: np
     height, width = backdrop_like.shape
     scale = min(1.0, _GRABCUT_LONG_SIDE / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    labels = np.where(backdrop_like, cv2.GC_PR_BGD, cv2.GC_PR_FGD).astype(np.uint8)
+    labels: np.ndarray = np.where(backdrop_like, cv2.GC_PR_BGD, cv2.GC_PR_FGD).astype(np.uint8)
     labels[certain] = cv2.GC_BGD
     if scale < 1.0:
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -155,7 +155,8 @@ def segment_with_grabcut(rgb: np.ndarray, backdrop_like: np.ndarray, certain: np
         background_model = np.zeros((1, 65), np.float64)
         foreground_model = np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(12)  # GrabCut's k-means start is random; the same photo must give the same cut
-        cv2.grabCut(
+        # OpenCV's stubs insist on a rect, which GC_INIT_WITH_MASK ignores; the binding accepts None.
+        cv2.grabCut(  # type: ignore[call-overload]
             np.ascontiguousarray(rgb[..., ::-1]),
             labels,
             None,

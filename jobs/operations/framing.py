@@ -9,7 +9,7 @@ from typing import ClassVar, Self
 
 from PIL import Image
 
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, fill_crop
+from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, ImageInfoDict, fill_crop
 from jobs.operations.base import Operation, OperationContext
 from jobs.operations.compositing import move_hints
 from jobs.operations.cutout import content_box
@@ -115,13 +115,13 @@ class SmartCrop(Operation):
         result.info = move_hints(hints, image.size, crop, 1.0, (0, 0), result.size)
         return result
 
-    def plan(self, image: Image.Image) -> tuple[tuple[int, int, int, int], dict[str, tuple[float, ...]]]:
+    def plan(self, image: Image.Image) -> tuple[tuple[int, int, int, int], ImageInfoDict]:
         """The pixel box this step keeps of `image`, and the focus hints (in `image`'s coordinates).
 
         A focus already given (a marketer's click, passed in by the pipeline) wins over detection.
         """
         given = image.info.get(FOCUS_KEY)
-        hints: dict[str, tuple[float, ...]]
+        hints: ImageInfoDict
         if isinstance(given, tuple) and len(given) == 2:
             hints = {key: image.info[key] for key in (FOCUS_KEY, SUBJECT_KEY) if key in image.info}
         else:

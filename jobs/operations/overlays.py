@@ -34,7 +34,8 @@ def _layout_text(text: str, pixels: int, bold: bool, boxed: bool) -> _TextLayout
     # Pillow's bundled FreeType font (Aileron Regular); a stroke in the text colour stands in for bold.
     font = ImageFont.load_default(size=pixels)
     stroke = max(1, round(pixels * 0.04)) if bold else 0
-    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+    # Pillow types the box as floats (a stroke may be fractional); with our whole-pixel stroke it is ints.
+    left, top, right, bottom = map(int, font.getbbox(text, stroke_width=stroke))
     pad_x, pad_y = (round(pixels * 0.4), round(pixels * 0.25)) if boxed else (0, 0)
     size = (right - left + 2 * pad_x, bottom - top + 2 * pad_y)
     return _TextLayout(font=font, stroke=stroke, origin=(pad_x - left, pad_y - top), size=size)

@@ -93,7 +93,7 @@ class ParamReader:
             value = int(value)
         if isinstance(value, bool) or value not in choices:
             raise self.error(key, "one of " + ", ".join(str(c) for c in choices))
-        return int(value)  # type: ignore[call-overload]
+        return int(value)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._get(key, default)

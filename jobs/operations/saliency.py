@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 
 import cv2
+import cv2.data
 import numpy as np
 from PIL import Image
 
@@ -73,7 +74,7 @@ def salient_subject(image: Image.Image) -> SalientSubject:
         return SalientSubject((0.0, 0.0, 1.0, 1.0), (0.5, 0.5))
     # Hysteresis: a region is the grown pixels connected to a seed, so a large subject is boxed whole
     # while a texture's scattered bright specks do not join into one huge box.
-    grown = (saliency >= _GROW).astype(np.uint8)
+    grown: np.ndarray = (saliency >= _GROW).astype(np.uint8)
     grown = cv2.morphologyEx(grown, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     seeded = np.bincount(labels[saliency >= _SEED], minlength=count) > 0
