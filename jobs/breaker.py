@@ -8,6 +8,7 @@ with a fallback provider uses that instead. Rate limits and refusals are not fai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 
@@ -46,7 +47,8 @@ class CircuitBreaker:
 
     def open_for(self) -> float:
         """Seconds until the circuit closes; 0.0 when calls may go through."""
-        remaining = self.connection.pttl(f"{self.prefix}:open")
+        # redis-py types its sync client's replies as "Awaitable | Any" (shared with the asyncio client).
+        remaining = cast(int, self.connection.pttl(f"{self.prefix}:open"))
         return remaining / 1000 if remaining > 0 else 0.0
 
     def record(self, *, failed: bool, now: float) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -32,7 +33,7 @@ class JobKind:
         """The job id names the attempt, so a stale or duplicate job can be recognised and dropped."""
         return f"{self.prefix}-{pk}-a{attempt}"
 
-    def job_data(self, pk: int, attempt: int) -> dict:
+    def job_data(self, pk: int, attempt: int) -> dict[str, Any]:
         return {
             "job_id": self.job_id(pk, attempt),
             "result_ttl": 600,
@@ -105,6 +106,7 @@ def missing_attempts(attempts: list[tuple[int, int]], kind: JobKind = TASKS) -> 
                 and heartbeat
                 and utcparse(heartbeat.decode()) < silent_since
                 or status == "queued"
+                and waiting is not None
                 and kind.job_id(*pair) not in waiting
             ):
                 missing.append(pair)

@@ -9,6 +9,7 @@ Time comes from Redis itself, so workers on different machines need no synchroni
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 
@@ -138,8 +139,9 @@ class ProviderLimiter:
         return int(self._cool_down(keys=[self.cooldown_key], args=[max(1, int(seconds * 1000))])) / 1000
 
     def cooling_for(self) -> float:
-        remaining = self.connection.pttl(self.cooldown_key)
+        # redis-py types its sync client's replies as "Awaitable | Any" (shared with the asyncio client).
+        remaining = cast(int, self.connection.pttl(self.cooldown_key))
         return remaining / 1000 if remaining > 0 else 0.0
 
     def in_flight(self) -> int:
-        return self.connection.zcard(self.leases_key)
+        return cast(int, self.connection.zcard(self.leases_key))

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -30,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.models import AttemptModel, Generation, Task, UrlImport
+from dashboard.models import AttemptModel, AttemptQuerySet, Generation, Task, UrlImport
 from jobs.queueing import CONTROL_QUEUE, PROCESS_QUEUE, enqueue_attempts, missing_attempts
 
 logger = logging.getLogger("pixelmill.reconciler")
@@ -132,7 +133,9 @@ def reconcile(rows: AttemptRows, now: datetime) -> dict[str, int]:
     return report
 
 
-def stranded_values(queryset, *, lost_attempt: int):
+def stranded_values(
+    queryset: AttemptQuerySet[Any], *, lost_attempt: int
+) -> Iterator[tuple[int, int, int, int, int, int]]:
     """(pk, the stranded attempt's number, attempts, deferrals, max_attempts, campaign id) of each row.
 
     A running row's stranded attempt is the one it holds; a queued row's is the next one, whose job is lost.
@@ -143,7 +146,14 @@ def stranded_values(queryset, *, lost_attempt: int):
         yield pk, attempts + lost_attempt, attempts, deferrals, max_attempts, campaign_id
 
 
-def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict, *, code: str) -> None:
+def strand(
+    rows: AttemptRows,
+    stranded: list[tuple[int, int, int, int, int, int]],
+    now: datetime,
+    report: dict[str, int],
+    *,
+    code: str,
+) -> None:
     """Count each stranded attempt; the rows with attempts left go back on the queue, at its front."""
     message = rows.worker_lost if code == "worker_lost" else rows.queue_lost
     states = rows.model.State
@@ -167,7 +177,10 @@ def strand(rows: AttemptRows, stranded: list[tuple], now: datetime, report: dict
                     outcome = {"state": states.DEAD, "finished_at": now, "next_attempt_at": None}
                 else:
                     outcome = {"state": states.QUEUED, "queued_at": now, "next_attempt_at": now}
-                current = rows.model.objects.filter(pk__in=chunk, state=state, attempts=attempts)
+                # Each concrete model declares `state`; the plugin resolves lookups on the abstract one.
+                current = rows.model.objects.filter(  # type: ignore[misc]
+                    pk__in=chunk, state=state, attempts=attempts
+                )
                 if not current.update(**common, **outcome, error_message=message):
                     continue
                 changed = list(

@@ -57,6 +57,7 @@ class StepCache:
         row = StepResult.objects.filter(key=key).first()
         if row is None:
             return None
+        assert row.file.name  # a row is only saved with its file
         try:
             with default_storage.open(row.file.name, "rb") as handle:
                 return handle.read(), row

@@ -42,7 +42,8 @@ def resolve_public(host: str, port: int) -> IPAddress:
         raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
     except UnicodeError as error:
         raise PermanentError(f"the host {host!r} could not be resolved", code="url_unresolvable") from error
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    # A stream socket's address is a string; typeshed's union also covers families we never ask for.
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     allowed = allowed_networks()
     for address in addresses:
         problem = address_problem(address, allowed)

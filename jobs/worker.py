@@ -24,11 +24,13 @@ from __future__ import annotations
 import ctypes
 import platform
 import threading
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 
 
@@ -69,7 +71,7 @@ def one_malloc_arena() -> None:
 class InProcessWorker(SimpleWorker):
     """Runs each job in the thread that took it (no fork), between fresh database connections."""
 
-    def execute_job(self, job, queue) -> None:
+    def execute_job(self, job: Job, queue: Queue) -> None:
         # A long-lived process must drop connections that broke (a database restart) or grew too old,
         # as Django does around each web request.
         close_old_connections()
@@ -128,7 +130,7 @@ class PixelmillWorker(InProcessWorker):
         for thread in getattr(self, "sibling_threads", ()):
             thread.start()
 
-    def request_stop(self, signum, frame) -> None:
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_siblings()
         super().request_stop(signum, frame)
 
@@ -149,7 +151,9 @@ class ThreadWorker(InProcessWorker):
     def _install_signal_handlers(self) -> None:
         pass  # only the main thread may; it passes a stop on
 
-    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         if timeout is None:  # burst: one look, no wait
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         idle = 0
@@ -167,6 +171,6 @@ class ThreadWorker(InProcessWorker):
 
 
 class ForkingPixelmillWorker(Worker):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()

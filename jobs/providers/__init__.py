@@ -60,7 +60,7 @@ class ProviderConfig:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def path(self, operation: str) -> str:
-        paths = {**PIXELPANDA_PATHS, **(self.options.get("paths") or {})}
+        paths: dict[str, str] = {**PIXELPANDA_PATHS, **(self.options.get("paths") or {})}
         return paths[operation]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -42,8 +43,9 @@ def provider_reason(response: httpx.Response) -> str:
             if title:
                 return str(title)
         for key in ("detail", "message", "error"):
-            if isinstance(body.get(key), str) and body[key]:
-                return body[key]
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
         # fal (and any FastAPI service) lists validation errors: [{"loc": ["body", "seed"], "msg": …}].
         details = body.get("detail")
         if isinstance(details, list) and details and all(isinstance(item, dict) for item in details):
@@ -51,7 +53,7 @@ def provider_reason(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()
 
 
-def validation_message(item: dict) -> str:
+def validation_message(item: dict[str, Any]) -> str:
     location = item.get("loc")
     message = str(item.get("msg") or item.get("type") or "invalid")
     return f"{location[-1]}: {message}" if isinstance(location, list) and location else message

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -246,7 +246,8 @@ class FalKeyring:
             raise WebhookRejectedError("the webhook signature is not valid", status=401)
 
     def _cached(self) -> tuple[list[bytes], float]:
-        raw = self.connection.get(self.cache_key)
+        # redis-py types its sync client's replies as "Awaitable | Any" (shared with the asyncio client).
+        raw = cast(bytes | None, self.connection.get(self.cache_key))
         if not raw:
             return [], 0.0
         entry = json.loads(raw)
