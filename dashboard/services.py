@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -61,7 +62,9 @@ def process_new_sources(campaign: Campaign, source_ids: Iterable[int]) -> Proces
     return ProcessReport(created=len(created))
 
 
-def queue_tasks(campaign: Campaign, sources: QuerySet, versions: list[RecipeVersion]) -> list[int]:
+def queue_tasks(
+    campaign: Campaign, sources: QuerySet[SourceImage], versions: list[RecipeVersion]
+) -> list[int]:
     """Queued tasks for the source × version pairs that have none yet, enqueued once the transaction
     commits; their primary keys."""
     created = [
@@ -366,7 +369,7 @@ def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
     return len(rows)
 
 
-def crops_around_subject(definition: dict) -> bool:
+def crops_around_subject(definition: dict[str, Any]) -> bool:
     """Whether a recipe version's outputs depend on where the subject is: a smart_crop step or a fill output."""
     return any(step["operation"] == "smart_crop" for step in definition["steps"]) or any(
         output.get("fit") == "fill" for output in definition["outputs"]

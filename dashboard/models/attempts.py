@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from django.conf import settings
 from django.db import models
@@ -33,7 +33,10 @@ class AttemptLog:
     key: str
 
 
-class AttemptQuerySet(models.QuerySet):
+_Attempt = TypeVar("_Attempt", bound="AttemptModel")
+
+
+class AttemptQuerySet(models.QuerySet[_Attempt]):
     def running_attempt(self, pk: int, attempt: int) -> Self:
         """The row only while `attempt` is the one running: updates through it cannot clobber a newer one."""
         return self.filter(pk=pk, state=self.model.State.RUNNING, attempts=attempt)
@@ -92,12 +95,13 @@ class AttemptModel(models.Model):
     @classmethod
     def claim(cls, pk: int, attempt: int, **changes: Any) -> bool:
         """Start `attempt` if nobody has: the conditional UPDATE makes a duplicate delivery a no-op."""
-        claimed = cls.objects.filter(pk=pk, state=cls.State.QUEUED, attempts=attempt - 1).update(
+        # Each concrete model declares `state`; the plugin resolves lookups on the abstract one.
+        claimed = cls.objects.filter(pk=pk, state=cls.State.QUEUED, attempts=attempt - 1).update(  # type: ignore[misc]
             state=cls.State.RUNNING, attempts=attempt, lease_expires_at=lease_expiry(), **changes
         )
         return claimed == 1
 
-    def running_attempt(self, attempt: int) -> AttemptQuerySet:
+    def running_attempt(self, attempt: int) -> AttemptQuerySet[Any]:
         """This row, only while `attempt` is the one running."""
         return type(self).objects.running_attempt(self.pk, attempt)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
@@ -17,8 +18,11 @@ from django.utils.text import slugify
 from dashboard.models.intake import SourceImage
 from dashboard.models.outputs import Output
 from dashboard.models.providers import Provider
-from dashboard.models.recipes import RecipeUpdate, RecipeVersion
+from dashboard.models.recipes import Recipe, RecipeUpdate, RecipeVersion
 from dashboard.models.tasks import Progress, Task, TaskQuerySet
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Team(models.Model):
@@ -31,12 +35,12 @@ class Team(models.Model):
         return self.name
 
 
-class CampaignQuerySet(models.QuerySet):
+class CampaignQuerySet(models.QuerySet["Campaign"]):
     def start_run(self, at: datetime | None = None) -> int:
         """A new run of these campaigns (Process, Requeue, Generate): one webhook each, progress from `at`."""
         return self.update(run_number=F("run_number") + 1, run_started_at=at or timezone.now())
 
-    def visible_to(self, user) -> CampaignQuerySet:
+    def visible_to(self, user: User) -> CampaignQuerySet:
         if user.is_superuser:
             return self
         return self.filter(team__members=user)
@@ -55,7 +59,7 @@ class CampaignQuerySet(models.QuerySet):
         )
 
 
-def _count_per_campaign(rows: models.QuerySet) -> Coalesce:
+def _count_per_campaign(rows: models.QuerySet[Any]) -> Coalesce:
     counted = rows.filter(campaign=OuterRef("pk")).order_by().values("campaign").annotate(n=Count("pk"))
     return Coalesce(Subquery(counted.values("n")), 0)
 
@@ -72,7 +76,7 @@ class Campaign(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    recipes = models.ManyToManyField("Recipe", blank=True, related_name="campaigns")
+    recipes = models.ManyToManyField(Recipe, blank=True, related_name="campaigns")
     webhook_url = models.URLField(
         blank=True, help_text="Receives a signed JSON summary each time a run of this campaign finishes."
     )

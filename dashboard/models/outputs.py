@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.apps import apps
 from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-class OutputQuerySet(models.QuerySet):
-    def visible_to(self, user) -> OutputQuerySet:
+
+class OutputQuerySet(models.QuerySet["Output"]):
+    def visible_to(self, user: User) -> OutputQuerySet:
         # Through the model registry, not an import: campaigns.py imports this module.
         campaign = apps.get_model("dashboard", "Campaign")
         return self.filter(task__campaign__in=campaign.objects.visible_to(user))
@@ -21,7 +26,7 @@ class OutputQuerySet(models.QuerySet):
     def pending_review(self) -> OutputQuerySet:
         return self.filter(review=Output.Review.PENDING)
 
-    def record_review(self, decision: str, user) -> int:
+    def record_review(self, decision: str, user: User) -> int:
         """Approve or reject every output here (or send it back to review); returns how many."""
         if decision not in Output.Review.values:
             raise ValueError(f"unknown review decision {decision!r}")
@@ -90,7 +95,7 @@ class Output(models.Model):
     def __str__(self) -> str:
         return f"{self.name} of task {self.task_id}"
 
-    def record_review(self, decision: str, user) -> None:
+    def record_review(self, decision: str, user: User) -> None:
         Output.objects.filter(pk=self.pk).record_review(decision, user)
         self.refresh_from_db(fields=["review", "reviewed_by", "reviewed_at"])
 

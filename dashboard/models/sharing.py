@@ -14,10 +14,12 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, get_random_string
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
     from dashboard.models.campaigns import Campaign
 
 
-class ShareLinkQuerySet(models.QuerySet):
+class ShareLinkQuerySet(models.QuerySet["ShareLink"]):
     def active(self) -> ShareLinkQuerySet:
         return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
 
@@ -67,7 +69,7 @@ class ShareLink(models.Model):
         return f"Share link {self.pk} of {self.campaign}"
 
     @classmethod
-    def issue(cls, campaign: Campaign, user, *, days: int, label: str = "") -> ShareLink:
+    def issue(cls, campaign: Campaign, user: User, *, days: int, label: str = "") -> ShareLink:
         return cls.objects.create(
             campaign=campaign,
             nonce=get_random_string(32),
@@ -95,7 +97,7 @@ class ShareLink(models.Model):
     def is_active(self) -> bool:
         return not self.is_revoked and not self.is_expired
 
-    def revoke(self, user) -> bool:
+    def revoke(self, user: User) -> bool:
         """Stop the link working at once; False when it already was revoked."""
         now = timezone.now()
         revoked = ShareLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(

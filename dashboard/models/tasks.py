@@ -21,9 +21,14 @@ if TYPE_CHECKING:
     from dashboard.models.campaigns import Campaign
 
 
-class TaskQuerySet(AttemptQuerySet):
+class TaskQuerySet(AttemptQuerySet["Task"]):
     def insert_queued(
-        self, campaign: Campaign, sources: models.QuerySet, version: RecipeVersion, *, max_attempts: int
+        self,
+        campaign: Campaign,
+        sources: models.QuerySet[SourceImage],
+        version: RecipeVersion,
+        *,
+        max_attempts: int,
     ) -> list[int]:
         """Queued tasks for `sources` (SourceImage rows) on `version` that have none yet, in one
         INSERT … SELECT … RETURNING; their primary keys.
@@ -40,7 +45,13 @@ class TaskQuerySet(AttemptQuerySet):
             "created_at": now,
             "queued_at": now,
         }
-        quote = connection.ops.quote_name
+
+        def quote(name: str | None) -> str:
+            # Every name here is a table's or a concrete field's column; django-stubs types `column` as
+            # optional for the fields that have none (many-to-many).
+            assert name is not None
+            return connection.ops.quote_name(name)
+
         source_pk = f"s.{quote(SourceImage._meta.pk.column)}"
         columns, values, params = [], [], []
         for field in Task._meta.concrete_fields:
@@ -135,7 +146,9 @@ class Task(AttemptModel):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TaskQuerySet.as_manager()
+    # Managers are ClassVars to django-stubs, and as_manager()'s class has no name to annotate with
+    # (typeddjango/django-stubs#1713).
+    objects = TaskQuerySet.as_manager()  # type: ignore[misc]
 
     class Meta:
         ordering = ["pk"]
