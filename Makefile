@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum requirements-bench.txt | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.dev-installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 
 .PHONY: run test corpus contact-sheet lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e clean
 
@@ -58,9 +59,11 @@ bench-providers: $(STAMP)
 bench-e2e: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m benchmarks.end_to_end $(BENCH_E2E_ARGS)
 
-lint: $(STAMP)
+# Each check on its own line; mypy's scope and strictness are in pyproject.toml ([tool.mypy]).
+lint: $(STAMP) $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -79,5 +82,10 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	rm -f $(VENV)/.bench-installed-*
 	touch $@
 
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.dev-installed-*
+	touch $@
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache
