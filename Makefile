@@ -59,11 +59,13 @@ bench-providers: $(STAMP)
 bench-e2e: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m benchmarks.end_to_end $(BENCH_E2E_ARGS)
 
-# Each check on its own line; mypy's scope and strictness are in pyproject.toml ([tool.mypy]).
+# Each check on its own line; mypy's scope and strictness ([tool.mypy]) and the import contracts
+# ([tool.importlinter]) are in pyproject.toml.
 lint: $(STAMP) $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

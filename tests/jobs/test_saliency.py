@@ -144,12 +144,7 @@ def test_fill_outputs_keep_the_hand_marked_subject(real_photo, slug):
     # The renderer is checked to cut these windows on the originals; their variants only add decoding.
     if "variant" in real_photo["tags"]:
         return
-    try:
-        rendered = run_pipeline(source, steps, specs).outputs
-    except RuntimeError as error:
-        if "crop box is out of the image boundaries" not in str(error):
-            raise
-        pytest.xfail("the renderer's fill crash on these sizes, fixed on the resampling branch")
+    rendered = run_pipeline(source, steps, specs).outputs
     for output in rendered:
         window = source_window(processed, offset, output.spec)
         assert best_matching_shift(processed, offset, window, output) == (0, 0), output.spec.name
