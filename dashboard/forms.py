@@ -26,24 +26,6 @@ from jobs.providers.fal import ImageSizeError
 from jobs.public_addresses import address_problem, parse_networks
 
 
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    """Django's documented pattern for a field that takes several files at once."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*,.zip", "multiple": True}))
-        super().__init__(*args, **kwargs)
-
-    def clean(self, data, initial=None):
-        single = super().clean
-        if isinstance(data, (list, tuple)):
-            return [single(item, initial) for item in data]
-        return [single(data, initial)]
-
-
 class CampaignForm(forms.ModelForm):
     class Meta:
         model = Campaign
@@ -95,10 +77,6 @@ class WebhookForm(forms.ModelForm):
         if problem:
             raise forms.ValidationError(f"Webhooks go only to public addresses; this one {problem}.")
         return url
-
-
-class UploadForm(forms.Form):
-    files = MultipleFileField(label="Images or .zip archives")
 
 
 class ProcessForm(forms.Form):

@@ -7,18 +7,27 @@ import dataclasses
 import hashlib
 import io
 import stat
+import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
 from django.db import IntegrityError, transaction
 from django.db.models import Count
+from django.http import QueryDict
+from django.http.multipartparser import MultiPartParserError
+from django.utils.datastructures import MultiValueDict
+from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from dashboard.models import Campaign, Generation, SourceImage, UrlImport
 from jobs.errors import PermanentError
@@ -29,12 +38,24 @@ EXTENSIONS = {
     "JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif", "BMP": "bmp", "AVIF": "avif", "HEIF": "heic"
 }  # fmt: skip
 CHUNK = 1024 * 1024
+UPLOAD_FIELD = "files"
+# No file system allows a longer file name, so a longer one was made up by a script; Django would cut it short.
+MAX_NAME_CHARS = 255
+# Room for a name far longer than MAX_NAME_CHARS, so that it is refused on its own: Django's parser gives up on
+# the whole request when one part's headers pass 1 KB.
+MAX_PART_HEADER_BYTES = 64 * 1024
+SHOWN_NAME_CHARS = 60
+RENAME = "rename it and upload it again"
 
 
 @dataclass(frozen=True)
 class IncomingFile:
     name: str
     data: bytes
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -46,11 +67,35 @@ class Refusal:
         return f"{self.name}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """A file whose bytes the campaign already holds, under the display name it was first added with."""
+
+    name: str
+    duplicate_of: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: the same picture as {self.duplicate_of}"
+
+
 @dataclass
 class ImportReport:
     accepted: list[SourceImage] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+
+    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
+        """Every file's outcome as JSON-ready rows (at most `limit` of each kind) and the full counts."""
+        return {
+            "accepted": [{"name": s.display_name, "id": s.pk} for s in self.accepted[:limit]],
+            "duplicates": [dataclasses.asdict(d) for d in self.duplicates[:limit]],
+            "refused": [dataclasses.asdict(r) for r in self.refused[:limit]],
+            "counts": {
+                "accepted": len(self.accepted),
+                "duplicates": len(self.duplicates),
+                "refused": len(self.refused),
+            },
+        }
 
 
 def sanitize_display_name(name: str) -> str:
@@ -64,7 +109,41 @@ def sanitize_display_name(name: str) -> str:
     return name[:120]
 
 
-def read_limited(handle: BinaryIO, limit: int, name: str) -> bytes:
+def shown_name(name: str) -> str:
+    """A refused file's name as it can be shown: control characters as their visible symbols (U+2400…),
+    an over-long one cut short but keeping its extension."""
+    name = "".join(chr(0x2400 + ord(ch)) if ord(ch) < 0x20 else "␡" if ord(ch) == 0x7F else ch for ch in name)
+    name = "".join(ch if unicodedata.category(ch) != "Cc" else "\ufffd" for ch in name)
+    if len(name) <= SHOWN_NAME_CHARS + 20:
+        return name or "(no name)"
+    _, dot, suffix = name.rpartition(".")
+    suffix = f".{suffix}" if dot and len(suffix) <= 8 else ""
+    return f"{name[:SHOWN_NAME_CHARS]}…{suffix}"
+
+
+def upload_name_problem(name: str) -> str | None:
+    """Why an uploaded file's name (its last path part) cannot be used, in words for the person who sent it."""
+    if not name.strip():
+        return "has no file name; give it one and upload it again"
+    if name in {".", ".."}:
+        return f"has no usable file name; {RENAME}"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return f"its name contains control characters; {RENAME}"
+    if len(name) > MAX_NAME_CHARS:
+        return f"its name is {len(name)} characters long, longer than the {MAX_NAME_CHARS} a file name may have; {RENAME}"
+    return None
+
+
+def base_name(name: str) -> str:
+    """The last part of a path a client sent as a file name, with either kind of slash."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_limited(handle: Readable, limit: int, name: str) -> bytes:
     """Read at most `limit` bytes, refusing (instead of truncating) anything larger."""
     chunks = []
     size = 0
@@ -78,11 +157,149 @@ def read_limited(handle: BinaryIO, limit: int, name: str) -> bytes:
     return b"".join(chunks)
 
 
-def iter_uploaded(files: Iterable, refused: list[Refusal]) -> Iterator[IncomingFile]:
+def header_text(value: str | None) -> tuple[str, bool]:
+    """A part header's value (read as Latin-1, so every byte survives) as the UTF-8 text a browser sends, and
+    whether it was UTF-8 at all."""
+    raw = (value or "").encode("latin-1")
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), False
+
+
+@dataclass
+class UploadPart:
+    """One part of a multipart body being read: a form field, a file, or a file part that is refused."""
+
+    segment: MultipartSegment
+    field_name: str
+    kind: str  # "field", "file", "refused" or "skipped"
+    name: str = ""
+    problem: str = ""
+    text: list[bytes] = field(default_factory=list)
+    file: Any = None
+
+
+class UploadReader(FileUploadHandler):
+    """Reads an upload's multipart body in place of Django's parser, which silently skips a file named "", "."
+    or "..", or whose name is not UTF-8, and answers the whole request 400 when one name passes 1 KB. Here each
+    such file is one refused row (`refused`) and the rest of the upload goes on. Django's limits on files,
+    fields and field bytes still apply. Install it before anything reads request.POST."""
+
+    def __init__(self, request: Any = None) -> None:
+        super().__init__(request)
+        self.refused: list[Refusal] = []
+
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: Any,
+        content_length: int,
+        boundary: bytes | str,
+        encoding: str | None = None,
+    ) -> tuple[QueryDict, MultiValueDict[str, UploadedFile[bytes]]]:
+        self.encoding = encoding or settings.DEFAULT_CHARSET
+        self.post = QueryDict(mutable=True, encoding=self.encoding)
+        self.files: MultiValueDict[str, UploadedFile[bytes]] = MultiValueDict()
+        self.field_bytes = self.field_count = self.file_count = 0
+        parser = PushMultipartParser(
+            boundary, content_length, max_header_size=MAX_PART_HEADER_BYTES, header_charset="latin-1"
+        )
+        part: UploadPart | None = None
+        try:
+            for event in parser.parse_blocking(input_data.read, 64 * 1024):
+                if isinstance(event, MultipartSegment):
+                    part = self.start_part(event)
+                elif part is None:
+                    continue
+                elif event is None:
+                    self.finish_part(part)
+                else:
+                    self.add_to_part(part, event)
+        except MultipartError as error:
+            self.close_files(part)
+            raise MultiPartParserError(str(error)) from error
+        except BaseException:
+            self.close_files(part)
+            raise
+        return self.post, self.files
+
+    def start_part(self, segment: MultipartSegment) -> UploadPart:
+        field_name, _ = header_text(segment.name)
+        if segment.filename is None and field_name != UPLOAD_FIELD:
+            self.field_count += 1
+            limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+            if limit is not None and self.field_count > limit:
+                raise TooManyFieldsSent(f"The upload sent more than {limit} form fields.")
+            return UploadPart(segment, field_name, "field")
+        self.file_count += 1
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        if limit is not None and self.file_count > limit:
+            raise TooManyFilesSent(f"The upload sent more than {limit} files.")
+        if field_name != UPLOAD_FIELD:
+            return UploadPart(segment, field_name, "skipped")
+        name, readable = header_text(segment.filename)
+        name = base_name(name)
+        if not readable:
+            problem = f"its name is not readable text (not UTF-8); {RENAME}"
+        else:
+            problem = upload_name_problem(name) or ""
+        if problem:
+            return UploadPart(segment, field_name, "refused", name=name, problem=problem)
+        # Closed with the request, as Django closes every uploaded file, or by close_files on an error.
+        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, dir=settings.FILE_UPLOAD_TEMP_DIR
+        )
+        return UploadPart(segment, field_name, "file", name=name, file=spool)
+
+    def add_to_part(self, part: UploadPart, chunk: bytes) -> None:
+        if part.kind == "field":
+            self.field_bytes += len(chunk)
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            if limit is not None and self.field_bytes > limit:
+                raise RequestDataTooBig("The upload's form fields hold more text than a form may send.")
+            part.text.append(chunk)
+        elif part.kind == "file":
+            part.file.write(chunk)
+
+    def finish_part(self, part: UploadPart) -> None:
+        segment = part.segment
+        if part.kind == "field":
+            self.post.appendlist(part.field_name, b"".join(part.text).decode(self.encoding, "replace"))
+        elif part.kind == "file":
+            part.file.seek(0)
+            upload = UploadedFile(part.file, part.name, segment.content_type, segment.size, segment.charset)
+            self.files.appendlist(UPLOAD_FIELD, upload)
+        elif part.kind == "refused" and (part.name or segment.size):
+            # A nameless part with no bytes is how a browser sends a file input left empty: nothing was chosen.
+            self.refused.append(Refusal(shown_name(part.name), part.problem))
+
+    def close_files(self, part: UploadPart | None) -> None:
+        if part is not None and part.file is not None:
+            part.file.close()
+        for _, uploads in self.files.lists():
+            for upload in uploads:
+                upload.close()
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        return raw_data  # never called: handle_raw_input reads the whole body
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
+def iter_uploaded(files: Iterable[Any], refused: list[Refusal]) -> Iterator[IncomingFile]:
     """Expand uploaded files (Django UploadedFile objects); zip archives are read member by member."""
     limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
     for upload in files:
-        name = sanitize_display_name(upload.name or "upload")
+        raw_name = base_name(upload.name or "")
+        if problem := upload_name_problem(raw_name):
+            refused.append(Refusal(shown_name(raw_name), problem))
+            continue
+        name = sanitize_display_name(raw_name)
+        if upload.size == 0:
+            refused.append(Refusal(name, "is empty (0 bytes)"))
+            continue
         if Path(name).suffix.lower() in ARCHIVE_SUFFIXES:
             yield from iter_zip(upload, name, refused)
             continue
@@ -170,7 +387,7 @@ def store_source(
     campaign: Campaign, incoming: IncomingFile, origin: str, *, generation: Generation | None = None
 ) -> SourceImage | None:
     """Validate and store one file; None when the campaign already holds these bytes."""
-    sha256 = hashlib.sha256(incoming.data).hexdigest()
+    sha256 = incoming.sha256
     if SourceImage.objects.filter(campaign=campaign, sha256=sha256).exists():
         return None
     info, thumbnail_bytes = probe_with_thumbnail(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
@@ -208,16 +425,20 @@ def import_images(campaign: Campaign, files: Iterable[IncomingFile], origin: str
             report.refused.append(Refusal(incoming.name, error.message))
             continue
         if source is None:
-            report.duplicates.append(incoming.name)
+            first = campaign.sources.filter(sha256=incoming.sha256).values_list("display_name", flat=True)
+            report.duplicates.append(
+                Duplicate(incoming.name, duplicate_of=first.first() or "an earlier image")
+            )
         else:
             report.accepted.append(source)
     return report
 
 
-def import_uploads(campaign: Campaign, files: Iterable) -> ImportReport:
-    refused: list[Refusal] = []
-    report = import_images(campaign, iter_uploaded(files, refused), SourceImage.Origin.UPLOAD)
-    report.refused = refused + report.refused
+def import_uploads(campaign: Campaign, files: Iterable[Any], refused: Iterable[Refusal] = ()) -> ImportReport:
+    """Import uploaded files; `refused` are the parts refused while the request was read (UploadReader)."""
+    refusals = list(refused)
+    report = import_images(campaign, iter_uploaded(files, refusals), SourceImage.Origin.UPLOAD)
+    report.refused = refusals + report.refused
     return report
 
 

@@ -5,32 +5,37 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+
+from dashboard.views.errors import error_response
 
 
 class RequestSizeLimitMiddleware:
     """Answer 413 to a request whose declared body is over PIXELMILL_MAX_REQUEST_BYTES, before the CSRF
-    check or the upload handlers read (and spool to disk) any of it."""
+    check or the upload handlers read (and spool to disk) any of it; and 411 to a body sent in chunks
+    without a length, which Django reads as empty."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        declared_length = request.META.get("CONTENT_LENGTH")
         try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            declared = int(declared_length or 0)
         except ValueError:
             declared = 0
+        if not declared_length and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            message = (
+                "That request was sent in chunks without a Content-Length, and its body cannot be read that "
+                "way, so nothing was saved. Send it with a Content-Length (browsers always do)."
+            )
+            return error_response(request, 411, "Length required", message)
         limit = settings.PIXELMILL_MAX_REQUEST_BYTES
         if declared > limit:
             message = (
                 f"That upload is {filesizeformat(declared)}; one upload may carry at most "
                 f"{filesizeformat(limit)}. Send it in batches, or as several .zip archives."
             )
-            if request.headers.get("Accept") == "application/json":
-                return JsonResponse({"error": message}, status=413)
-            return render(
-                request, "dashboard/error.html", {"title": "Upload too large", "message": message}, status=413
-            )
+            return error_response(request, 413, "Upload too large", message)
         return self.get_response(request)

@@ -58,6 +58,8 @@ def read_secret_key() -> str:
 SECRET_KEY = read_secret_key()
 ALLOWED_HOSTS = env_list("PIXELMILL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("PIXELMILL_CSRF_TRUSTED_ORIGINS", "")
+# The upload script asks for JSON: a stale token is answered in JSON it can show, not an HTML page.
+CSRF_FAILURE_VIEW = "dashboard.views.errors.csrf_failure"
 
 # Behind HTTPS (production): secure cookies, HSTS and redirects. `manage.py check --deploy` is clean with it.
 SECURE = env.bool("PIXELMILL_SECURE", False)

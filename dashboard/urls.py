@@ -34,6 +34,11 @@ urlpatterns = [
     path("", campaigns.campaign_list, name="campaign-list"),
     path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign-detail"),
     path("campaigns/<int:pk>/upload/", intake.campaign_upload, name="campaign-upload"),
+    path(
+        "campaigns/<int:pk>/upload/results/dismiss/",
+        intake.campaign_upload_results_dismiss,
+        name="campaign-upload-results-dismiss",
+    ),
     path("campaigns/<int:pk>/import-urls/", intake.campaign_import_urls, name="campaign-import-urls"),
     path(
         "campaigns/<int:pk>/import-urls/retry/",

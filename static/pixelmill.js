@@ -23,17 +23,40 @@
   });
   form.addEventListener("submit", (event) => { event.preventDefault(); send(); });
 
+  // A problem with the whole upload (too large, out-of-date page, broken connection) is shown beside the form.
+  const problem = document.createElement("p");
+  problem.className = "upload-problem error-text";
+  problem.setAttribute("role", "alert");
+  problem.hidden = true;
+  form.append(problem);
+  function fail(message) {
+    bar.hidden = true;
+    problem.textContent = message;
+    problem.hidden = false;
+  }
+
   function send() {
     if (!input.files.length) { input.click(); return; }
     const request = new XMLHttpRequest();
     request.open("POST", form.action);
     request.setRequestHeader("Accept", "application/json");
+    problem.hidden = true;
     bar.hidden = false;
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) bar.firstElementChild.style.width = `${(100 * event.loaded) / event.total}%`;
     });
-    // Messages for accepted and refused files are rendered by the page after the reload.
-    request.addEventListener("loadend", () => window.location.reload());
+    request.addEventListener("load", () => {
+      let answer = null;
+      try { answer = JSON.parse(request.responseText); } catch (error) { answer = null; }
+      // Every file's result is kept by the server and shown by the page until dismissed; the reload also
+      // brings the new images into the gallery.
+      if (answer && answer.counts) { window.location.reload(); return; }
+      if (answer && answer.error) { fail(answer.error); return; }
+      if (request.responseURL.includes("/login/")) { fail("You were logged out. Log in again, then upload."); return; }
+      fail(`The upload failed (HTTP ${request.status} ${request.statusText}). Reload the page to see what arrived, then try again.`);
+    });
+    request.addEventListener("error", () =>
+      fail("The connection broke before the server answered. Reload the page to see what arrived, then try again."));
     request.send(new FormData(form));
   }
 })();

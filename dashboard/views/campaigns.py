@@ -19,7 +19,7 @@ from dashboard.intake import UrlImportCounts
 from dashboard.models import Campaign, Output, Provider, Recipe, Task, UrlImport
 from dashboard.prompts import GenerationCounts
 from dashboard.views.estimates import estimate_context
-from dashboard.views.intake import REFUSALS_SHOWN
+from dashboard.views.intake import REFUSALS_SHOWN, remembered_upload
 from jobs.providers.fal import IMAGE_SIZE_PRESETS
 
 GALLERY_PAGE_SIZE = 24
@@ -87,6 +87,7 @@ def render_campaign(
             "failure_causes": Task.objects.for_campaign(campaign).failed().causes(),
             "rule_breaking_outputs": outputs["breaking_rules"],
             **generation_context(request, campaign, generate_form),
+            "upload_results": remembered_upload(request, campaign),
             "url_imports": UrlImportCounts.for_campaign(campaign),
             "refused_urls": campaign.url_imports.filter(
                 state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]

@@ -2,40 +2,111 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django.contrib import messages
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect
 from django.template.defaultfilters import pluralize
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
-from dashboard.forms import UploadForm
-from dashboard.intake import ImportReport, import_uploads, parse_url_list
+from dashboard.intake import UPLOAD_FIELD, ImportReport, Refusal, UploadReader, import_uploads, parse_url_list
+from dashboard.models import Campaign
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
+from dashboard.views.errors import request_error, wants_json
 
 REFUSALS_SHOWN = 50
+# The session keeps each campaign's last upload results until dismissed: this many rows of each kind (the
+# counts stay exact), for the campaigns uploaded to most recently.
+UPLOAD_RESULTS = "upload-results"
+UPLOAD_RESULT_ROWS = 200
+UPLOAD_RESULT_CAMPAIGNS = 10
+NO_FILES = "Choose at least one image or .zip archive to upload (no file arrived in the “files” field)."
 
 
+@csrf_exempt
 @require_POST
 def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    """Read the upload with UploadReader, so that no file is lost to a bad name, then check the CSRF token:
+    the check reads the body, so it runs after the reader is installed (Django's documented pattern)."""
     campaign = visible_campaign(request, pk)
-    form = UploadForm(request.POST, request.FILES)
-    if not form.is_valid():
-        messages.error(request, "Choose at least one image or .zip archive to upload.")
+    reader = UploadReader(request)
+    request.upload_handlers = [reader]
+    try:
+        files = request.FILES.getlist(UPLOAD_FIELD)
+    except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as error:
+        return request_error(request, error)
+    return receive_upload(request, campaign, files, reader.refused)
+
+
+@csrf_protect
+def receive_upload(
+    request: HttpRequest, campaign: Campaign, files: list[Any], refused: list[Refusal]
+) -> HttpResponse:
+    """Each file accepted, skipped as a duplicate or refused; the page shows the results until dismissed."""
+    json_client = wants_json(request) or bool(request.headers.get("HX-Request"))
+    if not files and not refused:
+        if json_client:
+            return JsonResponse({"error": NO_FILES}, status=400)
+        messages.error(request, NO_FILES)
         return redirect(campaign)
-    report = import_uploads(campaign, form.cleaned_data["files"])
-    report_import(request, report)
-    if request.headers.get("HX-Request") or request.headers.get("Accept") == "application/json":
+    report = import_uploads(campaign, files, refused)
+    remember_upload(request, campaign, report)
+    if json_client:
         return JsonResponse(
-            {
-                "accepted": len(report.accepted),
-                "duplicates": report.duplicates,
-                "refused": [{"name": r.name, "reason": r.reason} for r in report.refused],
-            },
+            {**report.as_dict(), "message": " ".join(summarize_upload(report))},
             status=200 if report.accepted or not report.refused else 422,
         )
     return redirect(campaign)
+
+
+@require_POST
+def campaign_upload_results_dismiss(request: HttpRequest, pk: int) -> HttpResponse:
+    """Hide the last upload's results from the campaign page."""
+    campaign = visible_campaign(request, pk)
+    stored = request.session.get(UPLOAD_RESULTS, {})
+    if stored.pop(str(campaign.pk), None) is not None:
+        request.session[UPLOAD_RESULTS] = stored
+    return redirect(campaign)
+
+
+def remember_upload(request: HttpRequest, campaign: Campaign, report: ImportReport) -> None:
+    """Keep the results on the session: they survive reloads until dismissed, and replace the last ones."""
+    stored = request.session.get(UPLOAD_RESULTS, {})
+    stored.pop(str(campaign.pk), None)
+    stored[str(campaign.pk)] = {**report.as_dict(limit=UPLOAD_RESULT_ROWS), "at": timezone.now().isoformat()}
+    request.session[UPLOAD_RESULTS] = dict(list(stored.items())[-UPLOAD_RESULT_CAMPAIGNS:])
+
+
+def remembered_upload(request: HttpRequest, campaign: Campaign) -> dict[str, Any] | None:
+    """The campaign's last upload results for the page, with how many rows of each kind were not kept."""
+    results = request.session.get(UPLOAD_RESULTS, {}).get(str(campaign.pk))
+    if results is None:
+        return None
+    hidden = {kind: count - len(results[kind]) for kind, count in results["counts"].items()}
+    return {**results, "at": datetime.fromisoformat(results["at"]), "hidden": hidden}
+
+
+def summarize_upload(report: ImportReport) -> list[str]:
+    """The upload's results in sentences, for a JSON client that shows a message."""
+    lines = [f"Added {len(report.accepted)} image(s)."]
+    if report.duplicates:
+        lines.append(
+            f"{len(report.duplicates)} already in this campaign, skipped: "
+            + "; ".join(str(d) for d in report.duplicates[:REFUSALS_SHOWN])
+            + "."
+        )
+    lines += [f"Refused {r.name}: {r.reason.rstrip('.')}." for r in report.refused[:REFUSALS_SHOWN]]
+    if len(report.refused) > REFUSALS_SHOWN:
+        lines.append(f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")
+    return lines
 
 
 @require_POST
@@ -83,15 +154,3 @@ class UrlImportsRequeue(ConfirmThenActView):
         count = services.requeue_url_imports(self.refused)
         messages.success(self.request, f"Trying {count} URL{pluralize(count)} again.")
         return redirect(self.campaign)
-
-
-def report_import(request: HttpRequest, report: ImportReport) -> None:
-    """One message for what came in, one per refused file naming it and the reason."""
-    if report.accepted:
-        messages.success(request, f"Added {len(report.accepted)} image(s).")
-    if report.duplicates:
-        messages.info(request, f"{len(report.duplicates)} already in this campaign, skipped.")
-    for refusal in report.refused[:REFUSALS_SHOWN]:
-        messages.error(request, f"Refused {refusal.name}: {refusal.reason.rstrip('.')}.")
-    if len(report.refused) > REFUSALS_SHOWN:
-        messages.error(request, f"…and {len(report.refused) - REFUSALS_SHOWN} more refused files.")

@@ -49,11 +49,14 @@ CORPUS = [
     ),
     ("phone.heic", heic(images.photo(160, 120, seed=4)), None),
     ("../../../etc/cron.d/evil.jpg", images.jpeg(images.photo(160, 120, seed=5)), None),
-    ("nul\x00byte.jpg", images.jpeg(images.photo(160, 120, seed=6)), None),
+    ("nul\x00byte.jpg", images.jpeg(images.photo(160, 120, seed=6)), "control characters"),
     ("bidi\u202eGPJ.exe.jpg", images.jpeg(images.photo(160, 120, seed=7)), None),
-    ("ctrl\x1b[31mred\x07.jpg", images.jpeg(images.photo(160, 120, seed=8)), None),
-    ("名" * 300 + ".jpg", images.jpeg(images.photo(160, 120, seed=9)), None),
+    ("ctrl\x1b[31mred\x07.jpg", images.jpeg(images.photo(160, 120, seed=8)), "control characters"),
+    ("名" * 200 + ".jpg", images.jpeg(images.photo(160, 120, seed=9)), None),
 ]
+# How a refused name is shown: control characters as their visible symbols. (A name over 255 characters never
+# gets this far: Django's UploadedFile cuts it short, so the request reader refuses it; see test_intake.)
+SHOWN = {"nul\x00byte.jpg": "nul␀byte.jpg", "ctrl\x1b[31mred\x07.jpg": "ctrl␛[31mred␇.jpg"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -63,8 +66,9 @@ def test_each_hostile_input_is_refused_with_its_reason_or_processed(campaign, re
     for name, _, reason in CORPUS:
         if reason is None:
             continue
-        assert name in refused, f"{name} should be refused"
-        assert reason in refused[name], (name, refused[name])
+        shown = SHOWN.get(name, name)
+        assert shown in refused, f"{name} should be refused"
+        assert reason in refused[shown], (name, refused[shown])
     accepted = sorted(source.display_name for source in report.accepted)
     assert len(accepted) == sum(1 for *_, reason in CORPUS if reason is None)
     for source in report.accepted:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
-from dashboard.intake import import_uploads, sanitize_display_name
-from tests.factories import upload, zip_bytes
+from dashboard.intake import Duplicate, import_uploads, sanitize_display_name
+from tests.factories import multipart_body, upload, zip_bytes
 from tests.jobs.images import jpeg, photo, png, truncated
 
 
@@ -42,7 +43,7 @@ def test_upload_accepts_images_refuses_corrupt_ones_and_skips_duplicates(campaig
         ],
     )
     assert [s.display_name for s in report.accepted] == ["a.jpg", "b.png"]
-    assert report.duplicates == ["again.jpg"]
+    assert report.duplicates == [Duplicate("again.jpg", duplicate_of="a.jpg")]
     refused = {r.name: r.reason for r in report.refused}
     assert set(refused) == {"broken.jpg", "notes.jpg"}
     assert all(reason for reason in refused.values())
@@ -130,3 +131,152 @@ def test_zip_caps_on_member_count_and_total_size(campaign, settings):
     report = import_uploads(campaign, [upload("big.zip", archive)])
     assert "total size limit" in report.refused[-1].reason
     assert len(report.accepted) < 5
+
+
+def test_a_name_with_control_characters_is_refused_by_name(campaign):
+    report = import_uploads(
+        campaign,
+        [
+            upload("fine.jpg", jpeg(photo(40, 30, seed=1))),
+            upload("bell\x07.jpg", jpeg(photo(40, 30, seed=2))),
+        ],
+    )
+    assert [s.display_name for s in report.accepted] == ["fine.jpg"]
+    [refusal] = report.refused
+    assert refusal.name == "bell␇.jpg"  # shown with the control character's visible symbol
+    assert "control characters" in refusal.reason
+
+
+# Through the upload page's endpoint, as the page's script sends it (JSON back) or as a script would.
+
+
+def post_upload(client, campaign, files=None, *, parts=None, **headers):
+    """POST to the upload endpoint asking for JSON: Django's test client encoding of `files`, or `parts`
+    written byte for byte (tests.factories.multipart_body)."""
+    url = reverse("campaign-upload", args=[campaign.pk])
+    headers = {"accept": "application/json", **headers}
+    if parts is None:
+        return client.post(url, {"files": files}, headers=headers)
+    body, content_type = multipart_body(parts)
+    return client.post(url, body, content_type=content_type, headers=headers)
+
+
+def refused_rows(response) -> dict[str, str]:
+    return {row["name"]: row["reason"] for row in response.json()["refused"]}
+
+
+def test_one_empty_file_among_nineteen_is_refused_by_name_and_the_other_eighteen_are_imported(
+    marketer_client, campaign
+):
+    files = [upload(f"photo-{n:02}.jpg", jpeg(photo(48, 32, seed=n))) for n in range(18)]
+    files.insert(7, upload("empty.jpg", b""))
+    response = post_upload(marketer_client, campaign, files)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    result = response.json()
+    assert sorted(row["name"] for row in result["accepted"]) == [f"photo-{n:02}.jpg" for n in range(18)]
+    assert refused_rows(response) == {"empty.jpg": "is empty (0 bytes)"}
+    assert campaign.sources.count() == 18
+
+
+def test_an_upload_without_a_files_field_gets_a_clear_error(marketer_client, campaign):
+    response = post_upload(marketer_client, campaign, parts=[("note", None, b"hello")])
+    assert response.status_code == 400
+    assert "Choose at least one image" in response.json()["error"]
+    # The form without the page's script: the same message on the page it comes back to.
+    url = reverse("campaign-upload", args=[campaign.pk])
+    page = marketer_client.post(url, {"note": "hello"}, follow=True).content.decode()
+    assert "Choose at least one image" in page
+
+
+def test_an_unnamed_empty_part_is_a_form_with_no_file_chosen_not_a_refusal(marketer_client, campaign):
+    """Browsers send a file field left empty as a part with no name and no bytes."""
+    response = post_upload(marketer_client, campaign, parts=[("files", "", b"")])
+    assert response.status_code == 400 and "Choose at least one image" in response.json()["error"]
+    response = post_upload(
+        marketer_client, campaign, parts=[("files", "a.jpg", jpeg(photo(40, 30, seed=1))), ("files", "", b"")]
+    )
+    assert [row["name"] for row in response.json()["accepted"]] == ["a.jpg"]
+    assert response.json()["refused"] == []
+
+
+def test_each_file_with_no_usable_name_is_one_refused_row_and_the_rest_is_imported(marketer_client, campaign):
+    picture = [jpeg(photo(40, 30, seed=n)) for n in range(8)]
+    response = post_upload(
+        marketer_client,
+        campaign,
+        parts=[
+            ("csrfmiddlewaretoken", None, b"ignored-by-the-test-client"),
+            ("files", "first.jpg", picture[0]),
+            ("files", "", picture[1]),
+            ("files", ".", picture[2]),
+            ("files", "..", picture[3]),
+            ("files", b"caf\xe9-latin1.jpg", picture[4]),  # Latin-1, not UTF-8
+            ("files", "tab\there.jpg", picture[5]),
+            ("files", "x" * 1500 + ".jpg", picture[6]),  # Django's parser answered the whole request 400
+            ("files", "last.jpg", picture[7]),
+        ],
+    )
+    assert response.status_code == 200
+    assert [row["name"] for row in response.json()["accepted"]] == ["first.jpg", "last.jpg"]
+    refused = refused_rows(response)
+    assert len(refused) == 6
+    assert "has no file name" in refused["(no name)"]
+    assert "no usable file name" in refused["."] and "no usable file name" in refused[".."]
+    assert "not readable text" in refused["caf\ufffd-latin1.jpg"]
+    assert "control characters" in refused["tab␉here.jpg"]
+    [long_name] = [name for name in refused if name.startswith("xxxx")]
+    assert len(long_name) < 100 and long_name.endswith("….jpg")
+    assert "1504 characters" in refused[long_name] and "255" in refused[long_name]
+    assert campaign.sources.count() == 2
+
+
+def test_a_name_over_1_kb_alone_is_a_refused_row_in_json(marketer_client, campaign):
+    response = post_upload(marketer_client, campaign, parts=[("files", "名" * 700 + ".jpg", b"\xff\xd8")])
+    assert response.status_code == 422
+    assert response["Content-Type"] == "application/json"
+    [(name, reason)] = refused_rows(response).items()
+    assert name.startswith("名名名") and "704 characters" in reason
+
+
+def test_a_chunked_upload_without_a_length_gets_a_clear_error_not_an_empty_form(marketer_client, campaign):
+    body, content_type = multipart_body([("files", "a.jpg", jpeg(photo(40, 30, seed=1)))])
+    response = marketer_client.generic(
+        "POST",
+        reverse("campaign-upload", args=[campaign.pk]),
+        body,
+        content_type=content_type,
+        headers={"accept": "application/json", "transfer-encoding": "chunked"},
+        CONTENT_LENGTH="",
+    )
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["error"]
+    assert campaign.sources.count() == 0
+
+
+def test_duplicates_name_the_image_already_in_the_campaign(marketer_client, campaign):
+    shoe = jpeg(photo(40, 30, seed=1))
+    post_upload(marketer_client, campaign, [upload("shoe.jpg", shoe)])
+    bag = jpeg(photo(40, 30, seed=2))
+    response = post_upload(
+        marketer_client,
+        campaign,
+        [upload("shoe-copy.jpg", shoe), upload("bag.jpg", bag), upload("bag-again.jpg", bag)],
+    )
+    assert response.json()["duplicates"] == [
+        {"name": "shoe-copy.jpg", "duplicate_of": "shoe.jpg"},
+        {"name": "bag-again.jpg", "duplicate_of": "bag.jpg"},
+    ]
+    assert [row["name"] for row in response.json()["accepted"]] == ["bag.jpg"]
+
+
+def test_files_over_the_in_memory_size_are_spooled_to_disk_and_imported_whole(
+    marketer_client, campaign, settings
+):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    data = png(photo(120, 90, seed=3))
+    assert len(data) > 10 * settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    response = post_upload(marketer_client, campaign, parts=[("files", "big.png", data)])
+    assert [row["name"] for row in response.json()["accepted"]] == ["big.png"]
+    source = campaign.sources.get()
+    assert source.byte_size == len(data) and source.file.read() == data

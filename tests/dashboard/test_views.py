@@ -14,8 +14,8 @@ from PIL import Image
 
 from dashboard.models import Campaign, Task, Team
 from tests.conftest import run_burst_worker
-from tests.dashboard.pages import find_all, visible_text
-from tests.factories import make_task, upload, zip_bytes
+from tests.dashboard.pages import find_all, text_of, visible_text
+from tests.factories import make_task, multipart_body, upload, zip_bytes
 from tests.jobs.images import jpeg, photo, product_on_white, truncated
 
 
@@ -68,9 +68,9 @@ def test_upload_reports_refused_files_by_name_and_reason(marketer_client, campai
         },
         follow=True,
     )
-    text = response.content.decode()
-    assert "Added 2 image(s)" in text
-    assert "Refused bad.jpg:" in text
+    results = text_of(response.content.decode(), "upload-results")
+    assert "Added 2 image(s)." in results
+    assert "bad.jpg" in results and "truncated or corrupt" in results
     assert campaign.sources.count() == 2
 
 
@@ -82,6 +82,7 @@ def test_upload_answers_json_for_the_drag_and_drop_script(marketer_client, campa
     )
     assert response.status_code == 422
     assert response.json()["refused"][0]["name"] == "bad.png"
+    assert "not an image" in response.json()["message"]
 
 
 def test_process_creates_one_task_per_image_and_recipe_and_enqueues_after_commit(
@@ -342,3 +343,111 @@ def test_a_group_can_be_requeued_with_another_provider_for_its_failing_step(
     task.refresh_from_db()
     assert task.state == "queued" and task.provider_overrides == {"remove_background": "photoroom"}
     assert [type(step).__name__ for step in task.build_steps()] == ["RemoteStep", "Canvas"]
+
+
+def test_the_last_uploads_results_stay_on_the_campaign_page_until_dismissed(marketer_client, campaign):
+    shoe = jpeg(photo(80, 60, seed=1))
+    marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]), {"files": [upload("shoe.jpg", shoe)]}
+    )
+    marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]),
+        {"files": [upload("bag.jpg", jpeg(photo(80, 60, seed=2))), upload("shoe-2.jpg", shoe),
+                   upload("notes.jpg", b"not a picture")]},
+    )  # fmt: skip
+    for _ in range(2):  # a reload does not lose them
+        page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+        results = text_of(page, "upload-results")
+        assert "Added 1 image(s). 1 already in this campaign, skipped. 1 refused." in results
+        assert [row.text for row in find_all(page, "li", class_="accepted-file")] == [
+            "bag.jpg"
+        ]  # the last upload's
+        assert [row.text for row in find_all(page, "li", class_="duplicate-file")] == [
+            "shoe-2.jpg same picture as shoe.jpg"
+        ]
+        [refused] = find_all(page, "li", class_="refused-file")
+        assert refused.text.startswith("notes.jpg ") and "not an image" in refused.text
+    response = marketer_client.post(reverse("campaign-upload-results-dismiss", args=[campaign.pk]))
+    assert response.url == campaign.get_absolute_url()
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert not find_all(page, id="upload-results")
+
+
+def test_upload_results_are_kept_per_campaign(marketer_client, campaign, team):
+    other = Campaign.objects.create(name="Other", team=team, created_by=campaign.created_by)
+    marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]), {"files": [upload("a.jpg", jpeg(photo(40, 30)))]}
+    )
+    assert find_all(marketer_client.get(campaign.get_absolute_url()).content.decode(), id="upload-results")
+    assert not find_all(marketer_client.get(other.get_absolute_url()).content.decode(), id="upload-results")
+
+
+def json_upload(client, campaign, parts):
+    body, content_type = multipart_body(parts)
+    return client.post(
+        reverse("campaign-upload", args=[campaign.pk]), body, content_type=content_type,
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+
+
+def test_json_clients_get_json_for_requests_refused_before_the_view(marketer_client, campaign, settings):
+    picture = jpeg(photo(40, 30, seed=1))
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    response = json_upload(marketer_client, campaign, [("files", f"{n}.jpg", picture) for n in range(3)])
+    assert (response.status_code, response["Content-Type"]) == (413, "application/json")
+    assert "at most 2 files" in response.json()["error"]
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 2
+    response = json_upload(marketer_client, campaign, [(f"f{n}", None, b"x") for n in range(4)])
+    assert (response.status_code, response["Content-Type"]) == (400, "application/json")
+    assert "fields" in response.json()["error"]
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = json_upload(
+        marketer_client, campaign, [("note", None, b"x" * 500), ("files", "a.jpg", picture)]
+    )
+    assert (response.status_code, response["Content-Type"]) == (413, "application/json")
+    assert response.json()["error"]
+
+    body, content_type = multipart_body([("files", "a.jpg", picture)])
+    response = marketer_client.post(
+        reverse("campaign-upload", args=[campaign.pk]), body[:-200], content_type=content_type,
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+    assert (response.status_code, response["Content-Type"]) == (400, "application/json")
+    assert "could not be read" in response.json()["error"]
+    assert campaign.sources.count() == 0
+
+
+def test_json_clients_get_json_when_djangos_parser_refuses_a_request_elsewhere(marketer_client, campaign):
+    """A name over 1 KB makes Django's own multipart parser give up on the whole request (any page but the
+    upload, which reads its files itself): a JSON client still gets JSON saying so."""
+    body, content_type = multipart_body([("urls", "x" * 1500 + ".csv", b"https://example.com/a.jpg")])
+    response = marketer_client.post(
+        reverse("campaign-import-urls", args=[campaign.pk]), body, content_type=content_type,
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+    assert (response.status_code, response["Content-Type"]) == (400, "application/json")
+    assert response.json()["error"]
+    html = marketer_client.post(
+        reverse("campaign-import-urls", args=[campaign.pk]), body, content_type=content_type
+    )
+    assert html.status_code == 400 and html["Content-Type"].startswith("text/html")
+
+
+def test_a_stale_csrf_token_answers_json_to_the_upload_script(marketer, campaign):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(marketer)
+    response = json_upload(client, campaign, [("files", "a.jpg", jpeg(photo(40, 30, seed=1)))])
+    assert (response.status_code, response["Content-Type"]) == (403, "application/json")
+    assert "reload the page" in response.json()["error"]
+    assert client.post(reverse("campaign-upload", args=[campaign.pk])).status_code == 403
+    dismiss = reverse("campaign-upload-results-dismiss", args=[campaign.pk])
+    assert client.get(dismiss).status_code == 405 and client.post(dismiss).status_code == 403
+
+
+def test_a_request_over_the_size_limit_answers_json_to_a_json_client(marketer_client, campaign, settings):
+    settings.PIXELMILL_MAX_REQUEST_BYTES = 10_000
+    response = json_upload(marketer_client, campaign, [("files", "big.jpg", b"\0" * 20_000)])
+    assert (response.status_code, response["Content-Type"]) == (413, "application/json")
+    assert "may carry at most" in response.json()["error"]
