@@ -1,6 +1,7 @@
 """In Chromium: an admin previews an unsaved recipe; a marketer compares outputs with their sources, approves
 and rejects them, downloads and shares the approved ones; a campaign re-runs on a new recipe version and the
-two versions are compared. With PIXELMILL_SCREENSHOTS=1 these runs refresh the README tour's pictures."""
+two versions are compared, the re-run joining the run still going. With PIXELMILL_SCREENSHOTS=1 these runs
+refresh the README tour's pictures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from dashboard.models import Output, Recipe, ShareLink
 from tests.conftest import run_burst_worker
-from tests.dashboard.conftest import screenshot
+from tests.dashboard.conftest import publish_banner_text, screenshot
 from tests.jobs.images import jpeg, product_on_white
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -43,9 +44,18 @@ def run_one_job() -> None:
 
 
 def start_campaign(
-    page, live_server, tmp_path, name: str, recipe: Recipe, count: int, *, picture_progress: bool = False
+    page,
+    live_server,
+    tmp_path,
+    name: str,
+    recipe: Recipe,
+    count: int,
+    *,
+    picture_progress: bool = False,
+    finish: bool = True,
 ) -> None:
-    """As the logged-in marketer: create the campaign, upload, Process, and let a burst worker do the work."""
+    """As the logged-in marketer: create the campaign, upload, Process, and (`finish`) let a burst worker do
+    the work."""
     page.goto(live_server.url)
     page.fill("input[name=name]", name)
     page.click("text=Create campaign")
@@ -56,6 +66,8 @@ def start_campaign(
     page.check(f"input[name=recipes][value='{recipe.pk}']")
     page.click("#process-button")
     page.wait_for_selector(f"text=Processing {count} task(s).")
+    if not finish:
+        return
     if picture_progress:
         # One task done, the rest waiting: the live panel catches up on its own.
         run_one_job()
@@ -267,3 +279,52 @@ def test_a_campaign_reruns_on_a_new_recipe_version_and_the_versions_are_compared
     page.wait_for_selector(".compare-before figcaption:has-text('v1')")
     assert "v2" in page.inner_text(".compare-after figcaption")
     assert picture_loaded(page.locator(".compare-before img"))
+
+
+def rerun_on_new_version(page, recipe: Recipe, count: int) -> None:
+    """On the campaign page: the recipe-update banner's Re-run, confirmed."""
+    page.reload()
+    page.locator(f"#recipe-update-{recipe.pk} >> text=Re-run on v{recipe.version}").click()
+    page.click("text=Yes, re-run")
+    images = f"{count} image{'s' if count != 1 else ''}"
+    page.wait_for_selector(f"text=Re-running {images} on {recipe.name} v{recipe.version}.")
+
+
+# Every total the live progress panel shows, recorded as htmx swaps the panel in.
+RECORD_TOTALS = """() => {
+  window.seenTotals = [];
+  new MutationObserver(() => {
+    const panel = document.querySelector('#progress');
+    if (panel) window.seenTotals.push(panel.dataset.total);
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
+def test_a_rerun_during_a_run_joins_it_and_the_polled_total_never_moves(
+    browser_page, live_server, marketer, ready_recipes, redis_conn, tmp_path
+):
+    """The report: during a re-run the panel's total shrank 20 → 19 → 18 → 15 while the percentage rose."""
+    page = browser_page
+    recipe = ready_recipes["sale-banner"]
+    log_in(page, live_server.url, "maria", "pw-maria-123")
+    start_campaign(page, live_server, tmp_path, "Winter sale", recipe, 4, finish=False)
+    run_one_job()
+    run_one_job()
+    page.wait_for_selector("#progress[data-percent='50']")
+
+    publish_banner_text(recipe, "30% OFF")  # an admin's new version while two images still wait
+    rerun_on_new_version(page, recipe, 4)
+    panel = page.locator("#progress")
+    assert (panel.get_attribute("data-total"), panel.get_attribute("data-percent")) == ("8", "25")
+    assert "8 tasks" in panel.inner_text()
+
+    page.evaluate(RECORD_TOTALS)
+    for done in range(3, 8):  # the two older tasks first, then the re-run's, while the page polls
+        run_one_job()
+        page.wait_for_selector(f"#progress[data-percent='{100 * done // 8}']")
+    seen = page.evaluate("window.seenTotals")
+    assert len(seen) >= 5 and set(seen) == {"8"}
+    run_one_job()
+    page.wait_for_selector("#progress[data-finished=true]")  # the panel reloads the page when done
+    assert page.get_attribute("#progress", "data-total") == "8"
+    assert page.inner_text("#progress .percent") == "100%"
