@@ -248,6 +248,27 @@ class Task(AttemptModel):
             counts[output.review] += 1
         return counts
 
+    def earlier_approvals(self) -> dict[str, Output]:
+        """Per output name, the approved output of this image in the newest earlier version of the recipe
+        that has one: what a new version's output is compared with to keep or flag an approval."""
+        version = self.recipe_version
+        if version.number <= 1:
+            return {}  # no earlier version to compare with
+        approved = (
+            Output.objects.approved()
+            .filter(
+                task__source_id=self.source_id,
+                task__recipe_version__recipe_id=version.recipe_id,
+                task__recipe_version__number__lt=version.number,
+            )
+            .order_by("task__recipe_version__number", "pk")
+        )
+        return {output.name: output for output in approved}
+
+    def changed_since_approval(self) -> list[Output]:
+        """Outputs a new version rendered differently from an approved earlier one; reads prefetched outputs."""
+        return [output for output in self.outputs.all() if output.changed_since_approval]
+
     def park(self, attempt: int, *, message: str) -> bool:
         """Wait, without a job, until someone resumes the campaign's remote work."""
         return bool(

@@ -1,7 +1,7 @@
 """In Chromium: an admin previews an unsaved recipe; a marketer compares outputs with their sources, approves
 and rejects them, downloads and shares the approved ones; a campaign re-runs on a new recipe version and the
-two versions are compared, the re-run joining the run still going. With PIXELMILL_SCREENSHOTS=1 these runs
-refresh the README tour's pictures."""
+two versions are compared, the re-run joining the run still going and keeping the approvals of unchanged
+pictures. With PIXELMILL_SCREENSHOTS=1 these runs refresh the README tour's pictures."""
 
 from __future__ import annotations
 
@@ -328,3 +328,40 @@ def test_a_rerun_during_a_run_joins_it_and_the_polled_total_never_moves(
     page.wait_for_selector("#progress[data-finished=true]")  # the panel reloads the page when done
     assert page.get_attribute("#progress", "data-total") == "8"
     assert page.inner_text("#progress .percent") == "100%"
+
+
+def test_an_identical_rerender_keeps_its_approval_and_a_changed_one_says_so(
+    browser_page, live_server, marketer, ready_recipes, redis_conn, tmp_path
+):
+    """The report: "same 74,327-byte output, back to 'To review'"."""
+    page = browser_page
+    recipe = ready_recipes["sale-banner"]
+    log_in(page, live_server.url, "maria", "pw-maria-123")
+    start_campaign(page, live_server, tmp_path, "Spring looks", recipe, 1)
+    page.locator(".tile").first.locator("button", has_text="Approve all").click()
+    page.wait_for_selector("text=Approved all 4 outputs of product-0.jpg (Sale banner v1).")
+
+    # An admin lowers one output's quality: the other three render to the same bytes in v2.
+    recipe.outputs.filter(name="banner-small").update(quality=60)
+    recipe.publish_version()
+    rerun_on_new_version(page, recipe, 1)
+    run_burst_worker()
+    page.reload()
+    page.wait_for_selector("#progress[data-finished=true]")
+    tile = page.locator(".tile").first
+    assert "v2" in tile.locator(".task-head").inner_text()
+    assert tile.locator(".badge.approved").inner_text() == "✓ 3 approved"
+    assert tile.locator(".badge.changed").inner_text() == "1 changed since you approved v1"
+
+    tile.locator("text=Review →").click()
+    page.wait_for_selector("#kept-approval")
+    assert "Same bytes as the v1 you approved" in page.inner_text("#kept-approval")
+    assert page.inner_text("#review-state") == "Approved"
+    page.click("#next-to-review")
+    notice = page.locator("#changed-since-approval")
+    notice.wait_for()
+    assert notice.inner_text().startswith("Changed since you approved v1.")
+    assert page.inner_text("#review-state") == "To review"
+    notice.locator("text=Compare with v1").click()
+    page.wait_for_selector(".compare-before figcaption:has-text('v1')")
+    assert picture_loaded(page.locator(".compare-before img"))
