@@ -1,7 +1,8 @@
 """In Chromium: an admin previews an unsaved recipe; a marketer compares outputs with their sources, approves
 and rejects them, downloads and shares the approved ones; a campaign re-runs on a new recipe version and the
 two versions are compared, the re-run joining the run still going and keeping the approvals of unchanged
-pictures. With PIXELMILL_SCREENSHOTS=1 these runs refresh the README tour's pictures."""
+pictures; a share page pages through every approved picture. With PIXELMILL_SCREENSHOTS=1 these runs refresh
+the README tour's pictures."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from dashboard.models import Output, Recipe, ShareLink
 from tests.conftest import run_burst_worker
 from tests.dashboard.conftest import publish_banner_text, screenshot
+from tests.factories import make_approved_outputs
 from tests.jobs.images import jpeg, product_on_white
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -365,3 +367,34 @@ def test_an_identical_rerender_keeps_its_approval_and_a_changed_one_says_so(
     notice.locator("text=Compare with v1").click()
     page.wait_for_selector(".compare-before figcaption:has-text('v1')")
     assert picture_loaded(page.locator(".compare-before img"))
+
+
+def test_the_share_page_pages_through_every_approved_picture(
+    browser_page, live_server, campaign, marketer, ready_recipes, tmp_path
+):
+    """The report: 24 of 43 approved shown, and no way to see the rest."""
+    approved = make_approved_outputs(campaign, ready_recipes["sale-banner"], 43, reviewer=marketer)
+    link = ShareLink.issue(campaign, marketer, days=7, label="Agency")
+    page = browser_page  # someone without an account
+    page.goto(f"{live_server.url}{link.get_absolute_url()}")
+
+    shown: list[str] = []
+    for number, count in [(1, 24), (2, 19)]:
+        page.wait_for_selector(f".pager >> text=Page {number} of 2")
+        pictures = page.locator(".gallery.shared img")
+        assert pictures.count() == count
+        pictures.last.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.gallery.shared img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        shown += [picture.get_attribute("alt") for picture in pictures.all()]
+        assert page.inner_text("#shared-download") == "Download 43 images (ZIP)"
+        if number == 1:
+            page.click(".pager >> text=Next →")
+    assert sorted(shown) == sorted(f"square of {output.task.source.display_name}" for output in approved)
+
+    with page.expect_download() as download:
+        page.click("#shared-download")
+    assert len(zip_names(download.value, tmp_path, "shared.zip")) == 43
+    page.click(".pager >> text=← Previous")
+    page.wait_for_selector(".pager >> text=Page 1 of 2")
