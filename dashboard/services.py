@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -48,14 +48,15 @@ def process_campaign(campaign: Campaign, recipes: Iterable[Recipe]) -> ProcessRe
     recipes = list(recipes)
     with transaction.atomic():
         campaign.recipes.add(*recipes)
-        Campaign.objects.filter(pk=campaign.pk).start_run()
+        Campaign.objects.filter(pk=campaign.pk).join_run()
         versions = [recipe.current_version() for recipe in recipes]
         created = queue_tasks(campaign, campaign.sources.all(), versions)
     return ProcessReport(created=len(created))
 
 
 def process_new_sources(campaign: Campaign, source_ids: Iterable[int]) -> ProcessReport:
-    """Sources that joined a campaign after Process (generated images) go through its active recipes."""
+    """Sources that joined a campaign after Process (generated images) go through its active recipes, in
+    the run of the Generate that brought them."""
     with transaction.atomic():
         versions = [recipe.current_version() for recipe in campaign.recipes.filter(is_active=True)]
         created = queue_tasks(campaign, campaign.sources.filter(pk__in=list(source_ids)), versions)
@@ -65,13 +66,14 @@ def process_new_sources(campaign: Campaign, source_ids: Iterable[int]) -> Proces
 def queue_tasks(
     campaign: Campaign, sources: QuerySet[SourceImage], versions: list[RecipeVersion]
 ) -> list[int]:
-    """Queued tasks for the source × version pairs that have none yet, enqueued once the transaction
-    commits; their primary keys."""
+    """Queued tasks of the campaign's current run for the source × version pairs that have none yet,
+    enqueued once the transaction commits; their primary keys."""
+    run_number = Campaign.objects.values_list("run_number", flat=True).get(pk=campaign.pk)
     created = [
         pk
         for version in versions
         for pk in Task.objects.insert_queued(
-            campaign, sources, version, max_attempts=settings.PIXELMILL_MAX_ATTEMPTS
+            campaign, sources, version, max_attempts=settings.PIXELMILL_MAX_ATTEMPTS, run_number=run_number
         )
     ]
     enqueue_on_commit([(pk, 1) for pk in created])
@@ -89,11 +91,15 @@ def requeue_tasks(tasks: TaskQuerySet) -> int:
 
 def queue_again(rows: list[tuple[int, int, int]], states: list[str], now: datetime) -> None:
     """(pk, attempts, campaign_id) rows of locked tasks still in `states` → queued with a fresh budget of
-    attempts and no error, their campaigns' runs started at `now`, the next attempt enqueued on commit."""
+    attempts and no error, in their campaign's current run (one starts at `now` for an idle campaign), the
+    next attempt enqueued on commit."""
     if not rows:
         return
+    # Before the tasks turn queued: they would make their campaign look busy, so always join the old run.
+    Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).join_run(now)
     Task.objects.filter(pk__in=[pk for pk, _, _ in rows], state__in=states).update(
         state=Task.State.QUEUED,
+        run_number=Subquery(Campaign.objects.filter(pk=OuterRef("campaign_id")).values("run_number")[:1]),
         max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
         queued_at=now,
         next_attempt_at=None,
@@ -103,7 +109,6 @@ def queue_again(rows: list[tuple[int, int, int]], states: list[str], now: dateti
         error_step="",
         error_detail="",
     )
-    Campaign.objects.filter(pk__in={campaign_id for _, _, campaign_id in rows}).start_run(now)
     enqueue_on_commit([(pk, attempts + 1) for pk, attempts, _ in rows])
 
 
@@ -208,10 +213,10 @@ def set_budget_cap(campaign: Campaign, cap: Decimal | None) -> int:
 
 
 def queue_generations(campaign: Campaign, provider: Provider, specs: Iterable[PromptSpec]) -> int:
-    """One queued Generation per prompt, enqueued after commit; a new run of the campaign."""
+    """One queued Generation per prompt, enqueued after commit, in the campaign's current run."""
     now = timezone.now()
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).start_run(now)
+        Campaign.objects.filter(pk=campaign.pk).join_run(now)
         created = Generation.objects.bulk_create(
             [
                 Generation(
@@ -245,6 +250,7 @@ def requeue_generations(generations: QuerySet[Generation]) -> int:
         )
         if not rows:
             return 0
+        Campaign.objects.filter(pk__in={row[2] for row in rows}).join_run()
         fresh = {
             "state": Generation.State.QUEUED,
             "max_attempts": F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
@@ -261,7 +267,6 @@ def requeue_generations(generations: QuerySet[Generation]) -> int:
         Generation.objects.filter(pk__in=[row[0] for row in rows], state=Generation.State.FAILED).update(
             **fresh, request_id="", status_url="", response_url="", cancel_url="", submitted_at=None
         )
-        Campaign.objects.filter(pk__in={row[2] for row in rows}).start_run()
         attempts = [(pk, done + 1) for pk, done, _, _ in rows]
         transaction.on_commit(lambda: enqueue_attempts(attempts, GENERATIONS))
     return len(rows)

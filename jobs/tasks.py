@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -162,7 +163,12 @@ def announce_if_run_finished(campaign_id: int) -> None:
 
 def store_result(task: Task, result: PipelineResult) -> None:
     """Files first, then every Output row in one upsert and one commit (a retried attempt overwrites
-    its own rows): six update_or_create calls took six write locks, which two SQLite workers queue on."""
+    its own rows): six update_or_create calls took six write locks, which two SQLite workers queue on.
+
+    An output with the same bytes as the approved one of an earlier recipe version stays approved; a
+    different one waits for review, pointing at the approval it no longer matches.
+    """
+    earlier = task.earlier_approvals()
     rows = []
     for rendered in result.outputs:
         key = output_key(task, rendered.spec.name, rendered.spec.extension)
@@ -176,18 +182,32 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 height=rendered.height,
                 format=rendered.spec.format,
                 byte_size=len(rendered.data),
+                sha256=hashlib.sha256(rendered.data).hexdigest(),
                 quality=rendered.quality,
                 violations=[violation.to_dict() for violation in rendered.violations],
+                earlier_approved=earlier.get(rendered.spec.name),
             )
         )
+    # Before the transaction: an earlier output stored without a hash is read from storage once.
+    same_bytes = [
+        row for row in rows if row.earlier_approved and row.earlier_approved.content_hash() == row.sha256
+    ]
     preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))
     with transaction.atomic():
         Output.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["task", "name"],
-            update_fields=["file", "width", "height", "format", "byte_size", "quality", "violations"],
-        )
+            update_fields=[
+                "file", "width", "height", "format", "byte_size", "sha256", "quality", "violations",
+                "earlier_approved",
+            ],
+        )  # fmt: skip
+        for row in same_bytes:
+            assert row.earlier_approved is not None
+            Output.objects.filter(task=task, name=row.name).pending_review().carry_approval(
+                row.earlier_approved
+            )
         Task.objects.filter(pk=task.pk).update(preview=preview, notes=result.notes)
 
 

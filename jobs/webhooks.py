@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.models import Campaign, Generation, Output, Task, WebhookDelivery
+from dashboard.models import Campaign, Output, Task, WebhookDelivery
 from jobs.backoff import backoff_delay
 from jobs.errors import StepError
 from jobs.queueing import CONTROL_QUEUE, WAITING_JOB_STATUSES
@@ -116,13 +116,7 @@ def run_is_finished(campaign: Campaign) -> bool:
     """A run is over when nothing of the campaign is left to do: no unfinished task, no unfinished prompt."""
     if campaign.run_number == 0:
         return False  # never processed: there is no run to report
-    if Task.objects.for_campaign(campaign).unfinished().exists():
-        return False
-    return (
-        not Generation.objects.filter(campaign=campaign)
-        .exclude(state__in=Generation.TERMINAL_STATES)
-        .exists()
-    )
+    return Campaign.objects.filter(pk=campaign.pk).idle().exists()
 
 
 def campaign_run_finished(campaign_id: int) -> WebhookDelivery | None:
@@ -132,9 +126,17 @@ def campaign_run_finished(campaign_id: int) -> WebhookDelivery | None:
     call it; the unique (campaign, event, run) row makes exactly one delivery, and only its creator enqueues.
     Returns that delivery, or None when there is no webhook or the run is still going.
     """
-    campaign = Campaign.objects.filter(pk=campaign_id).first()
-    if campaign is None or not campaign.webhook_url or not run_is_finished(campaign):
-        return None
+    with transaction.atomic():
+        # Waits for a Process or Requeue adding work to this run (CampaignQuerySet.join_run) to commit, so
+        # the run is never reported finished while work that joined it is about to be queued.
+        campaign = Campaign.objects.select_for_update(no_key=True).filter(pk=campaign_id).first()
+        if campaign is None or not campaign.webhook_url or not run_is_finished(campaign):
+            return None
+        return record_run_finished(campaign)
+
+
+def record_run_finished(campaign: Campaign) -> WebhookDelivery:
+    """The delivery of the campaign's current run, created (and enqueued after commit) by the first caller."""
     campaign.ensure_webhook_secret()
     now = timezone.now()
     delivery, created = WebhookDelivery.objects.get_or_create(

@@ -10,9 +10,11 @@ import zipfile
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
-from dashboard.models import Recipe, SourceImage, Task
+from dashboard.models import Output, Recipe, SourceImage, Task
 from jobs.imaging import probe_image
+from tests.jobs.images import photo, png
 
 
 def make_source(campaign, sha="a" * 64, name="shoe.jpg") -> SourceImage:
@@ -48,6 +50,30 @@ def make_task(campaign, recipe, *, sha="a" * 64, **fields) -> Task:
         recipe_version=recipe.current_version(),
         **fields,
     )
+
+
+def make_approved_outputs(campaign, recipe, count: int, reviewer=None) -> list[Output]:
+    """`count` new images of `campaign`, each with one approved output of `recipe` stored as a small PNG, as a
+    worker and a reviewer leave them: pages of approved pictures without running the pipeline."""
+    version = recipe.current_version()
+    outputs = []
+    for n in range(count):
+        source = make_source(
+            campaign, sha=hashlib.sha256(f"{recipe.pk}-{n}".encode()).hexdigest(), name=f"look-{n:02d}.jpg"
+        )
+        task = Task.objects.create(
+            campaign=campaign, source=source, recipe_version=version, state=Task.State.SUCCEEDED
+        )
+        data = png(photo(96, 64, seed=n))
+        key = default_storage.save(f"outputs/c{campaign.pk}/t{task.pk}/square.png", ContentFile(data))
+        outputs.append(
+            Output.objects.create(
+                task=task, name="square", file=key, width=96, height=64, format="png", byte_size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(), review=Output.Review.APPROVED, reviewed_by=reviewer,
+                reviewed_at=timezone.now(),
+            )
+        )  # fmt: skip
+    return outputs
 
 
 def make_remote_recipe(name: str, steps: list[tuple], outputs: list[dict] | None = None) -> Recipe:

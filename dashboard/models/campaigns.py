@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from dashboard.models.intake import SourceImage
+from dashboard.models.intake import Generation, SourceImage
 from dashboard.models.outputs import Output
 from dashboard.models.providers import Provider
 from dashboard.models.recipes import Recipe, RecipeUpdate, RecipeVersion
@@ -36,9 +36,26 @@ class Team(models.Model):
 
 
 class CampaignQuerySet(models.QuerySet["Campaign"]):
-    def start_run(self, at: datetime | None = None) -> int:
-        """A new run of these campaigns (Process, Requeue, Generate): one webhook each, progress from `at`."""
-        return self.update(run_number=F("run_number") + 1, run_started_at=at or timezone.now())
+    def join_run(self, at: datetime | None = None) -> None:
+        """Ready these campaigns' runs for work a person adds (Process, Requeue, Generate): a campaign with
+        work still going keeps its run, which the new work joins; an idle one starts its next run at `at`.
+
+        Call it inside the transaction that adds the work, before that work is queued. The campaign rows stay
+        locked until it commits, so the check for a finished run (jobs.webhooks) sees the added work or none
+        of it: a run never ends between deciding to join it and the joining. (A no-key lock: rows that
+        merely reference the campaign, such as new tasks, can still be written meanwhile.)
+        """
+        locked = list(self.select_for_update(no_key=True).values_list("pk", flat=True))
+        self.model.objects.filter(pk__in=locked).idle().update(
+            run_number=F("run_number") + 1, run_started_at=at or timezone.now()
+        )
+
+    def idle(self) -> CampaignQuerySet:
+        """Campaigns with nothing left to do: no unfinished task and no unfinished prompt."""
+        return self.exclude(
+            Exists(Task.objects.filter(campaign=OuterRef("pk")).unfinished())
+            | Exists(Generation.objects.filter(campaign=OuterRef("pk")).unfinished())
+        )
 
     def visible_to(self, user: User) -> CampaignQuerySet:
         if user.is_superuser:
@@ -84,13 +101,13 @@ class Campaign(models.Model):
         max_length=64, blank=True, editable=False, help_text="Signs webhook bodies; shown once to the owner."
     )
     run_number = models.PositiveIntegerField(
-        default=0, editable=False, help_text="Counts Process and Requeue actions; one webhook per run."
+        default=0,
+        editable=False,
+        help_text="The current run: from a person's Process, Requeue or Generate on an idle campaign until "
+        "nothing is left to do; what they add meanwhile joins it. One webhook per run.",
     )
     run_started_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        editable=False,
-        help_text="When the current run began; progress counts from it.",
+        null=True, blank=True, editable=False, help_text="When the current run began."
     )
     remote_paused_reason = models.TextField(
         blank=True, help_text="Set when a provider says the account is out of credits; remote steps wait."
@@ -140,15 +157,12 @@ class Campaign(models.Model):
         return f"pixelmill-{slugify(self.name)[:60] or 'campaign'}-{self.pk}{suffix}.zip"
 
     def run_tasks(self) -> TaskQuerySet:
-        """The tasks of what is going on now: everything queued since the latest Process, Requeue or
-        Generate, and anything older that has not finished yet."""
-        tasks = self.tasks.all()
-        if self.run_started_at is None:
-            return tasks
-        return tasks.filter(Q(queued_at__gte=self.run_started_at) | ~Q(state__in=Task.TERMINAL_STATES))
+        """The current run's tasks: what was queued or requeued since the campaign was last idle."""
+        return self.tasks.filter(run_number=self.run_number)
 
     def progress(self) -> Progress:
-        """Progress of the current run: a second Process starts again from 0%, not from the history."""
+        """Progress of the current run: its total moves only when a person adds work to the run, and a
+        Process after the run finished starts again from 0%, not from the history."""
         return Progress.for_tasks(self.run_tasks())
 
     def approved_output_count(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 from django.apps import apps
@@ -37,6 +38,22 @@ class OutputQuerySet(models.QuerySet["Output"]):
             reviewed_at=timezone.now() if reviewed else None,
         )
 
+    def carry_approval(self, earlier: Output) -> int:
+        """Approve these outputs as `earlier` was, by the same person: they are its bytes again."""
+        return self.update(
+            review=Output.Review.APPROVED,
+            reviewed_by_id=earlier.reviewed_by_id,
+            reviewed_at=earlier.reviewed_at,
+        )
+
+    def with_earlier_approval(self) -> OutputQuerySet:
+        """Outputs with the earlier version's approved output they were compared with, and its version, loaded."""
+        return self.select_related("earlier_approved__task__recipe_version").defer(
+            "earlier_approved__task__recipe_version__definition",
+            "earlier_approved__task__timings",
+            "earlier_approved__task__provider_calls",
+        )
+
     def breaking_rules(self) -> OutputQuerySet:
         """Outputs flagged with at least one channel rule they break."""
         return self.exclude(violations=[])
@@ -65,6 +82,20 @@ class Output(models.Model):
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=8)
     byte_size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Hex SHA-256 of the file, written with it; empty for files stored before (computed when needed).",
+    )
+    earlier_approved = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="When rendered: the approved output of the same image, recipe and name in an earlier version. "
+        "The same bytes kept its approval; different ones wait for review, marked as changed.",
+    )
     quality = models.PositiveSmallIntegerField(
         null=True,
         blank=True,
@@ -98,6 +129,39 @@ class Output(models.Model):
     def record_review(self, decision: str, user: User) -> None:
         Output.objects.filter(pk=self.pk).record_review(decision, user)
         self.refresh_from_db(fields=["review", "reviewed_by", "reviewed_at"])
+
+    def content_hash(self) -> str:
+        """The file's SHA-256; read from storage and kept the first time for a file stored without one."""
+        if not self.sha256:
+            digest = hashlib.sha256()
+            with self.file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            self.sha256 = digest.hexdigest()
+            Output.objects.filter(pk=self.pk, sha256="").update(sha256=self.sha256)
+        return self.sha256
+
+    @property
+    def changed_since_approval(self) -> bool:
+        """A new version rendered this differently from the earlier version's output someone approved."""
+        earlier = self.earlier_approved
+        return (
+            earlier is not None
+            and earlier.review == Output.Review.APPROVED
+            and self.review != Output.Review.APPROVED
+            and earlier.sha256 != self.sha256
+        )
+
+    @property
+    def kept_earlier_approval(self) -> bool:
+        """Approved because an earlier version's approved output had exactly these bytes."""
+        earlier = self.earlier_approved
+        return (
+            earlier is not None
+            and self.review == Output.Review.APPROVED
+            and bool(self.sha256)
+            and earlier.sha256 == self.sha256
+        )
 
     def thumbnail_key(self) -> str:
         # The byte size is in the key: a task that renders again gets a fresh thumbnail, not a stale one.

@@ -64,7 +64,10 @@ def render_campaign(
     for source in page.object_list:
         source.gallery_tasks = newest_per_recipe(source.tasks.all())
     # Outputs only for the tasks a tile shows, not for every earlier version's.
-    prefetch_related_objects([item.task for s in page.object_list for item in s.gallery_tasks], "outputs")
+    prefetch_related_objects(
+        [item.task for s in page.object_list for item in s.gallery_tasks],
+        Prefetch("outputs", queryset=Output.objects.with_earlier_approval()),
+    )
     selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     outputs = Output.objects.filter(task__campaign=campaign).tally()
     return render(

@@ -31,9 +31,9 @@ DECISION_VERBS = {
 
 def visible_output(request: HttpRequest, pk: int) -> Output:
     return get_object_or_404(
-        Output.objects.visible_to(request.user).select_related(
-            "task__source", "task__campaign", "task__recipe_version__recipe"
-        ),
+        Output.objects.visible_to(request.user)
+        .with_earlier_approval()
+        .select_related("task__source", "task__campaign", "task__recipe_version__recipe"),
         pk=pk,
     )
 

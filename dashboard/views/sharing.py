@@ -6,6 +6,7 @@ import functools
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -21,7 +22,7 @@ from dashboard.renditions import output_thumbnail
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 from dashboard.views.delivery import serve_rendition, zip_response
 
-SHARED_PREVIEWS = 24
+SHARED_PAGE_SIZE = 24
 
 
 @require_POST
@@ -109,22 +110,19 @@ def share_view(view):
 @require_GET
 @share_view
 def shared_campaign(request: HttpRequest, link: ShareLink) -> HttpResponse:
+    """Every approved picture, a page at a time, with the ZIP of all of them on each page."""
     approved = (
         Output.objects.filter(task__campaign=link.campaign)
         .approved()
         .select_related("task__source", "task__recipe_version__recipe")
         .order_by("task__source_id", "task_id", "pk")
     )
+    page = Paginator(approved, SHARED_PAGE_SIZE).get_page(request.GET.get("page"))
     return private(
         render(
             request,
             "dashboard/share_landing.html",
-            {
-                "link": link,
-                "campaign": link.campaign,
-                "outputs": approved[:SHARED_PREVIEWS],
-                "count": approved.count(),
-            },
+            {"link": link, "campaign": link.campaign, "page": page, "count": page.paginator.count},
         )
     )
 

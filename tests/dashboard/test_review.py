@@ -3,6 +3,7 @@ renditions for the browser, re-running on a new recipe version and comparing the
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from django.core.files.base import ContentFile
@@ -263,3 +264,61 @@ def test_definition_changes_are_described_in_words():
         "Output c added (10×10 png)",
         "Output b removed",
     ]
+
+
+def publish_smaller_banner_quality(recipe):
+    """An admin's edit that changes one output of the sale banner (banner-small's JPEG quality) and no other."""
+    recipe.outputs.filter(name="banner-small").update(quality=60)
+    return recipe.publish_version()
+
+
+def test_a_new_versions_byte_identical_output_keeps_its_approval_and_a_changed_one_says_so(
+    banner_campaign, marketer, marketer_client, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    """The report: "same 74,327-byte output, back to 'To review'" after a re-run on a new recipe version."""
+    recipe = ready_recipes["sale-banner"]
+    shoe_v1 = Task.objects.get(source__display_name="shoe.jpg")
+    marketer_client.post(reverse("task-review", args=[shoe_v1.pk]), {"decision": "approved"})
+    publish_smaller_banner_quality(recipe)
+    rerun(marketer_client, banner_campaign, recipe, django_capture_on_commit_callbacks)
+
+    shoe_v2 = Task.objects.get(source__display_name="shoe.jpg", recipe_version__number=2)
+    before = {output.name: output for output in shoe_v1.outputs.all()}
+    after = {output.name: output for output in shoe_v2.outputs.all()}
+    for name in ["banner", "banner-webp", "banner-small-webp"]:
+        assert after[name].byte_size == before[name].byte_size
+        assert (after[name].review, after[name].reviewed_by) == ("approved", marketer), name
+        assert after[name].sha256 == before[name].sha256
+    changed = after["banner-small"]
+    assert changed.sha256 != before["banner-small"].sha256
+    assert changed.review == "pending" and changed.earlier_approved == before["banner-small"]
+    bag_v2 = Task.objects.get(source__display_name="bag.jpg", recipe_version__number=2)
+    assert set(bag_v2.outputs.values_list("review", flat=True)) == {"pending"}, "nothing of it was approved"
+
+    review = marketer_client.get(reverse("output-compare", args=[changed.pk])).content.decode()
+    notice = find_all(review, id="changed-since-approval")
+    assert [element.text for element in notice] == ["Changed since you approved v1. Compare with v1"]
+    assert f"{reverse('output-compare', args=[changed.pk])}?against={before['banner-small'].pk}" in review
+    kept = marketer_client.get(reverse("output-compare", args=[after["banner"].pk])).content.decode()
+    assert "Same bytes as the v1 you approved" in kept and not find_all(kept, id="changed-since-approval")
+
+    page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
+    tile = find_all(page, id=f"review-task-{shoe_v2.pk}")[0].text
+    assert "✓ 3 approved" in tile and "1 changed since you approved v1" in tile and "1 to review" in tile
+    assert "changed since" not in find_all(page, id=f"review-task-{bag_v2.pk}")[0].text
+
+
+def test_an_output_stored_before_hashes_were_kept_is_hashed_when_first_compared(
+    banner_campaign, marketer, marketer_client, ready_recipes, redis_conn, django_capture_on_commit_callbacks
+):
+    shoe_v1 = Task.objects.get(source__display_name="shoe.jpg")
+    for output in Output.objects.all():
+        with default_storage.open(output.file.name, "rb") as handle:
+            assert output.sha256 == hashlib.sha256(handle.read()).hexdigest(), "written with its file"
+    marketer_client.post(reverse("task-review", args=[shoe_v1.pk]), {"decision": "approved"})
+    Output.objects.update(sha256="")  # as rows written before the column existed
+    publish_smaller_banner_quality(ready_recipes["sale-banner"])
+    rerun(marketer_client, banner_campaign, ready_recipes["sale-banner"], django_capture_on_commit_callbacks)
+    banner = Output.objects.get(task__source=shoe_v1.source, task__recipe_version__number=2, name="banner")
+    assert banner.review == "approved"
+    assert len(Output.objects.get(task=shoe_v1, name="banner").sha256) == 64

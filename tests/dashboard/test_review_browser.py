@@ -1,6 +1,8 @@
 """In Chromium: an admin previews an unsaved recipe; a marketer compares outputs with their sources, approves
 and rejects them, downloads and shares the approved ones; a campaign re-runs on a new recipe version and the
-two versions are compared. With PIXELMILL_SCREENSHOTS=1 these runs refresh the README tour's pictures."""
+two versions are compared, the re-run joining the run still going and keeping the approvals of unchanged
+pictures; a share page pages through every approved picture. With PIXELMILL_SCREENSHOTS=1 these runs refresh
+the README tour's pictures."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import pytest
 
 from dashboard.models import Output, Recipe, ShareLink
 from tests.conftest import run_burst_worker
-from tests.dashboard.conftest import screenshot
+from tests.dashboard.conftest import publish_banner_text, screenshot
+from tests.factories import make_approved_outputs
 from tests.jobs.images import jpeg, product_on_white
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -43,9 +46,18 @@ def run_one_job() -> None:
 
 
 def start_campaign(
-    page, live_server, tmp_path, name: str, recipe: Recipe, count: int, *, picture_progress: bool = False
+    page,
+    live_server,
+    tmp_path,
+    name: str,
+    recipe: Recipe,
+    count: int,
+    *,
+    picture_progress: bool = False,
+    finish: bool = True,
 ) -> None:
-    """As the logged-in marketer: create the campaign, upload, Process, and let a burst worker do the work."""
+    """As the logged-in marketer: create the campaign, upload, Process, and (`finish`) let a burst worker do
+    the work."""
     page.goto(live_server.url)
     page.fill("input[name=name]", name)
     page.click("text=Create campaign")
@@ -56,6 +68,8 @@ def start_campaign(
     page.check(f"input[name=recipes][value='{recipe.pk}']")
     page.click("#process-button")
     page.wait_for_selector(f"text=Processing {count} task(s).")
+    if not finish:
+        return
     if picture_progress:
         # One task done, the rest waiting: the live panel catches up on its own.
         run_one_job()
@@ -267,3 +281,120 @@ def test_a_campaign_reruns_on_a_new_recipe_version_and_the_versions_are_compared
     page.wait_for_selector(".compare-before figcaption:has-text('v1')")
     assert "v2" in page.inner_text(".compare-after figcaption")
     assert picture_loaded(page.locator(".compare-before img"))
+
+
+def rerun_on_new_version(page, recipe: Recipe, count: int) -> None:
+    """On the campaign page: the recipe-update banner's Re-run, confirmed."""
+    page.reload()
+    page.locator(f"#recipe-update-{recipe.pk} >> text=Re-run on v{recipe.version}").click()
+    page.click("text=Yes, re-run")
+    images = f"{count} image{'s' if count != 1 else ''}"
+    page.wait_for_selector(f"text=Re-running {images} on {recipe.name} v{recipe.version}.")
+
+
+# Every total the live progress panel shows, recorded as htmx swaps the panel in.
+RECORD_TOTALS = """() => {
+  window.seenTotals = [];
+  new MutationObserver(() => {
+    const panel = document.querySelector('#progress');
+    if (panel) window.seenTotals.push(panel.dataset.total);
+  }).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
+def test_a_rerun_during_a_run_joins_it_and_the_polled_total_never_moves(
+    browser_page, live_server, marketer, ready_recipes, redis_conn, tmp_path
+):
+    """The report: during a re-run the panel's total shrank 20 → 19 → 18 → 15 while the percentage rose."""
+    page = browser_page
+    recipe = ready_recipes["sale-banner"]
+    log_in(page, live_server.url, "maria", "pw-maria-123")
+    start_campaign(page, live_server, tmp_path, "Winter sale", recipe, 4, finish=False)
+    run_one_job()
+    run_one_job()
+    page.wait_for_selector("#progress[data-percent='50']")
+
+    publish_banner_text(recipe, "30% OFF")  # an admin's new version while two images still wait
+    rerun_on_new_version(page, recipe, 4)
+    panel = page.locator("#progress")
+    assert (panel.get_attribute("data-total"), panel.get_attribute("data-percent")) == ("8", "25")
+    assert "8 tasks" in panel.inner_text()
+
+    page.evaluate(RECORD_TOTALS)
+    for done in range(3, 8):  # the two older tasks first, then the re-run's, while the page polls
+        run_one_job()
+        page.wait_for_selector(f"#progress[data-percent='{100 * done // 8}']")
+    seen = page.evaluate("window.seenTotals")
+    assert len(seen) >= 5 and set(seen) == {"8"}
+    run_one_job()
+    page.wait_for_selector("#progress[data-finished=true]")  # the panel reloads the page when done
+    assert page.get_attribute("#progress", "data-total") == "8"
+    assert page.inner_text("#progress .percent") == "100%"
+
+
+def test_an_identical_rerender_keeps_its_approval_and_a_changed_one_says_so(
+    browser_page, live_server, marketer, ready_recipes, redis_conn, tmp_path
+):
+    """The report: "same 74,327-byte output, back to 'To review'"."""
+    page = browser_page
+    recipe = ready_recipes["sale-banner"]
+    log_in(page, live_server.url, "maria", "pw-maria-123")
+    start_campaign(page, live_server, tmp_path, "Spring looks", recipe, 1)
+    page.locator(".tile").first.locator("button", has_text="Approve all").click()
+    page.wait_for_selector("text=Approved all 4 outputs of product-0.jpg (Sale banner v1).")
+
+    # An admin lowers one output's quality: the other three render to the same bytes in v2.
+    recipe.outputs.filter(name="banner-small").update(quality=60)
+    recipe.publish_version()
+    rerun_on_new_version(page, recipe, 1)
+    run_burst_worker()
+    page.reload()
+    page.wait_for_selector("#progress[data-finished=true]")
+    tile = page.locator(".tile").first
+    assert "v2" in tile.locator(".task-head").inner_text()
+    assert tile.locator(".badge.approved").inner_text() == "✓ 3 approved"
+    assert tile.locator(".badge.changed").inner_text() == "1 changed since you approved v1"
+
+    tile.locator("text=Review →").click()
+    page.wait_for_selector("#kept-approval")
+    assert "Same bytes as the v1 you approved" in page.inner_text("#kept-approval")
+    assert page.inner_text("#review-state") == "Approved"
+    page.click("#next-to-review")
+    notice = page.locator("#changed-since-approval")
+    notice.wait_for()
+    assert notice.inner_text().startswith("Changed since you approved v1.")
+    assert page.inner_text("#review-state") == "To review"
+    notice.locator("text=Compare with v1").click()
+    page.wait_for_selector(".compare-before figcaption:has-text('v1')")
+    assert picture_loaded(page.locator(".compare-before img"))
+
+
+def test_the_share_page_pages_through_every_approved_picture(
+    browser_page, live_server, campaign, marketer, ready_recipes, tmp_path
+):
+    """The report: 24 of 43 approved shown, and no way to see the rest."""
+    approved = make_approved_outputs(campaign, ready_recipes["sale-banner"], 43, reviewer=marketer)
+    link = ShareLink.issue(campaign, marketer, days=7, label="Agency")
+    page = browser_page  # someone without an account
+    page.goto(f"{live_server.url}{link.get_absolute_url()}")
+
+    shown: list[str] = []
+    for number, count in [(1, 24), (2, 19)]:
+        page.wait_for_selector(f".pager >> text=Page {number} of 2")
+        pictures = page.locator(".gallery.shared img")
+        assert pictures.count() == count
+        pictures.last.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.gallery.shared img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        shown += [picture.get_attribute("alt") for picture in pictures.all()]
+        assert page.inner_text("#shared-download") == "Download 43 images (ZIP)"
+        if number == 1:
+            page.click(".pager >> text=Next →")
+    assert sorted(shown) == sorted(f"square of {output.task.source.display_name}" for output in approved)
+
+    with page.expect_download() as download:
+        page.click("#shared-download")
+    assert len(zip_names(download.value, tmp_path, "shared.zip")) == 43
+    page.click(".pager >> text=← Previous")
+    page.wait_for_selector(".pager >> text=Page 1 of 2")

@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.models import Output, ShareLink, Team
+from tests.dashboard.pages import find_all, visible_text
+from tests.factories import make_approved_outputs
 
 
 def approve_banners(campaign) -> None:
@@ -160,3 +162,48 @@ def test_an_unknown_page_is_a_pixelmill_page_not_a_bare_one(marketer_client, set
     response = marketer_client.get("/campaigns/999999/")
     assert response.status_code == 404
     assert "Nothing here" in response.content.decode() and "Back to campaigns" in response.content.decode()
+
+
+def shared_thumbnails(html: str, link) -> set[int]:
+    """The outputs a share page shows, by primary key."""
+    prefix = reverse("share-link-thumbnail", args=[link.token, 0]).removesuffix("0.webp")
+    return {int(img.attrs["src"].removeprefix(prefix).removesuffix(".webp")) for img in find_all(html, "img")}
+
+
+def test_the_share_page_shows_every_approved_picture_page_by_page_with_the_zip_on_each(
+    campaign, marketer, ready_recipes
+):
+    """The report: 24 of 43 approved shown, and no way to see the rest."""
+    approved = make_approved_outputs(campaign, ready_recipes["sale-banner"], 43, reviewer=marketer)
+    waiting = make_approved_outputs(campaign, ready_recipes["social-ads-pack"], 2)
+    Output.objects.filter(pk__in=[output.pk for output in waiting]).record_review("pending", None)
+    link = ShareLink.issue(campaign, marketer, days=7)
+    anonymous = Client()
+
+    url = link.get_absolute_url()
+    pages = [anonymous.get(url, {"page": number}).content.decode() for number in (1, 2)]
+    shown = [shared_thumbnails(html, link) for html in pages]
+    assert shown[0] | shown[1] == {output.pk for output in approved}
+    assert [len(pks) for pks in shown] == [24, 19]
+    for html, expected in zip(
+        pages, ["1–24 of 43 approved images", "25–43 of 43 approved images"], strict=True
+    ):
+        assert expected in visible_text(html)
+        assert "Download 43 images (ZIP)" in visible_text(html), (
+            "the ZIP of every approved picture, on each page"
+        )
+
+    first_page = anonymous.get(url).content.decode()
+    assert [a.text for a in find_all(first_page, "a", href="?page=2")] == ["Next →"]
+    last_page = anonymous.get(url, {"page": 2}).content.decode()
+    assert [a.text for a in find_all(last_page, "a", href="?page=1")] == ["← Previous"]
+    assert shared_thumbnails(anonymous.get(url, {"page": "99"}).content.decode(), link) == shared_thumbnails(
+        last_page, link
+    ), "a page past the end shows the last one"
+
+    archive = zipfile.ZipFile(
+        io.BytesIO(
+            b"".join(anonymous.get(reverse("share-link-download", args=[link.token])).streaming_content)
+        )
+    )
+    assert len(set(archive.namelist()) - {"manifest.csv"}) == 43

@@ -29,7 +29,7 @@ from jobs.webhooks import (
     verify,
 )
 from tests.conftest import run_burst_worker
-from tests.factories import add_source, make_remote_recipe
+from tests.factories import add_source, make_remote_recipe, make_source
 from tests.jobs.images import jpeg, photo
 from tests.listeners import CountingListener
 from tests.polling import drain_until
@@ -159,6 +159,32 @@ def test_two_calls_for_the_same_run_create_one_delivery_and_enqueue_it_once(
         third = campaign_run_finished(finished_run.pk)
     assert third.pk != first.pk and third.run_number == 2
     assert control.job_ids == [delivery_job_id(first.pk, 1), delivery_job_id(third.pk, 1)]
+
+
+def test_work_added_while_a_run_goes_on_joins_it_and_one_webhook_reports_it_all(campaign, ready_recipes):
+    campaign.webhook_url = "https://hooks.example.com/pixelmill"
+    campaign.save()
+    for n in range(2):
+        make_source(campaign, sha=f"{n:064x}")
+
+    def finish(task: Task) -> WebhookDelivery | None:
+        assert Task.claim(task.pk, 1) and task.mark_succeeded(1)
+        return campaign_run_finished(campaign.pk)
+
+    process_campaign(campaign, [ready_recipes["sale-banner"]])
+    first, second = campaign.tasks.order_by("pk")
+    assert finish(first) is None
+    process_campaign(campaign, [ready_recipes["social-ads-pack"]])  # while the run goes on: it joins
+    added = list(campaign.tasks.exclude(pk__in=[first.pk, second.pk]))
+    assert [finish(task) for task in [second, *added[:-1]]] == [None] * 2
+    delivery = finish(added[-1])
+    assert (delivery.run_number, delivery.payload["data"]["tasks"]["total"]) == (1, 4)
+    assert WebhookDelivery.objects.count() == 1
+
+    make_source(campaign, sha="f" * 64)
+    process_campaign(campaign, [ready_recipes["sale-banner"]])  # the campaign was idle: the next run
+    campaign.refresh_from_db()
+    assert campaign.run_number == 2 and campaign.progress().total == 1
 
 
 def test_nothing_is_sent_while_work_remains_or_without_a_url(
