@@ -60,6 +60,13 @@ def test_saving_another_url_keeps_the_secret_and_remove_turns_the_webhook_off(ma
         ("http://10.0.0.7/hook", "private"),
         ("http://localhost:8080/hook", "this server"),
         ("http://169.254.169.254/latest/", "link-local"),
+        # IPv4 inside IPv6: IPv4-compatible, NAT64, 6to4 and Teredo are judged by the address they carry.
+        ("http://[::127.0.0.1]/hook", "this server"),
+        ("http://[::a9fe:a9fe]/latest/", "link-local"),
+        ("http://[64:ff9b::7f00:1]/hook", "this server"),
+        ("http://[64:ff9b:1::a00:7]/hook", "local-use NAT64"),
+        ("http://[2002:a00:7::1]/hook", "private"),
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook", "this server"),
     ],
 )
 def test_a_bad_url_is_refused_with_a_reason_and_changes_nothing(marketer_client, campaign, url, reason):

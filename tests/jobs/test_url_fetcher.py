@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,7 @@ from dashboard.intake import parse_url_list
 from dashboard.services import queue_url_imports
 from jobs import url_fetcher
 from jobs.errors import PermanentError
+from jobs.public_addresses import address_problem, parse_networks
 from tests.conftest import run_burst_worker
 from tests.dashboard.pages import text_of
 from tests.jobs.images import jpeg, photo
@@ -68,6 +70,49 @@ def test_no_spelling_of_loopback_or_private_reaches_a_listener(listener):
 def test_forbidden_urls_are_refused_with_a_reason(url, reason):
     with pytest.raises(PermanentError, match=reason):
         url_fetcher.fetch_image(url)
+
+
+# IPv6 spellings that carry an IPv4 address a packet may end up at: through a NAT64 gateway, a 6to4 or
+# Teredo relay, or the host's own dual stack.
+EMBEDDED_IPV4 = [
+    ("http://[::127.0.0.1]/a.jpg", "loopback"),  # IPv4-compatible (::/96)
+    ("http://[::a9fe:a9fe]/latest/meta-data/", "link-local"),  # ::169.254.169.254
+    ("http://[::8.8.8.8]/a.jpg", "IPv4-compatible"),  # deprecated: nothing public answers there
+    ("http://[::ffff:169.254.169.254]/latest/", "link-local"),  # IPv4-mapped (::ffff:0:0/96)
+    ("http://[::ffff:0:7f00:1]/a.jpg", "loopback"),  # IPv4-translated (::ffff:0:0:0/96)
+    ("http://[64:ff9b::7f00:1]/a.jpg", "loopback"),  # NAT64 well-known prefix
+    ("http://[64:ff9b::10.0.0.7]/a.jpg", "private"),
+    ("http://[64:ff9b::a9fe:a9fe]/latest/", "link-local"),
+    ("http://[64:ff9b:1::a9fe:a9fe]/latest/", "local-use NAT64"),  # 64:ff9b:1::/48, any layout
+    ("http://[64:ff9b:1:ffff::808:808]/a.jpg", "local-use NAT64"),
+    ("http://[2002:7f00:1::1]/a.jpg", "loopback"),  # 6to4 of 127.0.0.1
+    ("http://[2002:a9fe:a9fe::]/latest/", "link-local"),
+    ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a.jpg", "loopback"),  # Teredo client 127.0.0.1
+    ("http://[2001:0:a9fe:a9fe:8000:63bf:f7f7:f7f7]/a.jpg", "link-local"),  # Teredo server 169.254.169.254
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), EMBEDDED_IPV4)
+def test_an_ipv4_address_inside_ipv6_is_judged_as_that_ipv4_address(url, reason):
+    """Refused at once as permanent (never a connection error that would be tried again), with the reason."""
+    with pytest.raises(PermanentError, match=reason) as error:
+        url_fetcher.fetch_image(url)
+    assert error.value.code == "url_forbidden"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::8.8.8.8", "::ffff:8.8.8.8", "2002:808:808::1", "2001:4860:4860::8888", "8.8.8.8"],
+)
+def test_a_public_ipv4_inside_ipv6_and_plain_public_addresses_pass(address):
+    """An IPv6-only host reaches public IPv4 servers through DNS64/NAT64: those stay allowed."""
+    assert address_problem(ipaddress.ip_address(address)) is None
+
+
+def test_a_trusted_network_is_trusted_through_nat64_too():
+    trusted = parse_networks(["10.20.0.0/16"])
+    assert address_problem(ipaddress.ip_address("64:ff9b::10.20.1.2"), trusted) is None
+    assert "private" in address_problem(ipaddress.ip_address("64:ff9b::10.21.1.2"), trusted)
 
 
 class ImageServer(BaseHTTPRequestHandler):

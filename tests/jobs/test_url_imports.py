@@ -91,6 +91,17 @@ def test_a_server_that_stays_down_ends_dead_with_the_reason_and_can_be_tried_aga
     assert (row.state, row.attempts) == ("succeeded", 4)
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[::127.0.0.1]/a.jpg", "http://[64:ff9b::7f00:1]/a.jpg", "http://[::a9fe:a9fe]/latest/"]
+)
+def test_an_ipv4_inside_ipv6_private_address_fails_at_once_without_retries(campaign, redis_conn, url):
+    queue_url_imports(campaign, [url])
+    drain(campaign)
+    row = campaign.url_imports.get()
+    assert (row.state, row.attempts, row.error_code) == ("failed", 1, "url_forbidden"), row.error_message
+    assert "The address points at" in row.error_message
+
+
 def test_the_same_bytes_under_two_urls_become_one_source(campaign, server, redis_conn):
     queue_url_imports(campaign, [f"{server}/a.jpg", f"{server}/b.jpg"])
     drain(campaign)

@@ -330,6 +330,18 @@ def test_a_private_receiver_is_refused_without_a_connection_and_fails_after_the_
     assert listener.accepted == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_receiver_behind_nat64_loopback_is_refused_without_a_connection(finished_run, fast_retries):
+    """64:ff9b::7f00:1 is 127.0.0.1 through a NAT64 gateway: refused before connecting, with the reason."""
+    finished_run.webhook_url = "http://[64:ff9b::7f00:1]/hook"
+    finished_run.save()
+    delivery = campaign_run_finished(finished_run.pk)
+    drain_until(lambda: WebhookDelivery.objects.get(pk=delivery.pk).attempts >= 1, 15, "no try was made")
+    delivery.refresh_from_db()
+    assert delivery.last_error == "The address points at this server (loopback)."
+    assert delivery.last_status_code is None
+
+
 def test_a_refused_try_schedules_the_next_one_with_backoff(finished_run, django_capture_on_commit_callbacks):
     """The first failed try is recorded and the next is due 5–10 s later (base 10 s, full jitter)."""
     finished_run.webhook_url = "http://10.0.0.7/hook"
