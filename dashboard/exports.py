@@ -30,6 +30,25 @@ MANIFEST_FIELDS = [
 ]
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a file name).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """The cell as text a spreadsheet will not evaluate: OWASP's advice, a leading single quote, which Excel,
+    LibreOffice and Google Sheets read as "this is text" and do not show."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
+class ManifestWriter(csv.DictWriter):
+    """csv.DictWriter whose every cell goes through `spreadsheet_safe`: names and reasons come from users."""
+
+    def writerow(self, rowdict):
+        return super().writerow({key: spreadsheet_safe(value) for key, value in rowdict.items()})
+
+
 def read_chunks(name: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
     with default_storage.open(name, "rb") as handle:
         while chunk := handle.read(chunk_size):
@@ -54,7 +73,7 @@ def campaign_zip(campaign: Campaign, *, approved_only: bool = False) -> ZipStrea
     # Images are already compressed; storing them costs no CPU and lets the size be known up front.
     archive = ZipStream(compress_type=ZIP_STORED, sized=True)
     manifest = io.StringIO()
-    writer = csv.DictWriter(manifest, fieldnames=MANIFEST_FIELDS)
+    writer = ManifestWriter(manifest, fieldnames=MANIFEST_FIELDS)
     writer.writeheader()
     stems: dict[tuple[str, int], str] = {}
     taken: dict[str, set[str]] = {}
