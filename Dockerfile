@@ -20,4 +20,5 @@ RUN useradd --system --home /app pixelmill \
 USER pixelmill
 
 EXPOSE 8000
-CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "300", "--access-logfile", "-", "--logger-class", "dashboard.access_log.RedactingLogger"]
+# gevent workers (dashboard/gunicorn_config.py): slow clients cost a greenlet each, slow bodies get a 408.
+CMD ["gunicorn", "dashboard.wsgi", "--config", "python:dashboard.gunicorn_config", "--bind", "0.0.0.0:8000", "--workers", "3"]

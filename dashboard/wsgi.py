@@ -1,8 +1,10 @@
-"""WSGI entry point (gunicorn dashboard.wsgi)."""
+"""WSGI entry point (gunicorn -c python:dashboard.gunicorn_config dashboard.wsgi)."""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
+from dashboard.slow_clients import SlowBodyGuard
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-application = get_wsgi_application()
+application = SlowBodyGuard(get_wsgi_application())

@@ -53,9 +53,8 @@ class Command(BaseCommand):
             Child(
                 "web",
                 [
-                    sys.executable, "-m", "gunicorn", "dashboard.wsgi",
-                    "--bind", f"{bind}:{port}", "--workers", "2", "--threads", "4",
-                    "--timeout", "300", "--access-logfile", "-", "--logger-class", "dashboard.access_log.RedactingLogger",
+                    sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--config", "python:dashboard.gunicorn_config",
+                    "--bind", f"{bind}:{port}", "--workers", "2",
                 ],
             ),
             Child("scheduler", [*manage, "rqcron", "jobs.cron", "--logging-level", "WARNING"]),
