@@ -1,25 +1,19 @@
-"""Gunicorn's access log without the secrets some URLs carry (share links, fal's webhook path)."""
+"""Gunicorn's logs (access and errors) without the secrets some URLs carry: the same redaction as every log."""
 
 from __future__ import annotations
 
-import re
-
 from gunicorn.glogging import Logger
 
-# The path segment after these prefixes is a bearer secret: whoever reads it can use it.
-SECRET_PATH = re.compile(r"(/share/|/webhooks/fal/)[^/?\s]+")
-
-
-def redact(text: str) -> str:
-    return SECRET_PATH.sub(r"\1[redacted]", text)
+from dashboard.redaction import RedactSecrets
 
 
 class RedactingLogger(Logger):
-    """`gunicorn --logger-class dashboard.access_log.RedactingLogger`: paths keep their shape, not their keys."""
+    """`logger_class` in dashboard/gunicorn_config.py: gunicorn's own handlers get the filter that the root
+    handlers have (settings.LOGGING), so paths keep their shape, not their keys."""
 
-    def atoms(self, resp, req, environ, request_time) -> dict:
-        atoms = super().atoms(resp, req, environ, request_time)
-        for key in ("r", "U", "f", "{referer}i"):
-            if isinstance(atoms.get(key), str):
-                atoms[key] = redact(atoms[key])
-        return atoms
+    def setup(self, cfg) -> None:
+        super().setup(cfg)  # also on every reopen and reload: handlers are made anew
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if not any(isinstance(existing, RedactSecrets) for existing in handler.filters):
+                    handler.addFilter(RedactSecrets())

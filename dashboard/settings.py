@@ -294,7 +294,12 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    # Share tokens and webhook secrets are redacted from every record the handler writes, whichever logger
+    # it came from (django.request's "Not Found: <path>", ours); gunicorn's logs get the same filter.
+    "filters": {"redact_secrets": {"()": "dashboard.redaction.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact_secrets"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
