@@ -13,10 +13,9 @@ from statistics import fmean
 from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
-from rq import Worker
 
 from dashboard.models import Campaign, Provider, Recipe, Task, remote_calls
-from jobs.queueing import get_process_queue
+from jobs.queueing import get_process_queue, live_workers
 
 # The average is taken over this many recent succeeded tasks: recent enough to reflect today's
 # providers and machines, many enough that one slow image does not swing it.
@@ -233,7 +232,7 @@ def queue_state() -> tuple[int | None, int]:
     """Workers listening on the process queue, and the jobs waiting on it; (None, 0) without Redis."""
     queue = get_process_queue()
     try:
-        return len(Worker.all(queue=queue)), queue.count
+        return len(live_workers(queue)), queue.count
     except RedisError:
         return None, 0
 

@@ -200,6 +200,11 @@ PIXELMILL_WORKER_MAX_JOBS = env.int("PIXELMILL_WORKER_MAX_JOBS", 1000)
 # RQ workers (threads) per worker process: several provider calls in flight for one process's memory;
 # local rendering still takes one CPU turn per process (jobs/cpu_gate.py).
 PIXELMILL_WORKER_THREADS = env.int("PIXELMILL_WORKER_THREADS", 4)
+# An idle worker waits on its queues at most this long between two heartbeats (RQ's own default is its TTL less
+# 15 s, 405 s); a worker that Redis forgot (FLUSHALL, failover to an empty replica) registers again at its next.
+PIXELMILL_WORKER_HEARTBEAT_SECONDS = env.int(
+    "PIXELMILL_WORKER_HEARTBEAT_SECONDS", 15, validate=validate.Range(min=1, max=400)
+)
 RQ = {"WORKER_CLASS": env.str("PIXELMILL_WORKER_CLASS", "jobs.worker.PixelmillWorker")}
 RQ_SHOW_ADMIN_LINK = False  # its admin entry checks only is_staff; the pages live at /admin/rq/
 # `manage.py up` (make run): where the web server listens (PORT is the name hosting platforms set) and how

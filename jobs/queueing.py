@@ -1,6 +1,6 @@
-"""How work reaches Redis: job ids that carry the attempt, bulk enqueue, scheduled retries, and finding
-the attempts Redis lost. Tasks and generations are both "rows with numbered attempts"; a `JobKind` says
-which function runs them and how their job ids read."""
+"""How work reaches Redis: job ids that carry the attempt, bulk enqueue, scheduled retries, finding the
+attempts Redis lost, and the workers alive to take them. Tasks and generations are both "rows with
+numbered attempts"; a `JobKind` says which function runs them and how their job ids read."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 
 import django_rq
 from django.conf import settings
-from rq import Queue
+from redis import Redis
+from rq import Queue, Worker
 from rq.job import Job
 from rq.utils import now as utcnow
 from rq.utils import utcparse
+from rq.worker import BaseWorker
 
 PROCESS_QUEUE = "default"
 CONTROL_QUEUE = "control"
@@ -53,6 +55,16 @@ def job_id_for(task_id: int, attempt: int) -> str:
 
 def get_process_queue() -> Queue:
     return django_rq.get_queue(PROCESS_QUEUE)
+
+
+def live_workers(queue: Queue | None = None, connection: Redis | None = None) -> list[BaseWorker]:
+    """The RQ workers alive now (listening on `queue` if given), as the system page and the estimate count
+    them. Every heartbeat keeps a worker registered, even after Redis lost its registration
+    (jobs.worker.RegisteredWorker); one that stops beating drops out when its key expires, and one that
+    stopped cleanly at once."""
+    if connection is None:
+        connection = queue.connection if queue is not None else django_rq.get_connection(PROCESS_QUEUE)
+    return Worker.all(connection=connection, queue=queue)
 
 
 def enqueue_attempts(

@@ -29,9 +29,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
-from rq import Queue, SimpleWorker, Worker
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import BaseWorker
 
 
 def warm_up() -> None:
@@ -68,7 +70,38 @@ def one_malloc_arena() -> None:
     ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
-class InProcessWorker(SimpleWorker):
+class RegisteredWorker(BaseWorker):
+    """Keeps itself registered: RQ's heartbeat only refreshes a timestamp, so a worker whose registration
+    Redis lost (FLUSHALL, a failover to an empty replica) would work on unseen by `Worker.all()` and by
+    everything that counts workers. Each heartbeat puts back what is missing, and an idle worker beats
+    every PIXELMILL_WORKER_HEARTBEAT_SECONDS instead of RQ's 405 s."""
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return min(super().dequeue_timeout, settings.PIXELMILL_WORKER_HEARTBEAT_SECONDS)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:  # a pipelined beat (during a forked job) is followed by a plain one after it
+            self.register_again_if_forgotten(timeout or self.worker_ttl + 60)
+
+    def register_again_if_forgotten(self, ttl: int) -> None:
+        with self.connection.pipeline() as pipe:
+            pipe.sismember(self.redis_workers_keys, self.key)
+            pipe.hexists(self.key, "birth")
+            registered, described = pipe.execute()
+        if registered and described:
+            return
+        self.log.warning("Worker %s: Redis had forgotten this worker; registering it again", self.name)
+        state = self.get_state()
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping={**self.serialize(), "state": str(getattr(state, "value", state))})
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, ttl)
+            pipe.execute()
+
+
+class InProcessWorker(RegisteredWorker, SimpleWorker):
     """Runs each job in the thread that took it (no fork), between fresh database connections."""
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -170,7 +203,7 @@ class ThreadWorker(InProcessWorker):
         return None
 
 
-class ForkingPixelmillWorker(Worker):
+class ForkingPixelmillWorker(RegisteredWorker, Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()

@@ -12,13 +12,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
-from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.worker import BaseWorker
 
 from dashboard.charts import horizontal_bars
 from dashboard.metrics import state_counts
 from dashboard.models import Task
 from dashboard.views.charts import BAD, IDLE, OK, RUN, WAIT, WARN, time_charts
+from jobs.queueing import live_workers
 
 STATE_COLOURS = {
     "queued": WAIT,
@@ -50,8 +51,8 @@ class WorkerCard:
         return "busy" if self.busy else "idle"
 
 
-def worker_cards(workers: list[Worker]) -> list[WorkerCard]:
-    processes: dict[tuple[str, int | None, str], list[Worker]] = {}
+def worker_cards(workers: list[BaseWorker]) -> list[WorkerCard]:
+    processes: dict[tuple[str, int | None, str], list[BaseWorker]] = {}
     for worker in workers:
         # The threads of one process share its host and pid; a worker that gave no pid stands alone.
         key = (worker.hostname or "", worker.pid, "") if worker.pid else ("", None, worker.name)
@@ -99,8 +100,7 @@ def system_status(request: HttpRequest) -> HttpResponse:
     """Queues, workers and the last hour's work across every campaign; `?live=1` is the refreshing part."""
     context: dict[str, object] = {"now": timezone.now()}
     try:
-        connection = django_rq.get_connection("default")
-        workers = Worker.all(connection=connection)
+        workers = live_workers()
         context["workers"] = worker_cards(workers)
         context["worker_threads"] = len(workers)
         context["queue_chart"] = horizontal_bars("queues", "Jobs per queue", queue_rows())

@@ -1,5 +1,6 @@
 """The worker process: several RQ workers on threads share one CPU turn and keep several provider
-calls in flight; a SIGTERM lets every thread finish and leaves no worker registered."""
+calls in flight; a SIGTERM lets every thread finish and leaves no worker registered; a worker that Redis
+forgot registers again at its next heartbeat."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import time
 
 import django_rq
 import pytest
+from django.urls import reverse
 from rq import Worker
 
+from dashboard.estimates import queue_state
 from dashboard.models import Task
 from dashboard.services import process_campaign
 from jobs.cpu_gate import cpu_released, cpu_turn, holding, waited
 from jobs.reconciler import reconcile_task
 from simulator import max_in_flight
 from tests.conftest import start_worker_process
+from tests.dashboard.pages import visible_text
 from tests.factories import add_source, make_remote_recipe
 from tests.jobs.images import jpeg, product_on_white
 from tests.polling import wait_until
@@ -138,3 +142,58 @@ def test_sigterm_stops_every_thread_of_an_idle_threaded_worker(redis_conn):
         if worker.poll() is None:
             worker.kill()
     assert Worker.all(connection=connection) == [], "every thread registered its death"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_outlives_a_redis_flush_registers_again_within_a_heartbeat(redis_conn, marketer_client):
+    """After FLUSHALL, RQ's own heartbeat only refreshes a timestamp: the process worked on, missing from
+    rq:workers, so the system page and the estimate counted too few workers."""
+    heartbeat = 2
+    worker = start_worker_process(
+        "control",
+        "default",
+        burst=False,
+        env={"PIXELMILL_WORKER_THREADS": "3", "PIXELMILL_WORKER_HEARTBEAT_SECONDS": str(heartbeat)},
+    )
+    connection = django_rq.get_connection("default")
+
+    def registered(count: int):
+        def check() -> bool:
+            assert worker.poll() is None, "the worker process is up"
+            return Worker.count(connection=connection) == count and queue_state()[0] == count
+
+        return check
+
+    def system_page() -> str:
+        return visible_text(marketer_client.get(reverse("system"), {"live": "1"}).content.decode())
+
+    try:
+        wait_until(registered(3), timeout=60, interval=0.2, message="three workers registered")
+        before = {w.name: w.pid for w in Worker.all(connection=connection)}
+        connection.flushall()
+        assert Worker.count(connection=connection) == 0
+        flushed = time.monotonic()
+        wait_until(
+            registered(3),
+            timeout=heartbeat * 3 + 5,
+            interval=0.1,
+            message=lambda: f"registered again: {sorted(w.name for w in Worker.all(connection=connection))}",
+        )
+        back_after = time.monotonic() - flushed
+        after = Worker.all(connection=connection)
+        assert {w.name: w.pid for w in after} == before, "the same threads of the same process"
+        assert all(w.queue_names() == ["control", "default"] and w.birth_date for w in after)
+        assert "Live workers 3 threads in 1 process" in system_page()
+        assert queue_state()[0] == 3, "the estimate counts them"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(15)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    print(
+        f"\n3 RQ workers of one process registered again {back_after:.1f} s after FLUSHALL (heartbeat {heartbeat} s)"
+    )
+    assert back_after < heartbeat * 3
