@@ -82,7 +82,9 @@ class RegisteredWorker(BaseWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         super().heartbeat(timeout, pipeline)
-        if pipeline is None:  # a pipelined beat (during a forked job) is followed by a plain one after it
+        # A pipelined beat (during a forked job) is followed by a plain one after the job; before its birth
+        # a worker has nothing to register again.
+        if pipeline is None and self.birth_date is not None:
             self.register_again_if_forgotten(timeout or self.worker_ttl + 60)
 
     def register_again_if_forgotten(self, ttl: int) -> None:
