@@ -160,6 +160,6 @@ def test_slow_request_bodies_neither_starve_healthz_nor_stay_open(web_server):
         f"{statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; slow clients "
         f"answered after {closed_after[0]:.1f}–{closed_after[-1]:.1f} s"
     )
-    assert max(latencies) < 1.0
+    assert max(latencies) < 2.0, "answered promptly (the threaded server timed out after 5 s)"
     assert all(c.answer.startswith(b"HTTP/1.1 408") for c in cut), {c.answer[:40] for c in cut}
     assert closed_after[-1] < BODY_TIMEOUT_SECONDS + 4
