@@ -9,6 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import BadRequest
 
+# At the default 500 bytes a second the first piece must come within its 20 s: 8 KB takes 16 s.
+PIECE_BYTES = 8192
+
 
 class RequestBodyTimeout(BadRequest):
     """The client sent its request body more slowly than PIXELMILL_REQUEST_BODY_MIN_RATE allows."""
@@ -41,8 +44,21 @@ class DeadlineBody:
         self.deadline += len(data) / self.min_rate
         return data
 
-    def read(self, size: int = -1) -> bytes:
-        return self._before_deadline(self.stream.read, size)
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (to the end with -1), asked for a piece at a time: a server's read waits for all
+        it was asked for, so one large read would hold a slow but steady client to a deadline it earns only
+        once the read returns."""
+        pieces = []
+        wanted = -1 if size is None else size
+        while wanted != 0:
+            piece = self._before_deadline(
+                self.stream.read, PIECE_BYTES if wanted < 0 else min(wanted, PIECE_BYTES)
+            )
+            if not piece:
+                break
+            pieces.append(piece)
+            wanted = wanted - len(piece) if wanted > 0 else wanted
+        return b"".join(pieces)
 
     def readline(self, size: int = -1) -> bytes:
         return self._before_deadline(self.stream.readline, size)
@@ -57,7 +73,7 @@ class SlowBodyGuard:
     per PIXELMILL_REQUEST_BODY_MIN_RATE bytes received (Apache's RequestReadTimeout body=20,MinRate=500); a
     slower client is answered 408 and its connection let go, so a trickling upload cannot hold the server.
 
-    It needs cooperative sockets to interrupt a waiting read: on under gunicorn's gevent worker (`make run`,
+    It needs cooperative sockets to interrupt a waiting read: active under gunicorn's gevent worker (`make run`,
     the image), a pass-through anywhere else (the test client, runserver).
     """
 
