@@ -177,6 +177,7 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env.int("PIXELMILL_MAX_UPLOAD_FILES", 1000)
 # One request's whole body (all files of an upload together); larger ones get a 413 before it is read.
 PIXELMILL_MAX_REQUEST_BYTES = env.int("PIXELMILL_MAX_REQUEST_BYTES", 4 * 1024**3)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = None
 # A request body must arrive within TIMEOUT seconds, each MIN_RATE bytes received earning one more second
 # (Apache's default RequestReadTimeout body=20,MinRate=500); a slower client gets 408. Under gunicorn's gevent
 # worker only, the web server of `make run` and the image (dashboard/slow_clients.py).
@@ -184,7 +185,6 @@ PIXELMILL_REQUEST_BODY_TIMEOUT_SECONDS = env.float("PIXELMILL_REQUEST_BODY_TIMEO
 PIXELMILL_REQUEST_BODY_MIN_RATE = env.float(
     "PIXELMILL_REQUEST_BODY_MIN_RATE", 500.0, validate=validate.Range(min=1)
 )
-FILE_UPLOAD_TEMP_DIR = None
 
 # Redis is transport, the database is the source of truth. Unset, it is the embedded Redis that
 # `manage.py up` (make run) starts, so commands run from another terminal reach the same queues.
