@@ -178,6 +178,7 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 byte_size=len(rendered.data),
                 quality=rendered.quality,
                 violations=[violation.to_dict() for violation in rendered.violations],
+                source_window=list(rendered.window),
             )
         )
     preview = default_storage.save(output_key(task, "_preview", "webp"), ContentFile(result.preview))
@@ -186,7 +187,16 @@ def store_result(task: Task, result: PipelineResult) -> None:
             rows,
             update_conflicts=True,
             unique_fields=["task", "name"],
-            update_fields=["file", "width", "height", "format", "byte_size", "quality", "violations"],
+            update_fields=[
+                "file",
+                "width",
+                "height",
+                "format",
+                "byte_size",
+                "quality",
+                "violations",
+                "source_window",
+            ],
         )
         Task.objects.filter(pk=task.pk).update(preview=preview, notes=result.notes)
 
