@@ -118,6 +118,33 @@ def test_approve_all_outputs_of_an_image_in_one_post(banner_campaign, marketer_c
     assert "✓ 4 approved" in page and "Approved only (4)" in page and "4 to review" in page
 
 
+def bulk_buttons(html: str) -> set[str]:
+    """The bulk review buttons a page offers for one image ("Approve all…", "Reject all")."""
+    return {
+        button.text.split(" ")[0] + " all"
+        for button in find_all(html, "button", name="decision")
+        if " all" in button.text
+    }
+
+
+def test_approve_all_is_offered_only_while_something_is_left_to_approve(banner_campaign, marketer_client):
+    bag = Task.objects.get(source__display_name="bag.jpg")
+    shoe = Task.objects.get(source__display_name="shoe.jpg")
+    compare = reverse("output-compare", args=[bag.outputs.first().pk])
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Approve all", "Reject all"}
+
+    marketer_client.post(reverse("task-review", args=[bag.pk]), {"decision": "approved"})
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Reject all"}
+    gallery = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
+    bag_bar = gallery.split(f'id="review-task-{bag.pk}"')[1].split("</form>")[0]
+    shoe_bar = gallery.split(f'id="review-task-{shoe.pk}"')[1].split("</form>")[0]
+    assert "Approve all" not in bag_bar and "Reject all" in bag_bar
+    assert "Approve all" in shoe_bar  # the other image still waits
+
+    marketer_client.post(reverse("task-review", args=[bag.pk]), {"decision": "rejected"})
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Approve all"}
+
+
 def test_review_changes_need_post_csrf_and_a_known_decision(banner_campaign, marketer, marketer_client):
     output = Output.objects.first()
     url = reverse("output-review", args=[output.pk])
