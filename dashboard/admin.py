@@ -234,6 +234,7 @@ class OutputAdmin(admin.ModelAdmin):
         "byte_size",
         "quality",
         "violations",
+        "source_window",
         "created_at",
         "review",
         "reviewed_by",
