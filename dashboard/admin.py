@@ -59,11 +59,19 @@ def provider_menu_label(provider: Provider) -> str:
     return f"{provider.name}{switched_off} — can: {', '.join(labels)}"
 
 
-class RecipeOutputInline(admin.TabularInline):
+class RecipeOutputInline(admin.StackedInline):
+    """One output per block of three short rows: as a table its fifteen columns made the form 2,477 px wide."""
+
     model = RecipeOutput
     extra = 0
-    fields = ["position", "name", "width", "height", "fit", "format", "quality", "background"]
-    fields += ["webp_method", "progressive", "avif_speed", "max_kb", "min_width", "min_height", "aspect"]
+    fieldsets = [
+        (
+            None,
+            {"fields": [("position", "name", "width", "height", "fit", "format", "quality", "background")]},
+        ),
+        ("Channel rules", {"fields": [("max_kb", "min_width", "min_height", "aspect")]}),
+        ("Encoder effort", {"fields": [("webp_method", "progressive", "avif_speed")]}),
+    ]
 
 
 @admin.register(Recipe)
@@ -226,6 +234,7 @@ class OutputAdmin(admin.ModelAdmin):
         "byte_size",
         "quality",
         "violations",
+        "source_window",
         "created_at",
         "review",
         "reviewed_by",

@@ -3,8 +3,10 @@
 import django_rq.urls
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.decorators import login_not_required, permission_required
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from dashboard.views import (
     campaigns,
@@ -32,6 +34,8 @@ handler400 = "dashboard.views.errors.bad_request"
 
 urlpatterns = [
     path("", campaigns.campaign_list, name="campaign-list"),
+    # Browsers ask for /favicon.ico on any page that names no icon (the JSON views, django-rq's pages).
+    path("favicon.ico", login_not_required(RedirectView.as_view(url=static("favicon.svg"), permanent=True))),
     path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign-detail"),
     path("campaigns/<int:pk>/upload/", intake.campaign_upload, name="campaign-upload"),
     path(

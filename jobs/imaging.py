@@ -25,6 +25,10 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF", "HEIF")
 # Keys of `Image.info` that carry our own geometry hints between steps (see jobs.operations).
 FOCUS_KEY = "pixelmill.focus"
 SUBJECT_KEY = "pixelmill.subject"
+# Where the picture's edges lie in the decoded source, normalised (left, top, right, bottom); absent means
+# the whole source, and a canvas's margin reaches past 0..1. Lets an output say which part of the source it shows.
+EXTENT_KEY = "pixelmill.extent"
+WHOLE_SOURCE = (0.0, 0.0, 1.0, 1.0)
 # Pillow's type for `Image.info`: hints are built as this so they can be assigned to it.
 ImageInfoDict = dict[str | tuple[int, int], Any]
 

@@ -15,12 +15,14 @@ from PIL import Image, ImageCms
 from jobs.errors import InternalError, StepError
 from jobs.imaging import (
     DEFAULT_MAX_PIXELS,
+    EXTENT_KEY,
     FOCUS_KEY,
+    WHOLE_SOURCE,
     decode_image,
     fill_crop,
     read_dimensions,
 )
-from jobs.operations import Operation, OperationContext, colour_rgb
+from jobs.operations import Operation, OperationContext, Upscale, colour_rgb
 from jobs.outputs import LOSSY_FORMATS, OutputSpec, RuleViolation, check_rules
 from jobs.resampling import MODES, halve, resample
 
@@ -53,6 +55,10 @@ SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(
 PREVIEW_SPEC = OutputSpec("preview", 320, 320, "fit", "webp")
 
 
+# A box as fractions of a picture: (left, top, right, bottom).
+Box = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True)
 class RenderedOutput:
     spec: OutputSpec
@@ -61,6 +67,8 @@ class RenderedOutput:
     height: int
     quality: int | None = None
     violations: tuple[RuleViolation, ...] = ()
+    # The part of the source this output shows (see source_window), so a comparison can line the two up.
+    window: Box = WHOLE_SOURCE
 
 
 @dataclass
@@ -137,7 +145,10 @@ def render_outputs(
             pictures[key] = picture
         data, quality = encode_within_budget(picture, spec)
         violations = check_rules(spec, picture.width, picture.height, len(data), quality)
-        results[index] = RenderedOutput(spec, data, picture.width, picture.height, quality, violations)
+        window = source_window(spec, image.size, image.info)
+        results[index] = RenderedOutput(
+            spec, data, picture.width, picture.height, quality, violations, window
+        )
         waiting[key] -= 1
         if not waiting[key]:
             del pictures[key]
@@ -229,6 +240,34 @@ def fill_window(
     sx, sy = base.width / target[0], base.height / target[1]
     box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
     return resample(base, (spec.width, spec.height), box)
+
+
+def output_frame(spec: OutputSpec, size: tuple[int, int], hints: Mapping[str | tuple[int, int], Any]) -> Box:
+    """The part of a `size` picture that `spec`'s output shows, as fractions of it: the window a `fill`
+    keeps (fill_window's), or past 0..1 where `pad` adds a border (frame's)."""
+    target = spec.resized_size(size)
+    box = (spec.width, spec.height)
+    if spec.fit == "fill" and target != box:
+        left, top, right, bottom = fill_crop(target, box, hints)
+        return left / target[0], top / target[1], right / target[0], bottom / target[1]
+    if spec.fit == "pad" and target != box:
+        x, y = (spec.width - target[0]) // 2, (spec.height - target[1]) // 2
+        return -x / target[0], -y / target[1], (spec.width - x) / target[0], (spec.height - y) / target[1]
+    return WHOLE_SOURCE
+
+
+def source_window(spec: OutputSpec, size: tuple[int, int], hints: Mapping[str | tuple[int, int], Any]) -> Box:
+    """The part of the source that `spec`'s output of a processed `size` picture shows, as fractions of the
+    source: the output's frame carried back through the steps' crops and canvases (the extent hint)."""
+    left, top, right, bottom = hints.get(EXTENT_KEY, WHOLE_SOURCE)
+    frame_left, frame_top, frame_right, frame_bottom = output_frame(spec, size, hints)
+    width, height = right - left, bottom - top
+    return (
+        round(left + frame_left * width, 6),
+        round(top + frame_top * height, 6),
+        round(left + frame_right * width, 6),
+        round(top + frame_bottom * height, 6),
+    )
 
 
 def frame(image: Image.Image, spec: OutputSpec, hints: Mapping[str | tuple[int, int], Any]) -> Image.Image:
@@ -403,3 +442,32 @@ def run_pipeline(
         timings=timings,
         notes=list(context.notes),
     )
+
+
+# Tracing decodes and steps at most this large: the geometry is in fractions, so a small copy finds the same
+# windows (the subject detectors work on a small copy anyway) at a fraction of the cost.
+TRACE_LONG_SIDE = 1024
+
+
+def trace_windows(
+    source: bytes,
+    steps: Sequence[Operation],
+    specs: Sequence[OutputSpec],
+    *,
+    context: OperationContext | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    focus: tuple[float, float] | None = None,
+) -> dict[str, Box]:
+    """Each spec's source window (by name), found again without rendering: for outputs stored before the
+    renderer recorded it. Run on a small copy with local steps, so it may differ from a provider's by a little."""
+    limit = (TRACE_LONG_SIDE, TRACE_LONG_SIDE)
+    image = decode_image(source, max_pixels=max_pixels, min_size=limit)
+    if max(image.size) > TRACE_LONG_SIDE:
+        image.thumbnail(limit, Image.Resampling.BILINEAR)
+    image.info = {FOCUS_KEY: (float(focus[0]), float(focus[1]))} if focus is not None else {}
+    context = context or OperationContext.default()
+    for operation in steps:
+        # An upscale moves nothing (hints are fractions) and would only make the copy larger.
+        if not isinstance(operation, Upscale):
+            image = operation.apply(image, context)
+    return {spec.name: source_window(spec, image.size, image.info) for spec in specs}

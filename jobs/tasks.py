@@ -186,6 +186,7 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 quality=rendered.quality,
                 violations=[violation.to_dict() for violation in rendered.violations],
                 earlier_approved=earlier.get(rendered.spec.name),
+                source_window=list(rendered.window),
             )
         )
     # Before the transaction: an earlier output stored without a hash is read from storage once.
@@ -200,7 +201,7 @@ def store_result(task: Task, result: PipelineResult) -> None:
             unique_fields=["task", "name"],
             update_fields=[
                 "file", "width", "height", "format", "byte_size", "sha256", "quality", "violations",
-                "earlier_approved",
+                "earlier_approved", "source_window",
             ],
         )  # fmt: skip
         for row in same_bytes:

@@ -104,6 +104,12 @@ class Output(models.Model):
     violations = models.JSONField(
         default=list, blank=True, help_text="Channel rules this file breaks: [{rule, message}]."
     )
+    source_window = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The part of the source this file shows, as fractions of the source: [left, top, right, "
+        "bottom] (past 0..1 where padding or a canvas adds a border). Empty for files made before it was kept.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     review = models.CharField(
         max_length=10,

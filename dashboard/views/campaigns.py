@@ -35,8 +35,40 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         campaign.save()
         messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
         return redirect(campaign)
-    campaigns = Campaign.objects.visible_to(request.user).select_related("team").with_counts()
+    campaigns = list(Campaign.objects.visible_to(request.user).select_related("team").with_counts())
+    for campaign in campaigns:
+        campaign.run_bar = RunBar(campaign.task_count, campaign.done_count, campaign.failed_count)
     return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
+
+
+@dataclass(frozen=True)
+class RunBar:
+    """A campaign's tasks in the list: how many finished, and of those how many succeeded or failed."""
+
+    total: int
+    done: int
+    failed: int
+
+    @property
+    def succeeded(self) -> int:
+        return self.done - self.failed  # a finished task succeeded, failed or died
+
+    @property
+    def to_go(self) -> int:
+        return self.total - self.done
+
+    @property
+    def percent(self) -> int:
+        # Rounded down, as the campaign page's progress is: 100% only when everything is done.
+        return 100 * self.done // self.total if self.total else 0
+
+    @property
+    def succeeded_width(self) -> str:
+        return f"{100 * self.succeeded / self.total:.2f}" if self.total else "0"
+
+    @property
+    def failed_width(self) -> str:
+        return f"{100 * self.failed / self.total:.2f}" if self.total else "0"
 
 
 @require_GET

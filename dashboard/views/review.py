@@ -17,8 +17,10 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import services
 from dashboard.access import visible_campaign
 from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, Task
+from dashboard.source_windows import source_window_of
 from dashboard.version_compare import compare_sources, definition_changes
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
+from jobs.rendering import Box
 
 VERSION_COMPARE_PAGE_SIZE = 8
 
@@ -55,13 +57,32 @@ def redirect_back(request: HttpRequest, fallback: str) -> HttpResponse:
 
 @dataclass(frozen=True)
 class ComparedImage:
-    """What the left of the comparison shows: the source, or the same output of another version."""
+    """What the left of the comparison shows: the source, or the same output of another version.
+
+    `window` is the part of the source the output shows (fractions): the wipe shows the source cut to it,
+    so the two line up, and side by side outlines it on the whole source. None: shown whole.
+    """
 
     src: str
     label: str
     name: str
     width: int
     height: int
+    window: Box | None = None
+
+    @property
+    def window_style(self) -> str:
+        """The window as CSS custom properties (percentages of the source) and the source's shape."""
+        if self.window is None:
+            return ""
+        left, top, right, bottom = self.window
+        percentages = {"wx": left, "wy": top, "ww": right - left, "wh": bottom - top}
+        numbers = "; ".join(f"--{name}: {value * 100:.4f}" for name, value in percentages.items())
+        return f"{numbers}; aspect-ratio: {self.width} / {self.height}"
+
+    @property
+    def shape(self) -> str:
+        return "landscape" if self.width >= self.height else "portrait"
 
 
 @require_GET
@@ -96,6 +117,7 @@ def output_compare(request: HttpRequest, pk: int) -> HttpResponse:
             name=task.source.display_name,
             width=task.source.width,
             height=task.source.height,
+            window=source_window_of(output),
         )
     return render(
         request,

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, ImageInfoDict
+from jobs.imaging import EXTENT_KEY, FOCUS_KEY, SUBJECT_KEY, WHOLE_SOURCE, ImageInfoDict
 
 
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
@@ -27,8 +27,10 @@ def join_alpha(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
 
 
 def carry_hints(source: Image.Image, result: Image.Image) -> Image.Image:
-    """Give `result` (same geometry as `source`) the source's focus hints and nothing else."""
-    result.info = {key: source.info[key] for key in (FOCUS_KEY, SUBJECT_KEY) if key in source.info}
+    """Give `result` (same geometry as `source`, at any scale) the source's hints and nothing else."""
+    result.info = {
+        key: source.info[key] for key in (FOCUS_KEY, SUBJECT_KEY, EXTENT_KEY) if key in source.info
+    }
     return result
 
 
@@ -40,7 +42,8 @@ def move_hints(
     offset: tuple[int, int],
     new_size: tuple[int, int],
 ) -> ImageInfoDict:
-    """Focus hints re-expressed after cropping `crop`, scaling by `scale` and pasting at `offset`."""
+    """Hints re-expressed after cropping `crop`, scaling by `scale` and pasting at `offset` on a canvas of
+    `new_size`: the focus and subject as fractions of the new picture, its extent in the source."""
 
     def move(x: float, y: float) -> tuple[float, float]:
         px = (x * size[0] - crop[0]) * scale + offset[0]
@@ -54,7 +57,28 @@ def move_hints(
     subject = info.get(SUBJECT_KEY)
     if isinstance(subject, tuple) and len(subject) == 4:
         hints[SUBJECT_KEY] = (*move(subject[0], subject[1]), *move(subject[2], subject[3]))
+    hints[EXTENT_KEY] = moved_extent(info.get(EXTENT_KEY, WHOLE_SOURCE), size, crop, scale, offset, new_size)
     return hints
+
+
+def moved_extent(
+    extent: tuple[float, float, float, float],
+    size: tuple[int, int],
+    crop: tuple[int, int, int, int],
+    scale: float,
+    offset: tuple[int, int],
+    new_size: tuple[int, int],
+) -> tuple[float, float, float, float]:
+    """Where the new picture's corners lie in the source, given where the old one's (`extent`) did."""
+    left, top, right, bottom = extent
+
+    def in_source(x: float, y: float) -> tuple[float, float]:
+        # Back from a pixel of the new picture to one of the old, then along the old picture's extent.
+        old_x = (x - offset[0]) / scale + crop[0]
+        old_y = (y - offset[1]) / scale + crop[1]
+        return left + old_x / size[0] * (right - left), top + old_y / size[1] * (bottom - top)
+
+    return (*in_source(0, 0), *in_source(*new_size))
 
 
 def anchor(position: str, canvas: tuple[int, int], item: tuple[int, int], margin: int) -> tuple[int, int]:

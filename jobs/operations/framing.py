@@ -9,7 +9,7 @@ from typing import ClassVar, Self
 
 from PIL import Image
 
-from jobs.imaging import FOCUS_KEY, SUBJECT_KEY, ImageInfoDict, fill_crop
+from jobs.imaging import EXTENT_KEY, FOCUS_KEY, SUBJECT_KEY, ImageInfoDict, fill_crop
 from jobs.operations.base import Operation, OperationContext
 from jobs.operations.compositing import move_hints
 from jobs.operations.cutout import content_box
@@ -107,6 +107,8 @@ class SmartCrop(Operation):
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
         crop, hints = self.plan(image)
+        if EXTENT_KEY in image.info:
+            hints[EXTENT_KEY] = image.info[EXTENT_KEY]
         if crop == (0, 0, image.width, image.height):
             result = image.copy()
             result.info = hints

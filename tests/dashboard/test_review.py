@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
@@ -43,6 +44,52 @@ def test_compare_page_shows_the_output_beside_its_source_with_its_bytes(banner_c
         assert reverse("output-thumbnail", args=[sibling.pk]) in page
 
 
+def compared_window(page: str) -> list[float] | None:
+    """The window the compare page cuts the source to (fractions of the source), if it cuts it."""
+    frames = find_all(page, "div", class_="source-frame")
+    return [float(v) for v in frames[0].attrs["data-window"].split(",")] if frames else None
+
+
+def test_the_compare_page_cuts_the_source_to_the_part_the_output_was_made_from(
+    banner_campaign, marketer_client
+):
+    output = Output.objects.get(task__source__display_name="shoe.jpg", name="banner")
+    # The banner is a 1200:628 strip of a 320×240 photo: all of its width, about 70% of its height.
+    left, top, right, bottom = output.source_window
+    assert (left, right) == pytest.approx((0.0, 1.0), abs=0.01)
+    assert bottom - top == pytest.approx(320 * 628 / 1200 / 240, abs=0.01)
+    page = marketer_client.get(reverse("output-compare", args=[output.pk])).content.decode()
+    assert compared_window(page) == output.source_window
+    assert "The original is cut to the part this output was made from" in page
+
+
+def test_an_output_stored_before_windows_were_kept_has_its_window_traced_once(
+    banner_campaign, marketer_client, monkeypatch
+):
+    task = Task.objects.get(source__display_name="bag.jpg")
+    recorded = dict(task.outputs.values_list("name", "source_window"))
+    task.outputs.update(source_window=None)
+    output = task.outputs.get(name="banner-small")
+    page = marketer_client.get(reverse("output-compare", args=[output.pk])).content.decode()
+    assert compared_window(page) == pytest.approx(recorded["banner-small"], abs=0.005)
+    # Every output of the task keeps its traced window: the next page needs no trace.
+    for name, window in task.outputs.values_list("name", "source_window"):
+        assert window == pytest.approx(recorded[name], abs=0.005), name
+    monkeypatch.setattr("dashboard.source_windows.trace_windows", None)
+    banner = task.outputs.get(name="banner")
+    page = marketer_client.get(reverse("output-compare", args=[banner.pk])).content.decode()
+    assert compared_window(page) == banner.source_window
+
+
+def test_without_a_window_the_source_is_shown_whole_and_the_page_says_why(banner_campaign, marketer_client):
+    output = Output.objects.get(task__source__display_name="shoe.jpg", name="banner")
+    Output.objects.filter(pk=output.pk).update(source_window=None)
+    default_storage.delete(output.task.source.file.name)  # nothing left to trace it from
+    page = marketer_client.get(reverse("output-compare", args=[output.pk])).content.decode()
+    assert compared_window(page) is None
+    assert "Where this output sits in the original is not known, so the original is shown whole." in page
+
+
 def test_approving_and_rejecting_one_output_records_who_and_when(banner_campaign, marketer_client, marketer):
     output = Output.objects.get(task__source__display_name="shoe.jpg", name="banner")
     url = reverse("output-review", args=[output.pk])
@@ -70,6 +117,33 @@ def test_approve_all_outputs_of_an_image_in_one_post(banner_campaign, marketer_c
     assert set(Output.objects.exclude(task=task).values_list("review", flat=True)) == {"pending"}
     page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
     assert "✓ 4 approved" in page and "Approved only (4)" in page and "4 to review" in page
+
+
+def bulk_buttons(html: str) -> set[str]:
+    """The bulk review buttons a page offers for one image ("Approve all…", "Reject all")."""
+    return {
+        button.text.split(" ")[0] + " all"
+        for button in find_all(html, "button", name="decision")
+        if " all" in button.text
+    }
+
+
+def test_approve_all_is_offered_only_while_something_is_left_to_approve(banner_campaign, marketer_client):
+    bag = Task.objects.get(source__display_name="bag.jpg")
+    shoe = Task.objects.get(source__display_name="shoe.jpg")
+    compare = reverse("output-compare", args=[bag.outputs.first().pk])
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Approve all", "Reject all"}
+
+    marketer_client.post(reverse("task-review", args=[bag.pk]), {"decision": "approved"})
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Reject all"}
+    gallery = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
+    bag_bar = gallery.split(f'id="review-task-{bag.pk}"')[1].split("</form>")[0]
+    shoe_bar = gallery.split(f'id="review-task-{shoe.pk}"')[1].split("</form>")[0]
+    assert "Approve all" not in bag_bar and "Reject all" in bag_bar
+    assert "Approve all" in shoe_bar  # the other image still waits
+
+    marketer_client.post(reverse("task-review", args=[bag.pk]), {"decision": "rejected"})
+    assert bulk_buttons(marketer_client.get(compare).content.decode()) == {"Approve all"}
 
 
 def test_review_changes_need_post_csrf_and_a_known_decision(banner_campaign, marketer, marketer_client):

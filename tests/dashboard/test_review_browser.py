@@ -6,13 +6,16 @@ the README tour's pictures."""
 
 from __future__ import annotations
 
+import io
 import zipfile
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from dashboard.models import Output, Recipe, ShareLink
 from tests.conftest import run_burst_worker
-from tests.dashboard.conftest import publish_banner_text, screenshot
+from tests.dashboard.conftest import process_uploads, publish_banner_text, screenshot
 from tests.factories import make_approved_outputs
 from tests.jobs.images import jpeg, product_on_white
 
@@ -229,6 +232,54 @@ def test_a_marketer_compares_approves_downloads_and_shares_the_approved_images(
     assert stranger.goto(address).status == 410
     assert "This link no longer works" in stranger.inner_text("h1")
     assert Output.objects.filter(review="approved").count() == 5
+
+
+def stage_picture(page, split: int) -> np.ndarray:
+    """The comparison stage as the marketer sees it with the handle at `split` percent (captions hidden)."""
+    page.locator(".compare-range").evaluate(
+        "(range, value) => { range.value = value; range.dispatchEvent(new Event('input')); }", split
+    )
+    shot = page.locator(".compare-stage").screenshot()
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=float)
+
+
+def test_the_wipe_lines_the_original_up_with_an_output_cut_from_it(
+    browser_page, live_server, marketer, marketer_client, campaign, ready_recipes, redis_conn,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    photo = product_on_white(480, 360, seed=3, centre=(0.35, 0.55))
+    process_uploads(
+        marketer_client, campaign, [ready_recipes["social-ads-pack"]], {"bottle.jpg": jpeg(photo)},
+        django_capture_on_commit_callbacks,
+    )  # fmt: skip
+    page = browser_page
+    log_in(page, live_server.url, "maria", "pw-maria-123")
+    for name in ("instagram-story", "display-728x90"):
+        output = Output.objects.get(name=name)
+        page.goto(f"{live_server.url}/outputs/{output.pk}/compare/")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.compare-stage img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+        page.add_style_tag(content=".compare-stage figcaption, .compare-handle { display: none !important; }")
+        # The source's picture is placed so the output's window covers the stage exactly.
+        stage = page.locator(".compare-stage").bounding_box()
+        source = page.locator(".compare-before img").bounding_box()
+        left, top, right, bottom = output.source_window
+        assert stage["x"] == pytest.approx(source["x"] + left * source["width"], abs=1.5)
+        assert stage["y"] == pytest.approx(source["y"] + top * source["height"], abs=1.5)
+        assert stage["x"] + stage["width"] == pytest.approx(source["x"] + right * source["width"], abs=1.5)
+        assert stage["y"] + stage["height"] == pytest.approx(source["y"] + bottom * source["height"], abs=1.5)
+        # And what the eye checks: wiping from all-original to all-output moves nothing.
+        original, rendered = stage_picture(page, 100), stage_picture(page, 0)
+        assert np.abs(original - rendered).mean() < 6, name
+        if name == "instagram-story":
+            page.screenshot(path=f"/tmp/pixelmill-compare-{name}.png", full_page=True)
+            page.click("[data-compare-mode=side]")
+            window = page.locator(".source-window").bounding_box()
+            whole = page.locator(".compare-before img").bounding_box()
+            assert window["width"] == pytest.approx((right - left) * whole["width"], abs=1.5)
+            assert window["x"] == pytest.approx(whole["x"] + left * whole["width"], abs=1.5)
+            page.screenshot(path=f"/tmp/pixelmill-compare-{name}-side.png", full_page=True)
 
 
 def test_a_campaign_reruns_on_a_new_recipe_version_and_the_versions_are_compared(

@@ -13,7 +13,7 @@ from jobs.errors import PermanentError
 from jobs.imaging import FOCUS_KEY
 from jobs.operations import Operation, OperationContext, build_operation
 from jobs.outputs import OutputSpec, OutputSpecError
-from jobs.rendering import SRGB_PROFILE, render_outputs, required_size, run_pipeline
+from jobs.rendering import SRGB_PROFILE, render_outputs, required_size, run_pipeline, trace_windows
 from tests.jobs import images
 from tests.jobs.similarity import ssim
 
@@ -610,3 +610,81 @@ def test_images_in_other_modes_are_rendered_as_rgb():
     grey = images.gradient(400, 300).convert("L")
     [output] = render_outputs(grey, [OutputSpec("g", 200, 200, "fit", "png")])
     assert opened(output.data).size == (200, 150)
+
+
+def misfit(source: Image.Image, window: tuple[float, ...], output: Image.Image) -> float:
+    """How far `output`'s pixels are from `source` cut to `window` (fractions) and resized to the output,
+    over the part of the output that comes from inside the source (not a pad's or canvas's border)."""
+    box = (
+        window[0] * source.width,
+        window[1] * source.height,
+        window[2] * source.width,
+        window[3] * source.height,
+    )
+    expected = source.convert("RGB").transform(
+        output.size, Image.Transform.EXTENT, box, Image.Resampling.BILINEAR
+    )
+    inside = Image.new("L", source.size, 255).transform(output.size, Image.Transform.EXTENT, box)
+    mask = np.asarray(inside) == 255
+    difference = np.abs(np.asarray(expected, dtype=float) - np.asarray(output.convert("RGB"), dtype=float))
+    return float(difference[mask].mean())
+
+
+def shifted(window: tuple[float, ...], fraction: float) -> tuple[float, ...]:
+    """`window` moved sideways by `fraction` of its width, towards the middle of the source."""
+    step = (window[2] - window[0]) * fraction * (1 if window[0] + window[2] < 1 else -1)
+    return (window[0] + step, window[1], window[2] + step, window[3])
+
+
+PRODUCT = images.product_on_white(480, 360, centre=(0.3, 0.6), seed=2)
+
+
+@pytest.mark.parametrize(
+    ("source", "steps", "spec", "focus"),
+    [
+        (images.photo(480, 360, seed=3), [], OutputSpec("banner", 300, 100, "fill", "png"), (0.2, 0.5)),
+        (images.photo(480, 360, seed=3), [("smart_crop", {"aspect": "1:1"})], OutputSpec("wide", 300, 120, "fill", "png"), None),
+        (images.photo(480, 360, seed=4), [("smart_crop", {"aspect": "4:5"})], OutputSpec("story", 90, 160, "fill", "png"), None),
+        (PRODUCT, [("smart_crop", {"aspect": "1200:628"}), ("text_overlay", {"text": "20% OFF"})], OutputSpec("banner", 600, 314, "fill", "png"), None),
+        (PRODUCT, [("canvas", {"margin": 0.1, "aspect": "1:1"})], OutputSpec("square", 200, 200, "pad", "png"), None),
+        (PRODUCT, [("canvas", {"margin": 0.2, "aspect": "1:1"})], OutputSpec("strip", 300, 100, "fill", "png"), None),
+        (images.photo(480, 360, seed=5), [("canvas", {"margin": 0.1, "trim": False})], OutputSpec("fit", 240, 240, "pad", "png"), None),
+        (images.photo(480, 360, seed=5), [("upscale", {"factor": 2}), ("smart_crop", {"aspect": "1:2"})], OutputSpec("tall", 100, 200, "fill", "png"), None),
+    ],
+    ids=["focus-fill", "smart-crop-fill", "smart-crop-story", "sale-banner", "canvas-pad", "canvas-fill", "canvas-untrimmed", "upscaled"],
+)  # fmt: skip
+def test_each_output_records_the_part_of_the_source_it_shows_and_a_trace_finds_it_again(
+    source, steps, spec, focus
+):
+    operations = [build_operation(name, params) for name, params in steps]
+    data = images.png(source)
+    [output] = run_pipeline(data, operations, [spec], focus=focus).outputs
+    picture = opened(output.data)
+    # The source cut to the window is the output; a tenth of a window beside it is not.
+    assert misfit(source, output.window, picture) < 8
+    assert misfit(source, shifted(output.window, 0.1), picture) > 1.5 * misfit(source, output.window, picture)
+    # Found again without rendering (for outputs stored before windows were): the same window, to a pixel
+    # (the trace skips an upscale, so a crop after one rounds at half the size).
+    traced = trace_windows(data, operations, [spec], focus=focus)
+    assert traced[spec.name] == pytest.approx(output.window, abs=1 / 480)
+
+
+def test_a_pad_outputs_window_reaches_past_the_source_where_the_border_is():
+    [output] = render_outputs(images.photo(400, 200), [OutputSpec("square", 300, 300, "pad", "png")])
+    assert output.window == pytest.approx((0.0, -0.5, 1.0, 1.5))
+    canvas = build_operation("canvas", {"margin": 0.1, "trim": False}).apply(
+        images.photo(400, 200), OperationContext.default()
+    )
+    [whole] = render_outputs(canvas, [OutputSpec("fit", 500, 250, "fit", "png")])
+    assert whole.window == pytest.approx((-0.125, -0.125, 1.125, 1.125), abs=0.01)
+
+
+def test_a_large_source_is_traced_on_a_small_copy_to_nearly_the_same_window():
+    scene = images.product_on_white(2400, 1800, centre=(0.7, 0.4), seed=6)
+    data = images.jpeg(scene)
+    steps = [build_operation("smart_crop", {"aspect": "1:1"})]
+    specs = [OutputSpec("wide", 600, 200, "fill", "jpeg"), OutputSpec("square", 300, 300, "pad", "jpeg")]
+    result = run_pipeline(data, steps, specs)
+    traced = trace_windows(data, steps, specs)
+    for output in result.outputs:
+        assert traced[output.spec.name] == pytest.approx(output.window, abs=0.02)

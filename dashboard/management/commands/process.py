@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,20 +13,27 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from rq import Worker
 
 from dashboard import services
 from dashboard.exports import campaign_zip
-from dashboard.intake import import_directory
-from dashboard.models import Campaign, Progress, Recipe, Task, Team
+from dashboard.intake import ImportReport, import_directory
+from dashboard.models import Campaign, Output, Progress, Recipe, Task, Team
 from dashboard.redis_server import EmbeddedRedis
 from jobs.queueing import get_process_queue
 
 
+def plain(text: str) -> str:
+    """No colour: a progress line stays in the terminal's own colour until something fails."""
+    return text
+
+
 class Command(BaseCommand):
     help = __doc__
+    json_summary = False
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("directory", type=Path)
@@ -48,10 +56,24 @@ class Command(BaseCommand):
             default=None,
             help="Start this many burst workers for the run. Default: one per core if no worker is running.",
         )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print a JSON summary on stdout for scripts (counts, durations, output files, failures); "
+            "everything else goes to stderr.",
+        )
 
     def handle(self, *args, directory: Path, recipe: list[str], **options) -> None:
+        self.json_summary = options["json"]
         with self.redis_available():
             self.run(directory, recipe, options)
+
+    def say(self, message: str) -> None:
+        """A line for the person at the terminal: stdout, or stderr when stdout carries the JSON summary."""
+        if self.json_summary:
+            self.stderr.write(message, style_func=plain)
+        else:
+            self.stdout.write(message)
 
     @contextmanager
     def redis_available(self) -> Iterator[None]:
@@ -61,7 +83,7 @@ class Command(BaseCommand):
         except redis.ConnectionError:
             if "REDIS_URL" in os.environ:
                 raise CommandError(f"Redis at {settings.REDIS_URL} does not answer.") from None
-            self.stdout.write("No Redis running; starting an embedded one for this run.")
+            self.say("No Redis running; starting an embedded one for this run.")
             with EmbeddedRedis(port=settings.PIXELMILL_REDIS_PORT, data_dir=settings.DATA_DIR / "redis"):
                 yield
             return
@@ -83,7 +105,7 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         report = import_directory(campaign, directory)
-        self.stdout.write(
+        self.say(
             f"Imported {len(report.accepted)} image(s) into “{campaign.name}” (#{campaign.pk}); "
             f"{len(report.duplicates)} already there, {len(report.refused)} refused."
         )
@@ -93,23 +115,48 @@ class Command(BaseCommand):
         processed = services.process_campaign(campaign, recipes)
         tasks = Task.objects.filter(campaign=campaign, recipe_version__recipe__in=recipes)
         if processed.created:
-            self.stdout.write(f"Enqueued {processed.created} task(s).")
+            self.say(f"Enqueued {processed.created} task(s).")
         elif not tasks.unfinished().exists():
-            self.stdout.write(
+            self.say(
                 f"Nothing new to process: every image already has these recipe versions "
                 f"({tasks.count()} task(s), all finished)."
             )
 
         wait = options["wait"] or options["export"] is not None
-        if not wait:
-            return
-        enqueued_at = time.monotonic()
-        self.wait_for(tasks, options["workers"])
-        elapsed = time.monotonic() - enqueued_at
-        self.summarise(campaign, tasks, report, started, elapsed, options["export"])
-
-    def summarise(self, campaign, tasks, report, started: float, elapsed: float, export: Path | None) -> None:
+        elapsed = None
+        if wait:
+            enqueued_at = time.monotonic()
+            self.wait_for(tasks, options["workers"])
+            elapsed = time.monotonic() - enqueued_at
         progress = Progress.for_tasks(tasks)
+        if wait:
+            self.summarise(tasks, progress, report, started, elapsed or 0.0)
+        export = options["export"]
+        if export:
+            self.export(campaign, export)
+        # Refusals and failures are only known for sure once the run is over.
+        exit_code = 1 if wait and (report.refused or progress.failed) else 0
+        if self.json_summary:
+            summary = run_summary(campaign, recipes, tasks, progress, report, processed.created)
+            summary |= {
+                "finished": progress.remaining == 0,
+                "seconds": {"total": round(time.monotonic() - started, 3), "processing": rounded(elapsed)},
+                "tasks_per_second": rounded(progress.total / elapsed if elapsed else None),
+                "images_per_second": rounded(
+                    len(report.accepted) / (time.monotonic() - started)
+                    if elapsed and report.accepted
+                    else None
+                ),
+                "export": {"path": str(export), "bytes": export.stat().st_size} if export else None,
+                "exit_code": exit_code,
+            }
+            self.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False), style_func=plain)
+        if exit_code:
+            sys.exit(exit_code)
+
+    def summarise(
+        self, tasks, progress: Progress, report: ImportReport, started: float, elapsed: float
+    ) -> None:
         summary = (
             f"\nSucceeded {progress.succeeded}, failed {progress.count('failed')}, dead {progress.count('dead')} "
             f"of {progress.total} task(s)"
@@ -118,20 +165,19 @@ class Command(BaseCommand):
             summary += f" in {elapsed:.1f} s: {progress.total / elapsed:.2f} tasks/s"
             if report.accepted:
                 summary += f", {len(report.accepted) / (time.monotonic() - started):.2f} images/s overall"
-        self.stdout.write(summary + ".")
+        self.say(summary + ".")
         for task in tasks.failed().select_related("source", "recipe_version__recipe"):
             self.stderr.write(
                 f"  {task.get_state_display().lower()} {task.source.display_name} "
                 f"[{task.recipe_version.recipe.slug}] at {task.error_step or '?'}: {task.error_message}"
             )
-        if export:
-            archive = campaign_zip(campaign)
-            with export.open("wb") as handle:
-                for chunk in archive:
-                    handle.write(chunk)
-            self.stdout.write(f"Wrote {export} ({export.stat().st_size:,} bytes).")
-        if report.refused or progress.failed:
-            sys.exit(1)
+
+    def export(self, campaign: Campaign, export: Path) -> None:
+        archive = campaign_zip(campaign)
+        with export.open("wb") as handle:
+            for chunk in archive:
+                handle.write(chunk)
+        self.say(f"Wrote {export} ({export.stat().st_size:,} bytes).")
 
     def wait_for(self, tasks, workers: int | None) -> None:
         """Draw a progress bar until every task is terminal, running burst workers when none are alive."""
@@ -139,7 +185,7 @@ class Command(BaseCommand):
         if workers is None:
             workers = 0 if Worker.count(queue=queue) else (os.cpu_count() or 1)
             if workers:
-                self.stdout.write(f"No worker is running; starting {workers} for this run.")
+                self.say(f"No worker is running; starting {workers} for this run.")
         burst: list[subprocess.Popen] = []
         while True:
             progress = Progress.for_tasks(tasks)
@@ -152,7 +198,7 @@ class Command(BaseCommand):
             if len(burst) < workers and (not burst or due or queue.count):
                 burst += [self.start_worker() for _ in range(workers - len(burst))]
             time.sleep(0.5)
-        self.stderr.write("\n")
+        self.stderr.write("\n", style_func=plain)
         for process in burst:
             process.wait()
 
@@ -166,12 +212,88 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def draw(self, progress: Progress) -> None:
+        """One progress line, in the terminal's own colour; only a count of failed or dead tasks above
+        zero is red. The words are the summary's: failed (will retry or can be requeued) and dead."""
         width = 30
         filled = width * progress.done // progress.total if progress.total else width
-        eta = f"ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds else ""
+        eta = f" · ETA {progress.eta_seconds:.0f}s" if progress.eta_seconds else ""
+        counts = " · ".join(
+            self.style.ERROR(f"{count} {state}") if count else f"{count} {state}"
+            for state, count in (("failed", progress.count("failed")), ("dead", progress.count("dead")))
+        )
         self.stderr.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} {progress.percent}% "
-            f"· {progress.per_minute / 60:.2f} img/s · {progress.failed} failed {eta}   ",
+            f"· {progress.per_minute / 60:.2f} tasks/s · {counts}{eta}   ",
             ending="",
+            style_func=plain,
         )
         self.stderr.flush()
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def run_summary(
+    campaign: Campaign, recipes: list[Recipe], tasks, progress: Progress, report: ImportReport, enqueued: int
+) -> dict:
+    """What the run did, for scripts (--json): counts that match the printed summary, every output file
+    and every failure, each with the ids the dashboard and admin use."""  # fmt: skip
+    outputs = Output.objects.filter(task__in=tasks).select_related(
+        "task__source", "task__recipe_version__recipe"
+    )
+    failures = tasks.failed().select_related("source", "recipe_version__recipe")
+    return {
+        "campaign": {"id": campaign.pk, "name": campaign.name},
+        "recipes": [recipe.slug for recipe in recipes],
+        "images": {
+            "imported": len(report.accepted),
+            "already_there": len(report.duplicates),
+            "refused": [{"name": refusal.name, "reason": refusal.reason} for refusal in report.refused],
+        },
+        "tasks": {
+            "total": progress.total,
+            "enqueued_now": enqueued,
+            "succeeded": progress.succeeded,
+            "failed": progress.count("failed"),
+            "dead": progress.count("dead"),
+            "unfinished": progress.remaining,
+        },
+        "outputs": [
+            {
+                "id": output.pk,
+                "task": output.task_id,
+                "image": output.task.source.display_name,
+                "recipe": output.task.recipe_version.recipe.slug,
+                "version": output.task.recipe_version.number,
+                "name": output.name,
+                "file": output.file.name,
+                "path": local_path(output.file.name),
+                "width": output.width,
+                "height": output.height,
+                "format": output.format,
+                "bytes": output.byte_size,
+            }
+            for output in outputs.order_by("task_id", "pk")
+        ],
+        "failures": [
+            {
+                "task": task.pk,
+                "image": task.source.display_name,
+                "recipe": task.recipe_version.recipe.slug,
+                "state": task.state,
+                "step": task.error_step or None,
+                "code": task.error_code or None,
+                "message": task.error_message,
+            }
+            for task in failures.order_by("pk")
+        ],
+    }
+
+
+def local_path(name: str) -> str | None:
+    """Where a stored file is on this machine; None on storage without local files (S3)."""
+    try:
+        return default_storage.path(name)
+    except NotImplementedError:
+        return None
