@@ -16,14 +16,13 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from rq import Worker
 
 from dashboard import services
 from dashboard.exports import campaign_zip
 from dashboard.intake import ImportReport, import_directory
 from dashboard.models import Campaign, Output, Progress, Recipe, Task, Team
 from dashboard.redis_server import EmbeddedRedis
-from jobs.queueing import get_process_queue
+from jobs.queueing import get_process_queue, live_workers
 
 
 def plain(text: str) -> str:
@@ -183,7 +182,7 @@ class Command(BaseCommand):
         """Draw a progress bar until every task is terminal, running burst workers when none are alive."""
         queue = get_process_queue()
         if workers is None:
-            workers = 0 if Worker.count(queue=queue) else (os.cpu_count() or 1)
+            workers = 0 if live_workers(queue) else (os.cpu_count() or 1)
             if workers:
                 self.say(f"No worker is running; starting {workers} for this run.")
         burst: list[subprocess.Popen] = []
