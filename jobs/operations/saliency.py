@@ -24,6 +24,8 @@ _L_BINS, _AB_BINS = 8, 16
 _COMMON_SHARE = 0.01
 # Seeds of a region are pixels at least this salient; the region grows over pixels at least _GROW.
 _SEED, _GROW = 0.5, 0.25
+# On a palette picture the region grows only over pixels more salient than this share of the picture.
+_PALETTE_GROW_PERCENTILE = 95
 # Faces are looked for on a copy this long: a face a tenth of a portrait's width is still 40 px, and
 # OpenCV's frontal-face cascade takes 20-60 ms there. Faces smaller than _MIN_FACE of the long side are
 # crowd or background, not the subject.
@@ -74,7 +76,13 @@ def salient_subject(image: Image.Image) -> SalientSubject:
         return SalientSubject((0.0, 0.0, 1.0, 1.0), (0.5, 0.5))
     # Hysteresis: a region is the grown pixels connected to a seed, so a large subject is boxed whole
     # while a texture's scattered bright specks do not join into one huge box.
-    grown: np.ndarray = (saliency >= _GROW).astype(np.uint8)
+    grow = _GROW
+    if _has_palette_colours(image):
+        # A palette of 256 colours turns a blurred background into flat patches of rare colour with hard
+        # edges, salient enough to join the subject (a ladybird and the flowers behind it): there a region
+        # grows only over pixels that stand out from most of the picture.
+        grow = max(_GROW, float(np.percentile(saliency, _PALETTE_GROW_PERCENTILE)))
+    grown: np.ndarray = (saliency >= grow).astype(np.uint8)
     grown = cv2.morphologyEx(grown, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     seeded = np.bincount(labels[saliency >= _SEED], minlength=count) > 0
@@ -141,6 +149,19 @@ def find_faces(image: Image.Image) -> SalientSubject | None:
         max(b[3] for b in boxes),
     )
     return SalientSubject(box, ((x + w / 2) / width, (y + h / 2) / height))
+
+
+def _has_palette_colours(image: Image.Image) -> bool:
+    """Whether the picture has at most 256 colours, not all grey (a GIF or 8-bit PNG of a photo), judged on
+    a nearest-neighbour copy, which keeps the palette's colours exactly and costs under a millisecond."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    scale = min(1.0, _SHARPNESS_LONG_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    colours = image.resize(size, Image.Resampling.NEAREST).getcolors(256)
+    return colours is not None and any(
+        isinstance(colour, tuple) and len(set(colour[:3])) > 1 for _, colour in colours
+    )
 
 
 @functools.cache
