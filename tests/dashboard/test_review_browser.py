@@ -91,7 +91,13 @@ def zip_names(download, tmp_path, name: str) -> set[str]:
 
 
 def picture_loaded(locator) -> bool:
-    return locator.evaluate("img => img.complete && img.naturalWidth > 0")
+    """The picture arrived and decoded (waiting for it while it loads); False if it is broken."""
+    return locator.evaluate(
+        """img => img.complete ? img.naturalWidth > 0 : new Promise(done => {
+            img.addEventListener("load", () => done(img.naturalWidth > 0));
+            img.addEventListener("error", () => done(false));
+        })"""
+    )
 
 
 def test_an_admin_previews_every_output_of_an_unsaved_recipe(
