@@ -298,6 +298,21 @@ def test_failures_are_grouped_by_cause_in_plain_words_with_counts(marketer_clien
     assert "?cause=rate_limited" in detail  # the campaign page links each cause
 
 
+def test_the_failures_page_names_kinds_of_error_in_plain_words_never_codes(
+    marketer_client, campaign, ready_recipes
+):
+    failed_tasks(campaign, ready_recipes["ecommerce-pack"], ["rate_limited", "rate_limit_wait", "unreadable"])
+    url = reverse("campaign-failures", args=[campaign.pk])
+    page = marketer_client.get(url).content.decode()
+    [narrow] = find_all(page, "p", class_="codes")  # only the cause with more than one kind of error
+    assert narrow.text == "Only: Waited too long for the provider · The provider asked us to slow down"
+    assert "<code>" not in page
+    one_kind = marketer_client.get(url, {"code": "rate_limit_wait"}).content.decode()
+    assert [h1.text for h1 in find_all(one_kind, "h1")] == ["Failures: Waited too long for the provider"]
+    cells = [td.text for td in find_all(one_kind, "td")]
+    assert "Rate limited Waited too long for the provider" in cells and "Remove background" in cells
+
+
 def test_a_whole_cause_is_requeued_after_confirmation_and_other_causes_stay(
     marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks
 ):
