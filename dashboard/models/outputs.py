@@ -99,6 +99,8 @@ class Output(models.Model):
         Output.objects.filter(pk=self.pk).record_review(decision, user)
         self.refresh_from_db(fields=["review", "reviewed_by", "reviewed_at"])
 
-    def thumbnail_key(self) -> str:
+    def thumbnail_key(self, side: int | None = None) -> str:
+        """Where a thumbnail of this output is kept; `side` names a size other than the usual one."""
         # The byte size is in the key: a task that renders again gets a fresh thumbnail, not a stale one.
-        return f"renditions/outputs/{self.pk}-{self.byte_size}.webp"
+        size = f"-{side}" if side else ""
+        return f"renditions/outputs/{self.pk}-{self.byte_size}{size}.webp"
