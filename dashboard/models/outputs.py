@@ -42,10 +42,12 @@ class OutputQuerySet(models.QuerySet["Output"]):
         return self.exclude(violations=[])
 
     def tally(self) -> dict[str, int]:
-        """How many outputs, approved and breaking a rule, in one pass (the campaign page's three figures)."""
+        """How many outputs, approved, still to review and breaking a rule, in one pass (the campaign
+        page's figures)."""
         return self.aggregate(
             total=Count("pk"),
             approved=Count("pk", filter=Q(review=Output.Review.APPROVED)),
+            to_review=Count("pk", filter=Q(review=Output.Review.PENDING)),
             breaking_rules=Count("pk", filter=~Q(violations=[])),
         )
 
