@@ -104,9 +104,47 @@ CAUSES: tuple[Cause, ...] = (
 OTHER = Cause("other", "Other", "An error without a known cause; the message on each says what happened.")
 BY_SLUG = {cause.slug: cause for cause in (*CAUSES, OTHER)}
 
+# Each code in a few plain words, where the failures page narrows a cause down to one kind of error.
+CODE_LABELS = {
+    "rate_limited": "The provider asked us to slow down",
+    "rate_limit_wait": "Waited too long for the provider",
+    "connection_failed": "The provider could not be reached",
+    "circuit_open": "The provider kept failing, so calls were stopped",
+    "provider_rejected": "The provider refused the image",
+    "bad_answer": "The provider sent back something unusable",
+    "timeout": "A step took too long",
+    "unreadable": "The file is corrupt or not an image",
+    "unprocessable": "The file could not be processed",
+    "too_large": "The file is too large",
+    "no_plain_background": "No plain backdrop to remove",
+    "no_subject": "No clear subject in the photo",
+    "unusable_cutout": "The cut-out came out in pieces",
+    "text_too_long": "The text does not fit",
+    "worker_lost": "A worker stopped part way",
+    "queue_lost": "The queue lost the job",
+    "database_unavailable": "The database was briefly unreachable",
+    "queue_unavailable": "The queue was briefly unreachable",
+    "storage_unavailable": "File storage was briefly unreachable",
+    "out_of_memory": "Ran out of memory",
+    "bad_config": "A provider is switched off or misconfigured",
+    "missing_asset": "An asset such as the logo is missing",
+    "bad_params": "The recipe's settings are invalid",
+    "internal_error": "Something broke on our side",
+    "": "No reason recorded",
+}
+
 
 def cause_for(code: str) -> Cause:
     return next((cause for cause in CAUSES if cause.matches(code)), OTHER)
+
+
+def describe_code(code: str) -> str:
+    """One error code as a marketer reads it; never the code itself."""
+    if code in CODE_LABELS:
+        return CODE_LABELS[code]
+    if code.startswith("http_") and code[5:].isdigit():
+        return f"The provider answered with error {code[5:]}"
+    return f"{cause_for(code).label}: another kind of error"
 
 
 def other_q() -> Q:
@@ -131,7 +169,7 @@ def group_by_cause(code_counts: Iterable[tuple[str, int]]) -> list[CauseGroup]:
     for code, count in code_counts:
         cause = cause_for(code)
         counts[cause.slug] = counts.get(cause.slug, 0) + count
-        codes.setdefault(cause.slug, []).append(code or "unknown")
+        codes.setdefault(cause.slug, []).append(code)
     return sorted(
         (CauseGroup(BY_SLUG[slug], count, tuple(sorted(codes[slug]))) for slug, count in counts.items()),
         key=lambda group: (-group.count, group.cause.label),

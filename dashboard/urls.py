@@ -79,6 +79,11 @@ urlpatterns = [
     path("outputs/<int:pk>/compare/", review.output_compare, name="output-compare"),
     path("outputs/<int:pk>/review/", review.output_review, name="output-review"),
     path("outputs/<int:pk>/thumbnail.webp", delivery.output_thumbnail_image, name="output-thumbnail"),
+    path(
+        "outputs/<int:pk>/gallery.webp",
+        delivery.output_gallery_thumbnail_image,
+        name="output-gallery-thumbnail",
+    ),
     path("tasks/<int:pk>/review/", review.task_review, name="task-review"),
     path("sources/<int:pk>/original/", delivery.source_original, name="source-original"),
     path(

@@ -59,10 +59,12 @@ class OutputQuerySet(models.QuerySet["Output"]):
         return self.exclude(violations=[])
 
     def tally(self) -> dict[str, int]:
-        """How many outputs, approved and breaking a rule, in one pass (the campaign page's three figures)."""
+        """How many outputs, approved, still to review and breaking a rule, in one pass (the campaign
+        page's figures)."""
         return self.aggregate(
             total=Count("pk"),
             approved=Count("pk", filter=Q(review=Output.Review.APPROVED)),
+            to_review=Count("pk", filter=Q(review=Output.Review.PENDING)),
             breaking_rules=Count("pk", filter=~Q(violations=[])),
         )
 
@@ -169,6 +171,8 @@ class Output(models.Model):
             and earlier.sha256 == self.sha256
         )
 
-    def thumbnail_key(self) -> str:
+    def thumbnail_key(self, side: int | None = None) -> str:
+        """Where a thumbnail of this output is kept; `side` names a size other than the usual one."""
         # The byte size is in the key: a task that renders again gets a fresh thumbnail, not a stale one.
-        return f"renditions/outputs/{self.pk}-{self.byte_size}.webp"
+        size = f"-{side}" if side else ""
+        return f"renditions/outputs/{self.pk}-{self.byte_size}{size}.webp"

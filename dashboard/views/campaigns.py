@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard import services
 from dashboard.access import visible_campaign
 from dashboard.forms import BudgetForm, CampaignForm, EstimateForm, GenerateForm, WebhookForm
+from dashboard.gallery import REVIEW_CHOICES, STATE_CHOICES, GalleryFilter, newest_per_recipe
 from dashboard.intake import UrlImportCounts
 from dashboard.models import Campaign, Output, Provider, Recipe, Task, UrlImport
 from dashboard.prompts import GenerationCounts
@@ -83,7 +83,8 @@ def render_campaign(
     generate_form: GenerateForm | None = None,
     webhook_form: WebhookForm | None = None,
 ) -> HttpResponse:
-    sources = campaign.sources.prefetch_related(
+    gallery_filter = GalleryFilter.from_query(request.GET)
+    sources = gallery_filter.sources(campaign).prefetch_related(
         Prefetch(
             "tasks",
             # The gallery shows none of the recipe's definition or the task's timings (JSON per row).
@@ -100,38 +101,68 @@ def render_campaign(
         [item.task for s in page.object_list for item in s.gallery_tasks],
         Prefetch("outputs", queryset=Output.objects.with_earlier_approval()),
     )
+    if gallery_filter.is_active:
+        for source in page.object_list:
+            source.gallery_tasks = [item for item in source.gallery_tasks if gallery_filter.shows(item.task)]
     selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     outputs = Output.objects.filter(task__campaign=campaign).tally()
+    image_count = campaign.sources.count()
+    has_tasks = campaign.tasks.exists()
+    estimate = estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)}))
+    failure_causes = Task.objects.for_campaign(campaign).failed().causes()
+    recipe_updates = campaign.recipe_updates()
+    refused_urls = campaign.url_imports.filter(
+        state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
+    ).order_by("-pk")[:REFUSALS_SHOWN]
+    webhook_form = webhook_form or WebhookForm(instance=campaign)
+    upload_results = remembered_upload(request, campaign)
     return render(
         request,
         "dashboard/campaign_detail.html",
         {
             "campaign": campaign,
             "progress": campaign.progress(),
-            "has_tasks": campaign.tasks.exists(),
+            "has_tasks": has_tasks,
             "has_outputs": outputs["total"] > 0,
+            "outputs": outputs,
             "approved_count": outputs["approved"],
+            "image_count": image_count,
             "page": page,
+            "gallery_filter": gallery_filter,
+            "state_choices": STATE_CHOICES,
+            "review_choices": REVIEW_CHOICES,
+            "gallery_recipes": [update.recipe for update in recipe_updates],
             "selected_recipes": selected_recipes,
-            **estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)})),
+            **estimate,
             "budget_form": BudgetForm(instance=campaign),
             "recipes": Recipe.objects.filter(is_active=True).prefetch_related("outputs"),
-            "failures": Task.objects.for_campaign(campaign)
-            .failed()
-            .select_related("source", "recipe_version__recipe")[:10],
-            "failure_causes": Task.objects.for_campaign(campaign).failed().causes(),
+            "failure_causes": failure_causes,
+            "failed_count": sum(group.count for group in failure_causes),
+            "recipe_updates": [u for u in recipe_updates if u.has_new_version or u.can_compare],
             "rule_breaking_outputs": outputs["breaking_rules"],
             **generation_context(request, campaign, generate_form),
-            "upload_results": remembered_upload(request, campaign),
+            "upload_results": upload_results,
             "url_imports": UrlImportCounts.for_campaign(campaign),
-            "refused_urls": campaign.url_imports.filter(
-                state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
-            ).order_by("-pk")[:REFUSALS_SHOWN],
+            "refused_urls": refused_urls,
             "retryable_urls": services.retryable_url_imports(campaign.url_imports.all()).count(),
-            "webhook_form": webhook_form or WebhookForm(instance=campaign),
+            "webhook_form": webhook_form,
             "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
+            "open_sections": {
+                # Folded by default except where the next step is: images to add, work to start, results.
+                "add_images": not image_count or bool(upload_results),
+                "process": images_wait_for_a_run(campaign),
+                "gallery": bool(image_count) or gallery_filter.is_active,
+                "deliver": outputs["approved"] > 0 or webhook_form.is_bound,
+            },
         },
     )
+
+
+def images_wait_for_a_run(campaign: Campaign) -> bool:
+    """The newest image has no task yet: images came in since the last Process. Two index probes, where
+    looking for any image without a task read every image of a large campaign (22 ms at 50,000)."""
+    newest = campaign.sources.order_by("-pk").values_list("pk", flat=True).first()
+    return newest is not None and not Task.objects.filter(source_id=newest).exists()
 
 
 def generation_context(
@@ -151,25 +182,6 @@ def generation_context(
     }
 
 
-@dataclass(frozen=True)
-class GalleryTask:
-    task: Task
-    earlier_versions: int  # tasks of the same image on older versions of the recipe, left to the compare page
-
-
-def newest_per_recipe(tasks: Iterable[Task]) -> list[GalleryTask]:
-    """A tile shows each recipe's newest version: an image re-run on ten versions shows one card,
-    saying how many earlier ones the version compare holds (240 cards a page took 240 ms to render)."""
-    by_recipe: dict[int, list[Task]] = {}
-    for task in tasks:
-        by_recipe.setdefault(task.recipe_version.recipe_id, []).append(task)
-    shown = []
-    for versions in by_recipe.values():
-        newest = max(versions, key=lambda task: (task.recipe_version.number, task.pk))
-        shown.append(GalleryTask(newest, len(versions) - 1))
-    return sorted(shown, key=lambda item: (item.task.recipe_version.recipe.name, item.task.pk))
-
-
 @require_POST
 def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
     """Set or clear where the campaign's run-finished webhook goes; the signing secret exists from then on."""
@@ -186,4 +198,4 @@ def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, "Webhook saved: each finished run is sent there, signed.")
     else:
         messages.success(request, "Webhook removed.")
-    return redirect(campaign)
+    return redirect(campaign.get_absolute_url() + "#webhook")

@@ -13,7 +13,7 @@ from zipstream import ZipStream
 from dashboard.access import visible_campaign
 from dashboard.exports import campaign_zip
 from dashboard.models import Campaign, Output, SourceImage, Task
-from dashboard.renditions import output_thumbnail, viewable_source
+from dashboard.renditions import output_gallery_thumbnail, output_thumbnail, viewable_source
 from dashboard.views.review import visible_output
 from jobs.errors import PermanentError
 
@@ -78,6 +78,12 @@ def source_original(request: HttpRequest, pk: int) -> FileResponse:
 @require_GET
 def output_thumbnail_image(request: HttpRequest, pk: int) -> FileResponse:
     return serve_rendition(lambda: output_thumbnail(visible_output(request, pk)))
+
+
+@require_GET
+def output_gallery_thumbnail_image(request: HttpRequest, pk: int) -> FileResponse:
+    """The small picture of an output on the campaign page's gallery, made on first request and kept."""
+    return serve_rendition(lambda: output_gallery_thumbnail(visible_output(request, pk)))
 
 
 @require_GET

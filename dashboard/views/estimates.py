@@ -43,7 +43,7 @@ def campaign_budget(request: HttpRequest, pk: int) -> HttpResponse:
     form = BudgetForm(request.POST, instance=campaign)
     if not form.is_valid():
         messages.error(request, " ".join(form.errors["budget_cap"]))
-        return redirect(campaign)
+        return redirect(campaign.get_absolute_url() + "#budget-form")
     cap = form.cleaned_data["budget_cap"]
     resumed = services.set_budget_cap(campaign, cap)
     text = "Budget cap removed." if cap is None else f"Budget cap set to {describe_money(cap)}."
@@ -55,6 +55,6 @@ def campaign_budget(request: HttpRequest, pk: int) -> HttpResponse:
             f"{text} It is still reached ({describe_money(campaign.remote_spent)} spent): raise it above "
             "that to resume remote work.",
         )
-        return redirect(campaign)
+        return redirect(campaign.get_absolute_url() + "#budget-form")
     messages.success(request, text)
-    return redirect(campaign)
+    return redirect(campaign.get_absolute_url() + "#budget-form")

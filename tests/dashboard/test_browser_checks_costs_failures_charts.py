@@ -70,14 +70,17 @@ def test_an_admin_sets_a_size_limit_and_the_gallery_flags_the_output_that_breaks
 
     banner = page.inner_text("#rules-banner")
     assert "1 output breaks a channel rule" in banner
-    flagged = page.locator(".chip.violates")
-    assert flagged.count() == 1 and flagged.inner_text().startswith("⚠ display-300x250 300×250")
+    flagged = page.locator(".output.violates")
+    assert flagged.count() == 1 and flagged.get_attribute("title").startswith("⚠ display-300x250 300×250")
+    assert flagged.locator(".flag").inner_text() == "⚠"
     rule = page.inner_text(".rule-flags li.rule-max_bytes")
     assert re.search(r"display-300x250: [\d.]+ KB, over the 2 KB limit \(even at quality 30\)", rule), rule
-    assert "quality 85" in page.get_attribute(
-        ".outputs .chip:has-text('leaderboard')", "title"
-    )  # within 150 KB
+    assert "quality 85" in page.get_attribute(".output[data-output=leaderboard]", "title")  # within 150 KB
     screenshot(page, "channel-rules")
+    # The notice's link shows just the images with an output that breaks a rule.
+    page.click("#rules-banner >> text=Show it")
+    page.wait_for_url(lambda url: "state=rule_breaking" in url)
+    assert page.locator(".tile").count() == 1 and page.locator(".output.violates").count() == 1
 
 
 def test_the_estimate_follows_the_ticks_and_a_deadline_and_the_budget_cap_pauses_then_resumes_the_run(

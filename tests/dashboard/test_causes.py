@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.causes import OTHER, cause_for, group_by_cause
+from dashboard.causes import OTHER, cause_for, describe_code, group_by_cause
 from dashboard.models import Task
 from tests.factories import make_task
 
@@ -49,6 +49,15 @@ def test_every_error_code_the_workers_raise_has_a_cause_in_plain_words():
     } <= codes  # the scan finds them
     unexplained = sorted(code for code in codes - NOT_TASK_FAILURES if cause_for(code) is OTHER)
     assert unexplained == []
+
+
+def test_every_error_code_reads_as_plain_words_not_as_the_code():
+    for code in raised_codes() - NOT_TASK_FAILURES:
+        words = describe_code(code)
+        assert "_" not in words and "another kind of error" not in words, (code, words)
+    assert describe_code("http_503") == "The provider answered with error 503"
+    assert describe_code("") == "No reason recorded"
+    assert describe_code("something_new") == "Other: another kind of error"
 
 
 @pytest.mark.parametrize(

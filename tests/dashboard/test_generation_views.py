@@ -67,7 +67,7 @@ def test_a_marketer_turns_a_prompt_list_and_a_csv_into_processed_images(
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "A kite over the dunes" in page and "Succeeded" in page
     assert "red-sneakers-on-a-sunny-beach.jpg" in page  # in the gallery, with its outputs
-    assert [link.text for link in find_all(page, "a")].count("banner 1200×628") == 4
+    assert [img.attrs.get("alt") for img in find_all(page, "img")].count("banner 1200×628") == 4
 
 
 def test_the_form_names_every_bad_line_and_keeps_the_prompts(marketer_client, campaign, fal_provider):

@@ -268,11 +268,11 @@ def test_after_a_rerun_each_tile_shows_the_newest_version_and_points_to_the_earl
     rerun(marketer_client, banner_campaign, recipe, django_capture_on_commit_callbacks)
     page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
     heads = [head.text for head in find_all(page, "div", class_="task-head")]
-    assert heads == ["Sale banner v2 Succeeded"] * 2, "one card per image: the newest version"
+    assert heads == ["Sale banner v2 4 to review"] * 2, "one card per image: the newest version"
     compare = reverse("version-compare", args=[banner_campaign.pk, recipe.pk])
     assert [link.text for link in find_all(page, "a", href=compare)].count("1 earlier version: compare") == 2
     for output in Output.objects.filter(task__campaign=banner_campaign, task__recipe_version__number=2):
-        assert find_all(page, "a", href=reverse("output-download", args=[output.pk]))
+        assert find_all(page, "a", href=reverse("output-compare", args=[output.pk]))
 
 
 def test_two_versions_are_compared_output_beside_output(

@@ -8,11 +8,12 @@ import re
 import zipfile
 
 import pytest
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 from PIL import Image
 
-from dashboard.models import Campaign, Task, Team
+from dashboard.models import Campaign, Output, Task, Team
 from tests.conftest import run_burst_worker
 from tests.dashboard.pages import find_all, text_of, visible_text
 from tests.factories import make_task, multipart_body, upload, zip_bytes
@@ -136,6 +137,24 @@ def test_gallery_shows_outputs_and_one_output_downloads(processed_campaign, mark
     assert marketer_client.get(reverse("source-thumbnail", args=[task.source_id])).status_code == 200
 
 
+def test_the_gallery_shows_each_output_as_a_small_picture_kept_for_the_next_visit(
+    processed_campaign, marketer_client
+):
+    page = marketer_client.get(processed_campaign.get_absolute_url()).content.decode()
+    output = Output.objects.get(task__source__display_name="shoe.jpg", name="zoom")
+    url = reverse("output-gallery-thumbnail", args=[output.pk])
+    [picture] = find_all(page, "img", src=url)
+    assert picture.attrs["alt"] == "zoom 2000×2000"
+    [link] = [a for a in find_all(page, "a", class_="output") if a.attrs["data-output"] == "zoom"
+              and a.attrs["href"] == reverse("output-compare", args=[output.pk])]  # fmt: skip
+    assert link.attrs["title"].startswith("zoom 2000×2000 · ")
+    response = marketer_client.get(url)
+    image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    assert image.format == "WEBP" and max(image.size) == 160
+    assert "private" in response["Cache-Control"]
+    assert default_storage.exists(output.thumbnail_key(160))  # made once, then served as it is
+
+
 def test_campaign_zip_holds_every_output_and_a_manifest(processed_campaign, marketer_client):
     response = marketer_client.get(reverse("campaign-download", args=[processed_campaign.pk]))
     body = b"".join(response.streaming_content)
@@ -170,6 +189,11 @@ def test_a_failed_task_shows_its_reason_and_requeues_after_confirmation(
     assert task.state == "failed" and task.attempts == 1 and task.error_step == "remove_background"
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "street.jpg" in page and "plain" in task.error_message and task.error_message in page
+    # On its card: the cause on one line, the whole reason one click away.
+    [reason] = find_all(page, "details", class_="short-reason")
+    [summary] = find_all(page, "summary", title=task.error_message)
+    assert summary.text == f"Photo does not suit the recipe: {task.error_message}"
+    assert "Requeue…" in reason.text and "open" not in reason.attrs
 
     url = reverse("task-requeue", args=[task.pk])
     confirm = marketer_client.get(url)
@@ -213,6 +237,7 @@ def test_another_teams_campaign_answers_404(processed_campaign, django_user_mode
         processed_campaign.get_absolute_url(),
         reverse("campaign-download", args=[processed_campaign.pk]),
         reverse("output-download", args=[output.pk]),
+        reverse("output-gallery-thumbnail", args=[output.pk]),
         reverse("task-requeue", args=[output.task_id]),
     ]:
         assert client.get(url).status_code == 404, url
@@ -265,8 +290,12 @@ def test_the_gallery_flags_each_output_that_breaks_a_channel_rule_with_the_rule(
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "1 output breaks a channel rule" in page
     assert f"display-300x250: {message}" in visible_text(page)
-    assert [chip.text for chip in find_all(page, "a", class_="chip violates")] == [
-        "⚠ display-300x250 300×250"
+    [flagged] = find_all(page, "a", class_="output violates")
+    assert flagged.attrs["data-output"] == "display-300x250" and flagged.text == "⚠"
+    assert flagged.attrs["title"].startswith("⚠ display-300x250 300×250")
+    assert [img.attrs["alt"] for img in find_all(page, "img") if "/gallery.webp" in img.attrs["src"]] == [
+        "display-300x250 300×250",
+        "facebook 1200×628",
     ]
 
 
@@ -296,7 +325,29 @@ def test_failures_are_grouped_by_cause_in_plain_words_with_counts(marketer_clien
     assert "failed: http_503" not in text
     assert "failed: rate_limit_wait" in text
     detail = marketer_client.get(campaign.get_absolute_url()).content.decode()
-    assert "?cause=rate_limited" in detail  # the campaign page links each cause
+    # The campaign page says it on one line at the top, each cause a link to its failures.
+    notice = text_of(detail, "failure-causes")
+    assert notice.startswith(
+        "4 results failed: Rate limited (2), Provider unavailable (1), Unreadable file (1)"
+    )
+    assert find_all(
+        detail, "a", href=reverse("campaign-failures", args=[campaign.pk]) + "?cause=rate_limited"
+    )
+
+
+def test_the_failures_page_names_kinds_of_error_in_plain_words_never_codes(
+    marketer_client, campaign, ready_recipes
+):
+    failed_tasks(campaign, ready_recipes["ecommerce-pack"], ["rate_limited", "rate_limit_wait", "unreadable"])
+    url = reverse("campaign-failures", args=[campaign.pk])
+    page = marketer_client.get(url).content.decode()
+    [narrow] = find_all(page, "p", class_="codes")  # only the cause with more than one kind of error
+    assert narrow.text == "Only: Waited too long for the provider · The provider asked us to slow down"
+    assert "<code>" not in page
+    one_kind = marketer_client.get(url, {"code": "rate_limit_wait"}).content.decode()
+    assert [h1.text for h1 in find_all(one_kind, "h1")] == ["Failures: Waited too long for the provider"]
+    cells = [td.text for td in find_all(one_kind, "td")]
+    assert "Rate limited Waited too long for the provider" in cells and "Remove background" in cells
 
 
 def test_a_whole_cause_is_requeued_after_confirmation_and_other_causes_stay(
@@ -451,3 +502,36 @@ def test_a_request_over_the_size_limit_answers_json_to_a_json_client(marketer_cl
     response = json_upload(marketer_client, campaign, [("files", "big.jpg", b"\0" * 20_000)])
     assert (response.status_code, response["Content-Type"]) == (413, "application/json")
     assert "may carry at most" in response.json()["error"]
+
+
+def open_sections(page: str) -> dict[str, bool]:
+    return {s.attrs["id"]: "open" in s.attrs for s in find_all(page, "details", class_="section")}
+
+
+def test_the_campaign_page_folds_its_sections_and_opens_where_the_next_step_is(
+    marketer_client, processed_campaign
+):
+    empty = Campaign.objects.create(name="Empty", team=processed_campaign.team)
+    page = marketer_client.get(empty.get_absolute_url()).content.decode()
+    assert open_sections(page) == {"add-images": True, "process": False, "gallery": False, "deliver": False}
+
+    page = marketer_client.get(processed_campaign.get_absolute_url()).content.decode()
+    assert open_sections(page) == {"add-images": False, "process": False, "gallery": True, "deliver": False}
+    summaries = [
+        s.text for s in find_all(page, "summary") if s.text.split()[0] in ("Add", "Gallery", "Share")
+    ]
+    assert summaries == [
+        "Add images 2 images in this campaign",
+        "Gallery 12 outputs: 0 approved, 12 to review",
+        "Share & deliver 0 approved outputs to share · webhook off",
+    ]
+
+    # A new image nobody processed yet: Process is next (and the upload's results keep Add images open).
+    # Approved outputs: sharing is.
+    marketer_client.post(
+        reverse("campaign-upload", args=[processed_campaign.pk]),
+        {"files": [upload("new.jpg", jpeg(photo(60, 40)))]},
+    )
+    Output.objects.filter(task__campaign=processed_campaign).update(review="approved")
+    page = marketer_client.get(processed_campaign.get_absolute_url()).content.decode()
+    assert open_sections(page) == {"add-images": True, "process": True, "gallery": True, "deliver": True}

@@ -29,7 +29,7 @@ def make_delivery(campaign: Campaign, run: int, **fields) -> WebhookDelivery:
 def test_a_marketer_sets_the_webhook_and_then_sees_its_signing_secret(marketer_client, campaign):
     assert "Signing secret" not in marketer_client.get(campaign.get_absolute_url()).content.decode()
     response = post_webhook(marketer_client, campaign, webhook_url=HOOK)
-    assert response.status_code == 302 and response.url == campaign.get_absolute_url()
+    assert response.status_code == 302 and response.url == campaign.get_absolute_url() + "#webhook"
     campaign.refresh_from_db()
     assert campaign.webhook_url == HOOK and campaign.webhook_secret.startswith("whsec_")
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
