@@ -8,9 +8,11 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
 from dashboard.estimates import describe_money
+from dashboard.ids import parse_id
 from dashboard.models import Campaign, Provider, Recipe, Team
 from dashboard.prompts import (
     MAX_IMAGES_PER_PROMPT,
@@ -79,8 +81,21 @@ class WebhookForm(forms.ModelForm):
         return url
 
 
+class ModelIdsField(forms.ModelMultipleChoiceField):
+    """Rows picked by id: an id no row can have (past the database's integer, "²") is an invalid choice like
+    a missing row, instead of a query that overflows in the database."""
+
+    def _check_values(self, value):
+        for pk in value:
+            if parse_id(pk) is None:
+                raise ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice", params={"value": pk}
+                )
+        return super()._check_values(value)
+
+
 class ProcessForm(forms.Form):
-    recipes = forms.ModelMultipleChoiceField(
+    recipes = ModelIdsField(
         queryset=Recipe.objects.filter(is_active=True),
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one recipe to process."},
@@ -90,7 +105,7 @@ class ProcessForm(forms.Form):
 class EstimateForm(forms.Form):
     """The Process form's recipes, read to estimate rather than to run, and a deadline to plan workers for."""
 
-    recipes = forms.ModelMultipleChoiceField(queryset=Recipe.objects.filter(is_active=True), required=False)
+    recipes = ModelIdsField(queryset=Recipe.objects.filter(is_active=True), required=False)
     deadline = forms.DateTimeField(
         required=False,
         label="Finish by",

@@ -14,6 +14,7 @@ from django.forms import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 
+from dashboard.ids import parse_id
 from dashboard.intake import read_limited
 from dashboard.models import Campaign, Provider, Recipe, RecipeOutput, RecipeStep, SourceImage
 from jobs.errors import PermanentError, StepError
@@ -122,10 +123,10 @@ def read_sample(request: HttpRequest) -> Sample:
     choice = request.POST.get("preview_sample", "")
     if choice in BUNDLED_SAMPLES:
         return Sample(BUNDLED_SAMPLES[choice][1], bundled_sample(choice))
-    pk = choice.removeprefix("source-")
+    pk = parse_id(choice.removeprefix("source-")) if choice.startswith("source-") else None
     source = (
         SourceImage.objects.filter(campaign__in=Campaign.objects.visible_to(request.user), pk=pk).first()
-        if choice.startswith("source-") and pk.isdigit()
+        if pk
         else None
     )
     if source is None:

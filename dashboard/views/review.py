@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
+from dashboard.ids import parse_id
 from dashboard.models import Campaign, Output, Provider, Recipe, RecipeVersion, Task
 from dashboard.source_windows import source_window_of
 from dashboard.version_compare import compare_sources, definition_changes
@@ -100,8 +101,8 @@ def output_compare(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("task__recipe_version")
         .order_by("-task__recipe_version__number")
     )
-    against_id = request.GET.get("against", "")
-    against = others.filter(pk=against_id).first() if against_id.isdigit() else None
+    against_id = parse_id(request.GET.get("against"))
+    against = others.filter(pk=against_id).first() if against_id else None
     if against is not None:
         before = ComparedImage(
             src=reverse("output-download", args=[against.pk]) + "?inline=1",
@@ -195,8 +196,8 @@ def version_compare(request: HttpRequest, pk: int, recipe_pk: int) -> HttpRespon
     if not versions:
         raise Http404("This campaign has no tasks for that recipe")
     by_number = {version.number: version for version in versions}
-    after = by_number.get(int_or_none(request.GET.get("after")), versions[0])
-    before = by_number.get(int_or_none(request.GET.get("before")), versions[1] if len(versions) > 1 else None)
+    after = by_number.get(parse_id(request.GET.get("after")), versions[0])
+    before = by_number.get(parse_id(request.GET.get("before")), versions[1] if len(versions) > 1 else None)
     context = {"campaign": campaign, "recipe": recipe, "versions": versions, "before": before, "after": after}
     if before is not None and before != after:
         chosen = [before, after]
@@ -220,10 +221,6 @@ def version_compare(request: HttpRequest, pk: int, recipe_pk: int) -> HttpRespon
             ),
         }
     return render(request, "dashboard/version_compare.html", context)
-
-
-def int_or_none(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
 
 
 class CampaignRerun(ConfirmThenActView):
