@@ -8,7 +8,7 @@ import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
@@ -114,9 +114,10 @@ def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageIn
 
 
 def probe_with_thumbnail(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, size: int = 320
+    data: bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS, size: int = 320
 ) -> tuple[ImageInfo, bytes]:
-    """`probe_image` and `make_thumbnail(decode_image(...))` from a single decode.
+    """`probe_image` and `make_thumbnail(decode_image(...))` from a single decode, of bytes or of a
+    seekable file.
 
     The thumbnail's draft decode (1/8 or 1/4 of a large JPEG) entropy-decodes every byte too, so
     it proves the file whole exactly as the probe does; an upload is decoded once, not twice.
@@ -125,6 +126,21 @@ def probe_with_thumbnail(
     info = _describe(image)
     orientation = _orientation(image)
     return info, make_thumbnail(_decode(image, orientation, (size, size)), size)
+
+
+def decode_pixels(data: bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS, size: int = 320) -> int:
+    """How many pixels `probe_with_thumbnail` (for a `size` thumbnail) holds at once to prove this image
+    whole, read from its header alone: a baseline JPEG at its draft scale (1/8 of a large photo), anything
+    else in full. A progressive JPEG counts in full too: libjpeg keeps every coefficient of the picture until
+    its last scan, whatever the scale (300 MB for 100 MP).
+
+    Raises like `decode_image` for a file that is not an image we accept or is over `max_pixels`.
+    """
+    image = _open(data, max_pixels)
+    if image.format in ("JPEG", "MPO") and not image.info.get("progressive"):
+        image.draft("RGB", (size, size))  # only picks the scale, as the thumbnail's decode will
+    width, height = image.size  # stored, not oriented: a PNG's EXIF may follow its pixels (getexif decodes)
+    return width * height
 
 
 def _describe(image: ImageFile.ImageFile) -> ImageInfo:
@@ -231,14 +247,19 @@ def register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
-    if not data:
+def _open(data: bytes | BinaryIO, max_pixels: int) -> ImageFile.ImageFile:
+    """The image's header read from bytes, or from a seekable file read where it is (never all at once)."""
+    handle = io.BytesIO(data) if isinstance(data, bytes) else data
+    handle.seek(0)
+    head = handle.read(12)
+    handle.seek(0)
+    if not head:
         raise PermanentError("The file is empty.", code="unreadable")
     # `formats=` looks plugins up by name, so they must all be registered (idempotent, cheap).
     Image.init()
     # Every HEIF file starts with an ISO media "ftyp" box; anything else is not tried as HEIF.
     formats: tuple[str, ...] = ACCEPTED_FORMATS
-    if data[4:8] == b"ftyp":
+    if head[4:8] == b"ftyp":
         register_heif()
     else:
         formats = tuple(name for name in ACCEPTED_FORMATS if name != "HEIF")
@@ -246,7 +267,7 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=formats)
+            image = Image.open(handle, formats=formats)
     except Image.DecompressionBombError as exc:
         raise PermanentError("The image has too many pixels to process safely.", code="too_large") from exc
     except UnidentifiedImageError as exc:

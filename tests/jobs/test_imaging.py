@@ -214,6 +214,35 @@ def test_probe_with_thumbnail_refuses_what_the_probe_refuses():
     assert error.value.code == "unreadable"
 
 
+def test_decode_pixels_counts_a_baseline_jpeg_at_its_draft_scale_and_anything_else_in_full():
+    from jobs.imaging import decode_pixels
+
+    def grey(width: int, height: int, **options) -> bytes:
+        return images.jpeg(Image.new("RGB", (width, height), (120, 120, 120)), **options)
+
+    assert decode_pixels(grey(4000, 3000)) == 500 * 375  # 1/8, as the thumbnail decodes it
+    assert decode_pixels(grey(1600, 1200)) == 800 * 600  # 1/4 would leave 300 < 320
+    assert decode_pixels(grey(8000, 300)) == 8000 * 300  # a strip keeps its full scale
+    assert decode_pixels(grey(4000, 3000, progressive=True)) == 4000 * 3000
+    assert decode_pixels(io.BytesIO(images.png(images.photo(200, 100)))) == 20_000  # read from a file
+    with pytest.raises(PermanentError) as error:
+        decode_pixels(images.png_header_only(65_535, 65_535))
+    assert error.value.code == "too_large"
+    with pytest.raises(PermanentError) as error:
+        decode_pixels(b"<svg/>")
+    assert error.value.code == "unreadable"
+
+
+def test_probe_with_thumbnail_reads_a_file_where_it_is():
+    from jobs.imaging import probe_with_thumbnail
+
+    handle = io.BytesIO(images.png(images.photo(200, 100)))
+    handle.seek(50)  # wherever it was left
+    info, thumbnail = probe_with_thumbnail(handle)
+    assert (info.width, info.height, info.format) == (200, 100, "PNG")
+    assert Image.open(io.BytesIO(thumbnail)).size == (200, 100)
+
+
 def test_pillow_heif_is_loaded_only_for_a_file_that_may_be_heif(tmp_path):
     """libheif is 5 MB resident: a worker that only ever sees JPEGs never loads it, and a HEIC
     upload still decodes in a process that had not loaded it yet."""
