@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import (
@@ -12,12 +14,18 @@ from django.db import (
     NotSupportedError,
     ProgrammingError,
     connections,
+    transaction,
 )
+from django.utils import timezone
 from redis import exceptions as redis_errors
 from rq.timeouts import JobTimeoutException
 
 from jobs.backoff import backoff_delay, deferral_delay
-from jobs.errors import InternalError, StepError, TransientError
+from jobs.errors import InternalError, PermanentError, StepError, TransientError
+from jobs.queueing import schedule_attempt
+
+if TYPE_CHECKING:
+    from dashboard.models import AttemptModel
 
 # Redis restarting, failing over (a replica is read-only until promoted) or loading its data set.
 REDIS_INTERRUPTIONS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError)
@@ -102,3 +110,23 @@ def is_storage_interruption(exc: OSError) -> bool:
     tried, so those are bugs or setup, not interruptions.
     """
     return isinstance(exc, (ConnectionError, TimeoutError)) or exc.errno in TRANSIENT_ERRNOS
+
+
+def record_failure(row: AttemptModel, attempt: int, error: StepError, started: float) -> str:
+    """End a failed attempt of an import (by URL, or of a deferred upload): a permanent error ends the row
+    with its reason; a transient one retries with backoff until the attempts run out."""
+    permanent = isinstance(error, PermanentError)
+    message = f"{error.message[:1].upper()}{error.message[1:]}"
+    if not message.endswith("."):  # the fetcher's reasons are clauses; ours are already sentences
+        message += "."
+    if permanent or attempt - row.deferrals >= row.max_attempts:
+        row.mark_failed(attempt, code=error.code, message=message, permanent=permanent)
+        outcome = "failed" if permanent else "dead"
+        row.log_attempt(attempt, outcome=outcome, started=started, error=error)
+        return outcome
+    delay = next_attempt_delay(attempt)
+    at = timezone.now() + timedelta(seconds=delay)
+    if row.requeue(attempt, at=at, code=error.code, message=message):
+        transaction.on_commit(lambda: schedule_attempt(row.pk, attempt + 1, at, row.job_kind))
+    row.log_attempt(attempt, outcome="retry", started=started, error=error, retry_in=delay)
+    return "retry"

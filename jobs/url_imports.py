@@ -12,17 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import timedelta
-
-from django.db import transaction
-from django.utils import timezone
 
 from dashboard.intake import IncomingFile, sanitize_display_name, store_source
 from dashboard.models import SourceImage, UrlImport
-from jobs.errors import PermanentError, StepError
+from jobs.errors import StepError
 from jobs.leases import LeaseKeeper
-from jobs.queueing import URL_IMPORTS, schedule_attempt
-from jobs.retry import error_for_unexpected, next_attempt_delay
+from jobs.retry import error_for_unexpected, record_failure
 from jobs.url_fetcher import fetch_image
 
 logger = logging.getLogger("pixelmill.url_imports")
@@ -60,22 +55,3 @@ def import_url_task(import_id: int, attempt: int) -> str:
     row.mark_succeeded(attempt, source=source, duplicate=duplicate)
     row.log_attempt(attempt, outcome="succeeded", started=started)
     return "succeeded"
-
-
-def record_failure(row: UrlImport, attempt: int, error: StepError, started: float) -> str:
-    """A permanent error ends the import with its reason; a transient one retries until the attempts run out."""
-    permanent = isinstance(error, PermanentError)
-    message = f"{error.message[:1].upper()}{error.message[1:]}"
-    if not message.endswith("."):  # the fetcher's reasons are clauses; ours are already sentences
-        message += "."
-    if permanent or attempt - row.deferrals >= row.max_attempts:
-        row.mark_failed(attempt, code=error.code, message=message, permanent=permanent)
-        outcome = "failed" if permanent else "dead"
-        row.log_attempt(attempt, outcome=outcome, started=started, error=error)
-        return outcome
-    delay = next_attempt_delay(attempt)
-    at = timezone.now() + timedelta(seconds=delay)
-    if row.requeue(attempt, at=at, code=error.code, message=message):
-        transaction.on_commit(lambda: schedule_attempt(row.pk, attempt + 1, at, URL_IMPORTS))
-    row.log_attempt(attempt, outcome="retry", started=started, error=error, retry_in=delay)
-    return "retry"
