@@ -178,6 +178,7 @@ class UploadPart:
     problem: str = ""
     text: list[bytes] = field(default_factory=list)
     file: Any = None
+    in_memory: int = 0  # bytes of the file that may stay in memory before it spools to disk
 
 
 class UploadReader(FileUploadHandler):
@@ -202,6 +203,7 @@ class UploadReader(FileUploadHandler):
         self.post = QueryDict(mutable=True, encoding=self.encoding)
         self.files: MultiValueDict[str, UploadedFile[bytes]] = MultiValueDict()
         self.field_bytes = self.field_count = self.file_count = 0
+        self.memory_left = settings.PIXELMILL_UPLOAD_MEMORY_BYTES
         parser = PushMultipartParser(
             boundary, content_length, max_header_size=MAX_PART_HEADER_BYTES, header_charset="latin-1"
         )
@@ -246,11 +248,15 @@ class UploadReader(FileUploadHandler):
             problem = upload_name_problem(name) or ""
         if problem:
             return UploadPart(segment, field_name, "refused", name=name, problem=problem)
-        # Closed with the request, as Django closes every uploaded file, or by close_files on an error.
-        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, dir=settings.FILE_UPLOAD_TEMP_DIR
+        # Closed with the request, as Django closes every uploaded file, or by close_files on an error. Small
+        # files stay in memory only while the request's files there stay within PIXELMILL_UPLOAD_MEMORY_BYTES.
+        in_memory = min(settings.FILE_UPLOAD_MAX_MEMORY_SIZE, self.memory_left)
+        spool: Any = (
+            tempfile.SpooledTemporaryFile(max_size=in_memory, dir=settings.FILE_UPLOAD_TEMP_DIR)  # noqa: SIM115
+            if in_memory > 0
+            else tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR)  # noqa: SIM115
         )
-        return UploadPart(segment, field_name, "file", name=name, file=spool)
+        return UploadPart(segment, field_name, "file", name=name, file=spool, in_memory=in_memory)
 
     def add_to_part(self, part: UploadPart, chunk: bytes) -> None:
         if part.kind == "field":
@@ -267,6 +273,8 @@ class UploadReader(FileUploadHandler):
         if part.kind == "field":
             self.post.appendlist(part.field_name, b"".join(part.text).decode(self.encoding, "replace"))
         elif part.kind == "file":
+            if segment.size <= part.in_memory:
+                self.memory_left -= segment.size
             part.file.seek(0)
             upload = UploadedFile(part.file, part.name, segment.content_type, segment.size, segment.charset)
             self.files.appendlist(UPLOAD_FIELD, upload)

@@ -172,12 +172,19 @@ STORAGES = {
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-# Uploads: Django spools anything over 2.5 MB to disk, so a 1,000-file upload never sits in memory.
+# Uploads. One request's whole body (all files of an upload together) may be this large; a larger one gets a
+# 413 before it is read. It is what the web process may spool to FILE_UPLOAD_TEMP_DIR for one request: five of
+# the largest images, or a zip of a day's shoot; a larger set goes in batches or as several zip archives.
+PIXELMILL_MAX_REQUEST_BYTES = env.int("PIXELMILL_MAX_REQUEST_BYTES", 1024**3)
 DATA_UPLOAD_MAX_NUMBER_FILES = env.int("PIXELMILL_MAX_UPLOAD_FILES", 1000)
-# One request's whole body (all files of an upload together); larger ones get a 413 before it is read.
-PIXELMILL_MAX_REQUEST_BYTES = env.int("PIXELMILL_MAX_REQUEST_BYTES", 4 * 1024**3)
+# An uploaded file stays in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, and only while the request's files in
+# memory add up to at most PIXELMILL_UPLOAD_MEMORY_BYTES; everything else is spooled to the temporary folder.
+# (Per file alone, 1,000 files of 2.4 MB would sit in memory: 2.4 GB.) Form fields besides the files may hold
+# DATA_UPLOAD_MAX_MEMORY_SIZE (Django's 2.5 MB).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-FILE_UPLOAD_TEMP_DIR = None
+PIXELMILL_UPLOAD_MEMORY_BYTES = env.int("PIXELMILL_UPLOAD_MEMORY_BYTES", 10 * FILE_UPLOAD_MAX_MEMORY_SIZE)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = env.str("PIXELMILL_UPLOAD_TEMP_DIR", "") or None
 # A request body must arrive within TIMEOUT seconds, each MIN_RATE bytes received earning one more second
 # (Apache's default RequestReadTimeout body=20,MinRate=500); a slower client gets 408. Under gunicorn's gevent
 # worker only, the web server of `make run` and the image (dashboard/slow_clients.py).

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
+
 import pytest
 from django.urls import reverse
 
-from dashboard.intake import Duplicate, import_uploads, sanitize_display_name
+from dashboard.intake import Duplicate, UploadReader, import_uploads, sanitize_display_name
 from tests.factories import multipart_body, upload, zip_bytes
 from tests.jobs.images import jpeg, photo, png, truncated
 
@@ -280,3 +283,36 @@ def test_files_over_the_in_memory_size_are_spooled_to_disk_and_imported_whole(
     assert [row["name"] for row in response.json()["accepted"]] == ["big.png"]
     source = campaign.sources.get()
     assert source.byte_size == len(data) and source.file.read() == data
+
+
+# What one request may hold: its files in memory within a budget, and 1 GB in all.
+
+
+def test_an_upload_keeps_at_most_its_memory_budget_of_files_in_memory(settings):
+    """Each file up to FILE_UPLOAD_MAX_MEMORY_SIZE stayed in memory, so a thousand 2.4 MB files held 2.4 GB."""
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    settings.PIXELMILL_UPLOAD_MEMORY_BYTES = 3_000
+    body, content_type = multipart_body([("files", f"{n}.jpg", bytes([n]) * 900) for n in range(10)])
+    _, files = UploadReader().handle_raw_input(
+        io.BytesIO(body), {}, len(body), content_type.partition("boundary=")[2]
+    )
+    uploads = files.getlist("files")
+    in_memory = [
+        f for f in uploads if isinstance(f.file, tempfile.SpooledTemporaryFile) and not f.file._rolled
+    ]
+    assert len(uploads) == 10 and len(in_memory) == 3
+    assert [f.read() for f in uploads] == [bytes([n]) * 900 for n in range(10)]
+
+
+def test_an_upload_over_1_gb_is_refused_before_it_is_read(marketer_client, campaign):
+    """One request may spool at most 1 GB to the temporary folder (it was 4 GB)."""
+    body, content_type = multipart_body([("files", "a.jpg", jpeg(photo(40, 30, seed=1)))])
+    response = marketer_client.generic(
+        "POST",
+        reverse("campaign-upload", args=[campaign.pk]),
+        body,
+        content_type=content_type,
+        headers={"accept": "application/json"},
+        CONTENT_LENGTH=str(1024**3 + 1),
+    )
+    assert response.status_code == 413 and "at most 1.0\xa0GB" in response.json()["error"]
