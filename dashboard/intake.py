@@ -6,19 +6,22 @@ import csv
 import dataclasses
 import hashlib
 import io
+import os
 import stat
+import struct
 import tempfile
 import unicodedata
+import uuid
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
@@ -29,9 +32,10 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils.datastructures import MultiValueDict
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
-from dashboard.models import Campaign, Generation, SourceImage, UrlImport
+from dashboard import services
+from dashboard.models import Campaign, DeferredUpload, Generation, SourceImage, UrlImport
 from jobs.errors import PermanentError
-from jobs.imaging import probe_with_thumbnail
+from jobs.imaging import decode_pixels, probe_with_thumbnail
 
 ARCHIVE_SUFFIXES = {".zip"}
 EXTENSIONS = {
@@ -46,16 +50,38 @@ MAX_NAME_CHARS = 255
 MAX_PART_HEADER_BYTES = 64 * 1024
 SHOWN_NAME_CHARS = 60
 RENAME = "rename it and upload it again"
+# A file unpacked from a zip archive stays in memory up to this size while it is checked and stored; a larger
+# one is spooled to a temporary file, so unpacking holds one piece of one file at a time, not the file.
+SPOOL_BYTES = 8 * 1024 * 1024
+# Rows of each kind (added, duplicates, refused) an upload's results keep to show; the counts stay exact.
+RESULT_ROWS = 200
+# A zip's directory costs memory as it is read (a few hundred bytes per entry, before any is looked at): a
+# directory larger than this many bytes per allowed member is refused unread. Real entries take about 100.
+ZIP_DIRECTORY_BYTES_PER_MEMBER = 1024
 
 
 @dataclass(frozen=True)
 class IncomingFile:
-    name: str
-    data: bytes
+    """One file to bring in: the name it is shown by, and its bytes in a seekable file (in memory or on disk)
+    that is read a piece at a time, never whole."""
 
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    name: str
+    file: BinaryIO
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> IncomingFile:
+        return cls(name, io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def from_file(cls, name: str, handle: BinaryIO, limit: int) -> IncomingFile:
+        """A seekable file read where it is (an upload's spool, a file on disk, a stored upload): hashed in one
+        pass, and refused when it is over `limit` bytes."""
+        handle.seek(0)
+        sha256, size = copy_limited(handle, limit)
+        handle.seek(0)
+        return cls(name, handle, size, sha256)
 
 
 @dataclass(frozen=True)
@@ -80,9 +106,14 @@ class Duplicate:
 
 @dataclass
 class ImportReport:
+    """Each file's outcome: added, a duplicate, refused, or handed to a worker to check (`checking`)."""
+
     accepted: list[SourceImage] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    checking: list[DeferredUpload] = field(default_factory=list)
+    # The ids of `accepted`, to tell a file added earlier in this import from one an earlier attempt added.
+    accepted_ids: set[int] = field(default_factory=set, repr=False, compare=False)
 
     def as_dict(self, limit: int | None = None) -> dict[str, Any]:
         """Every file's outcome as JSON-ready rows (at most `limit` of each kind) and the full counts."""
@@ -90,10 +121,12 @@ class ImportReport:
             "accepted": [{"name": s.display_name, "id": s.pk} for s in self.accepted[:limit]],
             "duplicates": [dataclasses.asdict(d) for d in self.duplicates[:limit]],
             "refused": [dataclasses.asdict(r) for r in self.refused[:limit]],
+            "checking": [{"name": d.name, "id": d.pk, "kind": d.kind} for d in self.checking],
             "counts": {
                 "accepted": len(self.accepted),
                 "duplicates": len(self.duplicates),
                 "refused": len(self.refused),
+                "checking": len(self.checking),
             },
         }
 
@@ -143,6 +176,12 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+def too_large(limit: int) -> PermanentError:
+    return PermanentError(
+        f"is larger than the {limit // (1024 * 1024)} MB limit for one image", code="too_large"
+    )
+
+
 def read_limited(handle: Readable, limit: int, name: str) -> bytes:
     """Read at most `limit` bytes, refusing (instead of truncating) anything larger."""
     chunks = []
@@ -150,11 +189,26 @@ def read_limited(handle: Readable, limit: int, name: str) -> bytes:
     while chunk := handle.read(CHUNK):
         size += len(chunk)
         if size > limit:
-            raise PermanentError(
-                f"is larger than the {limit // (1024 * 1024)} MB limit for one image", code="too_large"
-            )
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def copy_limited(handle: Readable, limit: int, sink: BinaryIO | None = None) -> tuple[str, int]:
+    """Read `handle` to its end a piece at a time (into `sink` if given): its SHA-256 and size, refusing
+    anything over `limit` bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        digest.update(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    if sink is not None:
+        sink.seek(0)
+    return digest.hexdigest(), size
 
 
 def header_text(value: str | None) -> tuple[str, bool]:
@@ -296,27 +350,6 @@ class UploadReader(FileUploadHandler):
         return None
 
 
-def iter_uploaded(files: Iterable[Any], refused: list[Refusal]) -> Iterator[IncomingFile]:
-    """Expand uploaded files (Django UploadedFile objects); zip archives are read member by member."""
-    limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
-    for upload in files:
-        raw_name = base_name(upload.name or "")
-        if problem := upload_name_problem(raw_name):
-            refused.append(Refusal(shown_name(raw_name), problem))
-            continue
-        name = sanitize_display_name(raw_name)
-        if upload.size == 0:
-            refused.append(Refusal(name, "is empty (0 bytes)"))
-            continue
-        if Path(name).suffix.lower() in ARCHIVE_SUFFIXES:
-            yield from iter_zip(upload, name, refused)
-            continue
-        try:
-            yield IncomingFile(name, read_limited(upload, limit, name))
-        except PermanentError as error:
-            refused.append(Refusal(name, error.message))
-
-
 def iter_directory(directory: Path, refused: list[Refusal]) -> Iterator[IncomingFile]:
     """Every regular file under `directory`, sorted; zip files are expanded like uploads."""
     limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
@@ -327,29 +360,34 @@ def iter_directory(directory: Path, refused: list[Refusal]) -> Iterator[Incoming
                 yield from iter_zip(handle, name, refused)
                 continue
             try:
-                yield IncomingFile(name, read_limited(handle, limit, name))
+                incoming = IncomingFile.from_file(name, handle, limit)
             except PermanentError as error:
                 refused.append(Refusal(str(path.relative_to(directory)), error.message))
+                continue
+            yield incoming
 
 
 def iter_zip(handle: BinaryIO, archive_name: str, refused: list[Refusal]) -> Iterator[IncomingFile]:
-    """Stream a zip's members, refusing unsafe ones and stopping at the caps before they are exceeded."""
-    try:
-        archive = zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, OSError):
-        refused.append(Refusal(archive_name, "is not a readable zip archive"))
-        return
+    """Stream a zip's members, refusing unsafe ones and stopping at the caps before they are exceeded. Each
+    member is unpacked once, a piece at a time, into a spool that stays in memory only when it is small."""
     member_limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
     total_limit = settings.PIXELMILL_ZIP_MAX_TOTAL_BYTES
+    max_members = settings.PIXELMILL_ZIP_MAX_MEMBERS
+    directory_bytes = zip_directory_bytes(handle)
+    if directory_bytes is not None and directory_bytes > max_members * ZIP_DIRECTORY_BYTES_PER_MEMBER:
+        refused.append(Refusal(archive_name, f"lists more files than it may hold; at most {max_members}"))
+        return
+    try:
+        handle.seek(0)
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        refused.append(Refusal(archive_name, "is not a readable zip archive"))
+        return
     total = 0
     with archive:
         members = [info for info in archive.infolist() if not info.is_dir()]
-        if len(members) > settings.PIXELMILL_ZIP_MAX_MEMBERS:
-            refused.append(
-                Refusal(
-                    archive_name, f"holds {len(members)} files; at most {settings.PIXELMILL_ZIP_MAX_MEMBERS}"
-                )
-            )
+        if len(members) > max_members:
+            refused.append(Refusal(archive_name, f"holds {len(members)} files; at most {max_members}"))
             return
         for info in members:
             label = f"{archive_name}/{sanitize_display_name(info.filename)}"
@@ -360,20 +398,47 @@ def iter_zip(handle: BinaryIO, archive_name: str, refused: list[Refusal]) -> Ite
             if total + info.file_size > total_limit:
                 refused.append(Refusal(archive_name, "unpacks to more than the total size limit; stopped"))
                 return
-            try:
-                with archive.open(info) as member:
-                    data = read_limited(member, member_limit, label)
-            except PermanentError as error:
-                refused.append(Refusal(label, error.message))
-                continue
-            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
-                refused.append(Refusal(label, f"could not be read from the archive ({error})"))
-                continue
-            total += len(data)
-            if total > total_limit:
-                refused.append(Refusal(archive_name, "unpacks to more than the total size limit; stopped"))
-                return
-            yield IncomingFile(sanitize_display_name(info.filename), data)
+            with tempfile.SpooledTemporaryFile(
+                max_size=SPOOL_BYTES, dir=settings.FILE_UPLOAD_TEMP_DIR
+            ) as spool:
+                try:
+                    with archive.open(info) as member:
+                        sha256, size = copy_limited(member, member_limit, spool)
+                except PermanentError as error:
+                    refused.append(Refusal(label, error.message))
+                    continue
+                except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, zlib.error) as error:
+                    refused.append(Refusal(label, f"could not be read from the archive ({error})"))
+                    continue
+                total += size
+                if total > total_limit:
+                    refused.append(
+                        Refusal(archive_name, "unpacks to more than the total size limit; stopped")
+                    )
+                    return
+                yield IncomingFile(sanitize_display_name(info.filename), spool, size, sha256)
+
+
+def zip_directory_bytes(handle: BinaryIO) -> int | None:
+    """The size of a zip's directory as its end record (or zip64 end record) declares it, read before the
+    directory is, or None when there is no end record (then it is no zip, as zipfile will say)."""
+    handle.seek(0, os.SEEK_END)
+    length = handle.tell()
+    start = max(0, length - (22 + 0xFFFF))  # the end record, then a comment of at most 64 KB
+    handle.seek(start)
+    tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    (size,) = struct.unpack_from("<I", tail, at + 12)
+    locator = at - 20
+    if size == 0xFFFFFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        (record_at,) = struct.unpack_from("<Q", tail, locator + 8)
+        handle.seek(record_at)
+        record = handle.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            (size,) = struct.unpack_from("<Q", record, 40)
+    return int(size)
 
 
 def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
@@ -392,16 +457,23 @@ def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
 
 
 def store_source(
-    campaign: Campaign, incoming: IncomingFile, origin: str, *, generation: Generation | None = None
+    campaign: Campaign,
+    incoming: IncomingFile,
+    origin: str,
+    *,
+    generation: Generation | None = None,
+    deferred_upload: DeferredUpload | None = None,
 ) -> SourceImage | None:
-    """Validate and store one file; None when the campaign already holds these bytes."""
+    """Validate and store one file; None when the campaign already holds these bytes. The file is decoded to
+    prove it whole (a large JPEG at its draft scale) and copied to storage a piece at a time."""
     sha256 = incoming.sha256
     if SourceImage.objects.filter(campaign=campaign, sha256=sha256).exists():
         return None
-    info, thumbnail_bytes = probe_with_thumbnail(incoming.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
+    info, thumbnail_bytes = probe_with_thumbnail(incoming.file, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     extension = EXTENSIONS.get(info.format, "img")
     key = f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.{extension}"
-    stored = default_storage.save(key, ContentFile(incoming.data))
+    incoming.file.seek(0)
+    stored = default_storage.save(key, File(incoming.file, name=key))
     thumbnail = default_storage.save(
         f"sources/c{campaign.pk}/{sha256[:2]}/{sha256}.thumb.webp", ContentFile(thumbnail_bytes)
     )
@@ -416,44 +488,125 @@ def store_source(
                 width=info.width,
                 height=info.height,
                 format=info.format,
-                byte_size=len(incoming.data),
+                byte_size=incoming.size,
                 origin=origin,
                 generation=generation,
+                deferred_upload=deferred_upload,
             )
     except IntegrityError:
         return None  # the same bytes arrived twice at once; the other request stored them
 
 
+def add_image(
+    campaign: Campaign,
+    incoming: IncomingFile,
+    origin: str,
+    report: ImportReport,
+    *,
+    deferred_upload: DeferredUpload | None = None,
+) -> None:
+    """Store one file and say how it went in `report`: added, a duplicate of a named image, or refused."""
+    try:
+        source = store_source(campaign, incoming, origin, deferred_upload=deferred_upload)
+    except PermanentError as error:
+        report.refused.append(Refusal(incoming.name, error.message))
+        return
+    first = source or campaign.sources.filter(sha256=incoming.sha256).first()
+    if source is not None or (
+        # added by an earlier attempt of this very upload, which was interrupted before it could say so
+        first is not None
+        and deferred_upload is not None
+        and first.deferred_upload_id == deferred_upload.pk
+        and first.pk not in report.accepted_ids
+    ):
+        assert first is not None
+        report.accepted.append(first)
+        report.accepted_ids.add(first.pk)
+        return
+    report.duplicates.append(
+        Duplicate(incoming.name, duplicate_of=first.display_name if first else "an earlier image")
+    )
+
+
 def import_images(campaign: Campaign, files: Iterable[IncomingFile], origin: str) -> ImportReport:
     report = ImportReport()
     for incoming in files:
-        try:
-            source = store_source(campaign, incoming, origin)
-        except PermanentError as error:
-            report.refused.append(Refusal(incoming.name, error.message))
-            continue
-        if source is None:
-            first = campaign.sources.filter(sha256=incoming.sha256).values_list("display_name", flat=True)
-            report.duplicates.append(
-                Duplicate(incoming.name, duplicate_of=first.first() or "an earlier image")
-            )
-        else:
-            report.accepted.append(source)
+        add_image(campaign, incoming, origin, report)
     return report
 
 
 def import_uploads(campaign: Campaign, files: Iterable[Any], refused: Iterable[Refusal] = ()) -> ImportReport:
-    """Import uploaded files; `refused` are the parts refused while the request was read (UploadReader)."""
-    refusals = list(refused)
-    report = import_images(campaign, iter_uploaded(files, refusals), SourceImage.Origin.UPLOAD)
-    report.refused = refusals + report.refused
+    """Import uploaded files; `refused` are the parts refused while the request was read (UploadReader).
+
+    Whatever is too heavy to check in a web request is stored as sent and handed to a worker (`checking`):
+    every zip archive, and an image whose check would decode more than PIXELMILL_WEB_DECODE_MAX_PIXELS. The
+    rest is read a piece at a time, never held whole, and a large baseline JPEG is decoded at 1/8 scale.
+    """
+    report = ImportReport(refused=list(refused))
+    limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
+    for upload in files:
+        raw_name = base_name(upload.name or "")
+        if problem := upload_name_problem(raw_name):
+            report.refused.append(Refusal(shown_name(raw_name), problem))
+            continue
+        name = sanitize_display_name(raw_name)
+        if upload.size == 0:
+            report.refused.append(Refusal(name, "is empty (0 bytes)"))
+            continue
+        if Path(name).suffix.lower() in ARCHIVE_SUFFIXES:
+            if zipfile.is_zipfile(upload):
+                report.checking.append(defer_upload(campaign, name, upload, DeferredUpload.Kind.ARCHIVE))
+            else:
+                report.refused.append(Refusal(name, "is not a readable zip archive"))
+            continue
+        try:
+            incoming = IncomingFile.from_file(name, upload, limit)
+            heavy = decode_pixels(upload, max_pixels=settings.PIXELMILL_MAX_PIXELS)
+        except PermanentError as error:
+            report.refused.append(Refusal(name, error.message))
+            continue
+        # A duplicate is said at once; it is never decoded.
+        if (
+            heavy > settings.PIXELMILL_WEB_DECODE_MAX_PIXELS
+            and not campaign.sources.filter(sha256=incoming.sha256).exists()
+        ):
+            report.checking.append(defer_upload(campaign, name, upload, DeferredUpload.Kind.IMAGE))
+            continue
+        add_image(campaign, incoming, SourceImage.Origin.UPLOAD, report)
+    return report
+
+
+def defer_upload(campaign: Campaign, name: str, upload: Any, kind: str) -> DeferredUpload:
+    """Store an uploaded file as it was sent, a piece at a time, and queue it for a worker to bring in."""
+    suffix = ".zip" if kind == DeferredUpload.Kind.ARCHIVE else ".img"
+    upload.seek(0)
+    key = default_storage.save(f"uploads/c{campaign.pk}/{uuid.uuid4().hex}{suffix}", upload)
+    return services.queue_deferred_upload(campaign, name=name, kind=kind, key=key, byte_size=upload.size)
+
+
+def import_deferred(upload: DeferredUpload) -> ImportReport:
+    """Bring in a stored upload, in a worker: each file of an archive, or the one large image, is added, a
+    named duplicate or refused with its reason (a whole archive that cannot be read is one refusal)."""
+    report = ImportReport()
+    campaign = upload.campaign
+    with upload.file.open("rb") as handle:
+        if upload.kind == DeferredUpload.Kind.ARCHIVE:
+            for incoming in iter_zip(handle, upload.name, report.refused):
+                add_image(campaign, incoming, SourceImage.Origin.ZIP, report, deferred_upload=upload)
+            return report
+        try:
+            incoming = IncomingFile.from_file(upload.name, handle, settings.PIXELMILL_MAX_UPLOAD_BYTES)
+        except PermanentError as error:
+            report.refused.append(Refusal(upload.name, error.message))
+            return report
+        add_image(campaign, incoming, SourceImage.Origin.UPLOAD, report, deferred_upload=upload)
     return report
 
 
 def import_directory(campaign: Campaign, directory: Path) -> ImportReport:
-    refused: list[Refusal] = []
-    report = import_images(campaign, iter_directory(directory, refused), SourceImage.Origin.COMMAND)
-    report.refused = refused + report.refused
+    report = ImportReport()
+    for incoming in iter_directory(directory, report.refused):
+        add_image(campaign, incoming, SourceImage.Origin.COMMAND, report)
     return report
 
 

@@ -1,5 +1,5 @@
 """Workflows that span models or enqueue work: process a campaign, requeue failures, generate from prompts,
-import by URL."""
+import by URL, hand a heavy upload to the workers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from django.utils.crypto import salted_hmac
 
 from dashboard.models import (
     Campaign,
+    DeferredUpload,
     Generation,
     Output,
     Provider,
@@ -29,7 +30,7 @@ from dashboard.models import (
 )
 from dashboard.prompts import PromptSpec
 from jobs.errors import BudgetCapReachedError
-from jobs.queueing import GENERATIONS, URL_IMPORTS, enqueue_attempts
+from jobs.queueing import DEFERRED_UPLOADS, GENERATIONS, URL_IMPORTS, enqueue_attempts
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,20 @@ def queue_url_imports(campaign: Campaign, urls: Iterable[str]) -> UrlImportRepor
         attempts = [(row.pk, 1) for row in created]
         transaction.on_commit(lambda: enqueue_attempts(attempts, URL_IMPORTS))
     return UrlImportReport(queued=len(created), already=len(known), refused=refused)
+
+
+def queue_deferred_upload(
+    campaign: Campaign, *, name: str, kind: str, key: str, byte_size: int
+) -> DeferredUpload:
+    """A stored upload (at `key`) for the workers to bring in; its job is sent once the row exists."""
+    with transaction.atomic():
+        upload = DeferredUpload.objects.create(
+            campaign=campaign, name=name, kind=kind, file=key, byte_size=byte_size,
+            max_attempts=settings.PIXELMILL_MAX_ATTEMPTS, queued_at=timezone.now(),
+        )  # fmt: skip
+        attempt = [(upload.pk, 1)]
+        transaction.on_commit(lambda: enqueue_attempts(attempt, DEFERRED_UPLOADS))
+    return upload
 
 
 def retryable_url_imports(imports: QuerySet[UrlImport]) -> QuerySet[UrlImport]:

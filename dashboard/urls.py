@@ -39,6 +39,9 @@ urlpatterns = [
     path("campaigns/<int:pk>/", campaigns.campaign_detail, name="campaign-detail"),
     path("campaigns/<int:pk>/upload/", intake.campaign_upload, name="campaign-upload"),
     path(
+        "campaigns/<int:pk>/upload/results/", intake.campaign_upload_results, name="campaign-upload-results"
+    ),
+    path(
         "campaigns/<int:pk>/upload/results/dismiss/",
         intake.campaign_upload_results_dismiss,
         name="campaign-upload-results-dismiss",

@@ -219,7 +219,7 @@ def download_images(fal: FalQueue, result: dict[str, Any], stem: str) -> Iterato
             content_type, data = response.headers.get("content-type", ""), response.content
         content_type = str(image.get("content_type") or content_type).split(";")[0].strip()
         name = f"{stem}-{index}" if len(images) > 1 else stem
-        yield IncomingFile(name=sanitize_display_name(name + extension_for(content_type)), data=data)
+        yield IncomingFile.from_bytes(sanitize_display_name(name + extension_for(content_type)), data)
 
 
 def decode_data_url(url: str) -> tuple[str, bytes]:

@@ -47,6 +47,9 @@ class JobKind:
 TASKS = JobKind("jobs.tasks.process_task", "task", "process task")
 GENERATIONS = JobKind("jobs.generation.run_generation_task", "generation", "generate images for generation")
 URL_IMPORTS = JobKind("jobs.url_imports.import_url_task", "urlimport", "download URL import")
+DEFERRED_UPLOADS = JobKind(
+    "jobs.deferred_uploads.import_deferred_upload_task", "upload", "bring in deferred upload"
+)
 
 
 def job_id_for(task_id: int, attempt: int) -> str:

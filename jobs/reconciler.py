@@ -1,7 +1,8 @@
 """The reconciler: the database says what should be running, Redis is only transport; repair the difference.
 
-Every kind of work Pixelmill runs (recipe tasks, generations from prompts, imports by URL) is a row with
-numbered attempts, claimed by a conditional UPDATE. Two things can leave such a row stranded:
+Every kind of work Pixelmill runs (recipe tasks, generations from prompts, imports by URL, uploads handed to
+the workers) is a row with numbered attempts, claimed by a conditional UPDATE. Two things can leave such a
+row stranded:
 
 - **worker lost**: the row is `running` but its lease expired, because the worker that held it died
   (SIGKILL, OOM, a machine gone) and nobody renews it any more;
@@ -31,7 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 from rq.job import Job
 
-from dashboard.models import AttemptModel, AttemptQuerySet, Generation, Task, UrlImport
+from dashboard.models import AttemptModel, AttemptQuerySet, DeferredUpload, Generation, Task, UrlImport
 from jobs.queueing import CONTROL_QUEUE, PROCESS_QUEUE, enqueue_attempts, missing_attempts
 
 logger = logging.getLogger("pixelmill.reconciler")
@@ -76,6 +77,12 @@ KINDS = (
         UrlImport,
         worker_lost="The worker downloading this URL stopped before finishing (worker lost).",
         queue_lost="The queue lost this URL's job, e.g. when Redis restarted empty (queue lost).",
+    ),
+    AttemptRows(
+        "deferred_uploads",
+        DeferredUpload,
+        worker_lost="The worker bringing in this upload stopped before finishing (worker lost).",
+        queue_lost="The queue lost this upload's job, e.g. when Redis restarted empty (queue lost).",
     ),
 )
 

@@ -34,7 +34,7 @@ def import_url_task(import_id: int, attempt: int) -> str:
             fetched = fetch_image(row.url)
             source = store_source(
                 row.campaign,
-                IncomingFile(sanitize_display_name(fetched.name), fetched.data),
+                IncomingFile.from_bytes(sanitize_display_name(fetched.name), fetched.data),
                 SourceImage.Origin.URL,
             )
     except StepError as error:

@@ -44,6 +44,7 @@ def warm_up() -> None:
     """
     from PIL import Image
 
+    import jobs.deferred_uploads  # noqa: F401
     import jobs.generation  # noqa: F401
     import jobs.reconciler  # noqa: F401
     import jobs.tasks  # noqa: F401  (imports the pipeline, the operations, numpy and httpx)

@@ -97,6 +97,16 @@ def upload(name: str, data: bytes) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data)
 
 
+def unpack_upload(campaign, name: str, data: bytes):
+    """An uploaded zip archive (or large image) as the web request hands it on and a worker brings it in,
+    run here in this process: the worker's report (`dashboard.intake.import_deferred`)."""
+    from dashboard.intake import import_deferred, import_uploads
+
+    report = import_uploads(campaign, [upload(name, data)])
+    assert [row.name for row in report.checking] == [name], report
+    return import_deferred(report.checking[0])
+
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     """A zip archive of name → bytes, as a marketer would upload a folder."""
     buffer = io.BytesIO()

@@ -3,7 +3,7 @@
 from dashboard.models.attempts import AttemptLog, AttemptModel, AttemptQuerySet
 from dashboard.models.campaigns import Campaign, CampaignQuerySet, Team
 from dashboard.models.delivery import WebhookDelivery
-from dashboard.models.intake import Generation, SourceImage, UrlImport
+from dashboard.models.intake import DeferredUpload, Generation, SourceImage, UrlImport
 from dashboard.models.outputs import Output, OutputQuerySet
 from dashboard.models.providers import Provider, StepResult
 from dashboard.models.recipes import (
@@ -24,6 +24,7 @@ __all__ = [
     "AttemptQuerySet",
     "Campaign",
     "CampaignQuerySet",
+    "DeferredUpload",
     "Generation",
     "Output",
     "OutputQuerySet",

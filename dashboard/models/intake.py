@@ -8,7 +8,7 @@ from django.db import models
 
 from dashboard.models.attempts import AttemptLog, AttemptModel
 from dashboard.models.providers import Provider
-from jobs.queueing import GENERATIONS, URL_IMPORTS
+from jobs.queueing import DEFERRED_UPLOADS, GENERATIONS, URL_IMPORTS
 
 
 class SourceImage(models.Model):
@@ -33,6 +33,9 @@ class SourceImage(models.Model):
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.UPLOAD)
     generation = models.ForeignKey(
         "Generation", null=True, blank=True, on_delete=models.SET_NULL, related_name="sources"
+    )
+    deferred_upload = models.ForeignKey(
+        "DeferredUpload", null=True, blank=True, on_delete=models.SET_NULL, related_name="sources"
     )
     # Where a marketer clicked on the upright picture (0..1 from the left and the top); empty: detect it.
     focal_point_x = models.FloatField(null=True, blank=True)
@@ -141,3 +144,48 @@ class UrlImport(AttemptModel):
 
     def log_context(self) -> dict[str, Any]:
         return {"campaign": self.campaign_id}
+
+
+class DeferredUpload(AttemptModel):
+    """An uploaded file too heavy to check inside the web request, stored as sent for a worker to bring in:
+    a zip archive to unpack, or an image too large to decode there. `results` holds, once it succeeded, each
+    file it brought: added, a named duplicate, or refused with the reason (`ImportReport.as_dict`)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        DEAD = "dead", "Dead"
+
+    class Kind(models.TextChoices):
+        ARCHIVE = "archive", "Zip archive"
+        IMAGE = "image", "Large image"
+
+    TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
+    job_kind = DEFERRED_UPLOADS
+    attempt_log = AttemptLog("pixelmill.deferred_uploads", "deferred upload finished", "deferred_upload")
+
+    campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="deferred_uploads")
+    name = models.CharField(max_length=255, help_text="The uploaded file's name, as shown.")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    file = models.FileField(
+        max_length=300, blank=True, help_text="The file as sent; deleted once brought in."
+    )
+    byte_size = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    results = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(fields=["campaign", "state"]),
+            models.Index(fields=["state", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Deferred upload {self.pk} ({self.state}): {self.name}"
+
+    def log_context(self) -> dict[str, Any]:
+        return {"campaign": self.campaign_id, "kind": self.kind, "byte_size": self.byte_size}

@@ -9,25 +9,33 @@ from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import services
 from dashboard.access import visible_campaign
-from dashboard.intake import UPLOAD_FIELD, ImportReport, Refusal, UploadReader, import_uploads, parse_url_list
-from dashboard.models import Campaign
+from dashboard.intake import (
+    RESULT_ROWS,
+    UPLOAD_FIELD,
+    ImportReport,
+    Refusal,
+    UploadReader,
+    import_uploads,
+    parse_url_list,
+)
+from dashboard.models import Campaign, DeferredUpload
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 from dashboard.views.errors import request_error, wants_json
 
 REFUSALS_SHOWN = 50
-# The session keeps each campaign's last upload results until dismissed: this many rows of each kind (the
+# The session keeps each campaign's last upload results until dismissed: RESULT_ROWS rows of each kind (the
 # counts stay exact), for the campaigns uploaded to most recently.
 UPLOAD_RESULTS = "upload-results"
-UPLOAD_RESULT_ROWS = 200
 UPLOAD_RESULT_CAMPAIGNS = 10
+RESULT_KINDS = ("accepted", "duplicates", "refused")
 NO_FILES = "Choose at least one image or .zip archive to upload (no file arrived in the “files” field)."
 
 
@@ -62,7 +70,7 @@ def receive_upload(
     if json_client:
         return JsonResponse(
             {**report.as_dict(), "message": " ".join(summarize_upload(report))},
-            status=200 if report.accepted or not report.refused else 422,
+            status=200 if report.accepted or report.checking or not report.refused else 422,
         )
     return redirect(campaign)
 
@@ -78,25 +86,64 @@ def campaign_upload_results_dismiss(request: HttpRequest, pk: int) -> HttpRespon
 
 
 def remember_upload(request: HttpRequest, campaign: Campaign, report: ImportReport) -> None:
-    """Keep the results on the session: they survive reloads until dismissed, and replace the last ones."""
+    """Keep the results on the session: they survive reloads until dismissed, and replace the last ones. Files
+    handed to the workers are kept by id; their results are read from their rows when the page is shown."""
     stored = request.session.get(UPLOAD_RESULTS, {})
     stored.pop(str(campaign.pk), None)
-    stored[str(campaign.pk)] = {**report.as_dict(limit=UPLOAD_RESULT_ROWS), "at": timezone.now().isoformat()}
+    stored[str(campaign.pk)] = {**report.as_dict(limit=RESULT_ROWS), "at": timezone.now().isoformat()}
     request.session[UPLOAD_RESULTS] = dict(list(stored.items())[-UPLOAD_RESULT_CAMPAIGNS:])
 
 
 def remembered_upload(request: HttpRequest, campaign: Campaign) -> dict[str, Any] | None:
-    """The campaign's last upload results for the page, with how many rows of each kind were not kept."""
-    results = request.session.get(UPLOAD_RESULTS, {}).get(str(campaign.pk))
-    if results is None:
+    """The campaign's last upload results for the page, those of the files the workers brought in since
+    added, with what is still being checked and how many rows of each kind were not kept."""
+    stored = request.session.get(UPLOAD_RESULTS, {}).get(str(campaign.pk))
+    if stored is None:
         return None
-    hidden = {kind: count - len(results[kind]) for kind, count in results["counts"].items()}
-    return {**results, "at": datetime.fromisoformat(results["at"]), "hidden": hidden}
+    results = {kind: list(stored[kind]) for kind in RESULT_KINDS}
+    counts = {kind: stored["counts"][kind] for kind in RESULT_KINDS}
+    checking = []
+    ids = [row["id"] for row in stored.get("checking", [])]
+    for upload in campaign.deferred_uploads.filter(pk__in=ids):
+        if upload.state in (DeferredUpload.State.QUEUED, DeferredUpload.State.RUNNING):
+            checking.append({"name": upload.name, "id": upload.pk, "kind": upload.kind})
+        elif upload.state == DeferredUpload.State.SUCCEEDED:
+            for kind in RESULT_KINDS:
+                results[kind] += upload.results.get(kind, [])
+                counts[kind] += upload.results.get("counts", {}).get(kind, 0)
+        else:
+            results["refused"].append({"name": upload.name, "reason": upload.error_message})
+            counts["refused"] += 1
+    hidden = {kind: counts[kind] - len(results[kind][:RESULT_ROWS]) for kind in RESULT_KINDS}
+    return {
+        **{kind: rows[:RESULT_ROWS] for kind, rows in results.items()},
+        "checking": checking,
+        "counts": {**counts, "checking": len(checking)},
+        "hidden": hidden,
+        "at": datetime.fromisoformat(stored["at"]),
+    }
+
+
+@require_GET
+def campaign_upload_results(request: HttpRequest, pk: int) -> HttpResponse:
+    """The last upload's results, asked for every few seconds while workers bring in some of its files; once
+    none is left, the page reloads to show the new images in the gallery."""
+    campaign = visible_campaign(request, pk)
+    results = remembered_upload(request, campaign)
+    response = render(
+        request, "dashboard/_upload_results.html", {"campaign": campaign, "upload_results": results}
+    )
+    if not (results and results["checking"]):
+        response["HX-Refresh"] = "true"
+    return response
 
 
 def summarize_upload(report: ImportReport) -> list[str]:
     """The upload's results in sentences, for a JSON client that shows a message."""
     lines = [f"Added {len(report.accepted)} image(s)."]
+    if report.checking:
+        names = ", ".join(upload.name for upload in report.checking[:REFUSALS_SHOWN])
+        lines.append(f"Checking {names} in the background; the images appear on the page as they are added.")
     if report.duplicates:
         lines.append(
             f"{len(report.duplicates)} already in this campaign, skipped: "

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import tempfile
+from pathlib import Path
 
 import pytest
+from django.core.files.storage import default_storage
 from django.urls import reverse
+from PIL import Image
 
 from dashboard.intake import Duplicate, UploadReader, import_uploads, sanitize_display_name
-from tests.factories import multipart_body, upload, zip_bytes
-from tests.jobs.images import jpeg, photo, png, truncated
+from dashboard.models import DeferredUpload
+from tests.factories import add_source, multipart_body, unpack_upload, upload, zip_bytes
+from tests.jobs.images import jpeg, photo, png, png_header_only, truncated
 
 
 @pytest.mark.parametrize(
@@ -65,9 +70,9 @@ def test_zip_members_are_imported_and_unsafe_members_refused(campaign):
             "readme.txt": b"hello",
         }
     )
-    report = import_uploads(campaign, [upload("batch.zip", archive)])
+    report = unpack_upload(campaign, "batch.zip", archive)
     assert sorted(s.display_name for s in report.accepted) == ["one.jpg", "two.png"]
-    assert all(s.origin == "upload" for s in report.accepted)
+    assert all(s.origin == "zip" for s in report.accepted)
     reasons = {r.name: r.reason for r in report.refused}
     assert "unsafe path" in reasons["batch.zip/escape.jpg"]
     assert "archive inside the archive" in reasons["batch.zip/inner.zip"]
@@ -93,7 +98,7 @@ def zip_with(build) -> bytes:
 def test_a_zip_bomb_member_is_refused_before_it_is_inflated(campaign):
     archive = zip_with(lambda z: z.writestr("bomb.jpg", b"\0" * 50_000_000))
     assert len(archive) < 100_000  # 50 MB of zeros squeezed into a few kilobytes
-    report = import_uploads(campaign, [upload("bomb.zip", archive)])
+    report = unpack_upload(campaign, "bomb.zip", archive)
     assert "compression ratio" in report.refused[0].reason
     assert campaign.sources.count() == 0
 
@@ -108,7 +113,7 @@ def test_symlink_and_encrypted_members_are_refused(campaign):
         archive.writestr("ok.jpg", jpeg(photo(30, 30, seed=11)))
 
     data = bytearray(zip_with(build))
-    report = import_uploads(campaign, [upload("mixed.zip", bytes(data))])
+    report = unpack_upload(campaign, "mixed.zip", bytes(data))
     assert {r.name: r.reason for r in report.refused} == {"mixed.zip/link.jpg": "is a symbolic link"}
     assert [s.display_name for s in report.accepted] == ["ok.jpg"]
 
@@ -118,20 +123,20 @@ def test_symlink_and_encrypted_members_are_refused(campaign):
     for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
         at = encrypted.find(signature)
         encrypted[at + offset] |= 0x1
-    report = import_uploads(campaign, [upload("locked.zip", bytes(encrypted))])
+    report = unpack_upload(campaign, "locked.zip", bytes(encrypted))
     assert report.refused[0].reason == "is encrypted"
 
 
 def test_zip_caps_on_member_count_and_total_size(campaign, settings):
     settings.PIXELMILL_ZIP_MAX_MEMBERS = 2
     archive = zip_with(lambda z: [z.writestr(f"{n}.jpg", jpeg(photo(20, 20, seed=n))) for n in range(3)])
-    report = import_uploads(campaign, [upload("many.zip", archive)])
+    report = unpack_upload(campaign, "many.zip", archive)
     assert "at most 2" in report.refused[0].reason and not report.accepted
 
     settings.PIXELMILL_ZIP_MAX_MEMBERS = 100
     settings.PIXELMILL_ZIP_MAX_TOTAL_BYTES = 1500
     archive = zip_with(lambda z: [z.writestr(f"{n}.png", png(photo(30, 30, seed=n))) for n in range(5)])
-    report = import_uploads(campaign, [upload("big.zip", archive)])
+    report = unpack_upload(campaign, "big.zip", archive)
     assert "total size limit" in report.refused[-1].reason
     assert len(report.accepted) < 5
 
@@ -285,7 +290,70 @@ def test_files_over_the_in_memory_size_are_spooled_to_disk_and_imported_whole(
     assert source.byte_size == len(data) and source.file.read() == data
 
 
-# What one request may hold: its files in memory within a budget, and 1 GB in all.
+# What a web request may hold: only what is cheap to check is decoded there; the body is spooled within bounds.
+
+
+def test_only_what_is_cheap_to_check_is_decoded_in_the_request_the_rest_goes_to_a_worker(campaign, settings):
+    settings.PIXELMILL_WEB_DECODE_MAX_PIXELS = 200_000
+    large = png(photo(600, 400, seed=3))  # 240,000 pixels
+    add_source(campaign, large, "held.png")
+    grey = Image.new("RGB", (4000, 3000), (120, 120, 120))
+    report = import_uploads(
+        campaign,
+        [
+            upload("baseline.jpg", jpeg(grey)),  # 12 MP, checked at 1/8 scale: 500 × 375
+            upload("progressive.jpg", jpeg(grey, progressive=True)),  # keeps every coefficient: 12 MP
+            upload("poster.png", png(photo(600, 400, seed=4))),
+            upload("small.png", png(photo(100, 50, seed=5))),
+            upload("again.png", large),  # a duplicate is said at once, never decoded
+            upload("bomb.png", png_header_only(65_535, 65_535)),  # refused from its header
+            upload("notes.png", b"not a picture"),
+            upload("shoot.zip", zip_bytes({"a.jpg": jpeg(photo(40, 30, seed=6))})),
+        ],
+    )
+    assert [s.display_name for s in report.accepted] == ["baseline.jpg", "small.png"]
+    assert report.duplicates == [Duplicate("again.png", duplicate_of="held.png")]
+    assert {r.name for r in report.refused} == {"bomb.png", "notes.png"}
+    assert [(u.name, u.kind) for u in report.checking] == [
+        ("progressive.jpg", "image"), ("poster.png", "image"), ("shoot.zip", "archive"),
+    ]  # fmt: skip
+    for row in DeferredUpload.objects.all():
+        assert row.state == "queued" and row.campaign == campaign
+        assert default_storage.size(row.file.name) == row.byte_size
+    assert report.as_dict()["counts"] == {"accepted": 2, "duplicates": 1, "refused": 2, "checking": 3}
+
+
+def peak_growth(action) -> int:
+    """How far the process's peak resident size rose above its size before while `action` ran, in bytes
+    (Linux: VmHWM, reset to the current size through /proc/self/clear_refs)."""
+
+    def status_kb(field: str) -> int:
+        line = next(
+            line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field)
+        )
+        return int(line.split()[1])
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_kb("VmRSS:")
+    action()
+    return (status_kb("VmHWM:") - before) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_a_36_megapixel_png_upload_is_never_decoded_in_the_web_request(marketer_client, campaign):
+    """Decoded, it would take 144 MB (four bytes a pixel); the request reads its header and stores it."""
+    picture = Image.linear_gradient("L").resize((6000, 6000)).convert("RGB")
+    data = png(picture, compress_level=1)
+    del picture
+    responses = []
+    grew = peak_growth(
+        lambda: responses.append(post_upload(marketer_client, campaign, [upload("poster.png", data)]))
+    )
+    assert responses[0].json()["checking"] == [
+        {"name": "poster.png", "id": DeferredUpload.objects.get().pk, "kind": "image"}
+    ]
+    assert grew < 40 * 1024**2, f"the web process grew by {grew / 1024**2:.0f} MB"
 
 
 def test_an_upload_keeps_at_most_its_memory_budget_of_files_in_memory(settings):
@@ -316,3 +384,13 @@ def test_an_upload_over_1_gb_is_refused_before_it_is_read(marketer_client, campa
         CONTENT_LENGTH=str(1024**3 + 1),
     )
     assert response.status_code == 413 and "at most 1.0\xa0GB" in response.json()["error"]
+
+
+def test_a_zip_whose_directory_is_too_long_is_refused_before_the_directory_is_read(campaign, settings):
+    """A directory of millions of empty entries would cost gigabytes as Python objects while it is read."""
+    settings.PIXELMILL_ZIP_MAX_MEMBERS = 2
+    archive = zip_bytes({f"{n:04d}.jpg": b"" for n in range(100)})
+    report = unpack_upload(campaign, "entries.zip", archive)
+    assert [(r.name, r.reason) for r in report.refused] == [
+        ("entries.zip", "lists more files than it may hold; at most 2")
+    ]

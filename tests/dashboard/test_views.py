@@ -57,21 +57,29 @@ def test_a_marketer_creates_a_campaign(marketer_client, team):
     assert campaign.team == team
 
 
-def test_upload_reports_refused_files_by_name_and_reason(marketer_client, campaign):
-    response = marketer_client.post(
-        reverse("campaign-upload", args=[campaign.pk]),
-        {
-            "files": [
-                upload("good.jpg", jpeg(photo(80, 60, seed=1))),
-                upload("bad.jpg", truncated(jpeg(photo(80, 60, seed=2)))),
-                upload("pack.zip", zip_bytes({"z.jpg": jpeg(photo(80, 60, seed=3))})),
-            ]
-        },
-        follow=True,
-    )
+def test_upload_reports_refused_files_by_name_and_reason(
+    marketer_client, campaign, redis_conn, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = marketer_client.post(
+            reverse("campaign-upload", args=[campaign.pk]),
+            {
+                "files": [
+                    upload("good.jpg", jpeg(photo(80, 60, seed=1))),
+                    upload("bad.jpg", truncated(jpeg(photo(80, 60, seed=2)))),
+                    upload("pack.zip", zip_bytes({"z.jpg": jpeg(photo(80, 60, seed=3))})),
+                ]
+            },
+            follow=True,
+        )
     results = text_of(response.content.decode(), "upload-results")
-    assert "Added 2 image(s)." in results
+    assert "Added 1 image(s)." in results
     assert "bad.jpg" in results and "truncated or corrupt" in results
+    assert "Still being checked in the background: pack.zip (unpacking)" in results
+    # A worker unpacks the archive; its images join the same results.
+    run_burst_worker()
+    results = text_of(marketer_client.get(campaign.get_absolute_url()).content.decode(), "upload-results")
+    assert "Added 2 image(s)." in results and "z.jpg" in results and "Still being checked" not in results
     assert campaign.sources.count() == 2
 
 
