@@ -63,6 +63,8 @@ def campaign_progress(request: HttpRequest, pk: int) -> HttpResponse:
                 "eta_seconds": progress.eta_seconds,
                 "generations": generations.as_dict(),
                 "url_imports": url_imports.as_dict(),
+                # Uploads handed to the workers (zips, large images) not brought in yet.
+                "uploads_checking": campaign.deferred_uploads.unfinished().count(),
             }
         )
     response = render(

@@ -65,6 +65,8 @@ def test_a_zip_and_a_large_image_are_brought_in_by_a_worker_with_a_result_for_ea
     assert [row["name"] for row in answer["checking"]] == ["shoot.zip", "poster.png", "cut.png"]
     assert "Checking shoot.zip, poster.png, cut.png in the background" in answer["message"]
     assert campaign.sources.count() == 1, "nothing was unpacked or decoded in the request"
+    progress_url = reverse("campaign-progress", args=[campaign.pk]) + "?format=json"
+    assert marketer_client.get(progress_url).json()["uploads_checking"] == 3
     results_url = reverse("campaign-upload-results", args=[campaign.pk])
     waiting = marketer_client.get(results_url)
     assert "HX-Refresh" not in waiting and "hx-trigger" in waiting.content.decode()
@@ -81,6 +83,7 @@ def test_a_zip_and_a_large_image_are_brought_in_by_a_worker_with_a_result_for_ea
         if worker.poll() is None:
             worker.kill()
 
+    assert marketer_client.get(progress_url).json()["uploads_checking"] == 0
     done = marketer_client.get(results_url)
     assert done["HX-Refresh"] == "true", "the page reloads to show the new images"
     results = text_of(done.content.decode(), "upload-results")
