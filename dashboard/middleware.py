@@ -1,4 +1,4 @@
-"""Request guards that must act before anything reads the body."""
+"""Guards around every request: a body too large before anything reads it, private headers under /share/."""
 
 from __future__ import annotations
 
@@ -39,3 +39,28 @@ class RequestSizeLimitMiddleware:
             )
             return error_response(request, 413, "Upload too large", message)
         return self.get_response(request)
+
+
+# The token is the key: keep it out of Referer headers, search engines and shared caches.
+SHARE_PREFIX = "/share/"
+SHARE_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Cache-Control": "private, no-store",
+}
+
+
+class SharePrivacyMiddleware:
+    """Every answer under /share/ carries SHARE_HEADERS: the page and the ZIP, and just as much a 404 under a
+    working token, a 410, a refused POST or an error page, whose address holds the token too. Outermost, so
+    that it sees the answers of the other middleware and the error pages exceptions become."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.path_info.startswith(SHARE_PREFIX):
+            for header, value in SHARE_HEADERS.items():
+                response[header] = value
+        return response

@@ -3,11 +3,12 @@
 import django_rq.urls
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_not_required, permission_required
+from django.contrib.auth.decorators import login_not_required
 from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from dashboard.queue_pages import queue_view
 from dashboard.views import (
     campaigns,
     charts,
@@ -23,8 +24,7 @@ from dashboard.views import (
     system,
 )
 
-# django-rq's own pages check only is_staff; queue internals (job arguments, tracebacks) need a permission.
-queue_view = permission_required("dashboard.view_queues", raise_exception=True)
+# django-rq's pages, behind a permission and within the Content-Security-Policy (dashboard/queue_pages.py).
 queue_urls = [
     re_path(str(pattern.pattern), queue_view(pattern.callback), name=pattern.name)
     for pattern in django_rq.urls.get_api_urlpatterns()

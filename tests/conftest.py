@@ -36,6 +36,9 @@ def pytest_configure(config) -> None:
     settings.STORAGES["default"]["OPTIONS"]["location"] = media
     # Persistent connections from the live server's threads would keep the test database busy at teardown.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Login throttling stays out of the way of the suite's many logins; tests/dashboard/test_login_throttling.py
+    # switches it on. (Without a request, as the test client's login() calls it, its backend would refuse.)
+    settings.AXES_ENABLED = False
     # Retries in tests should not wait seconds.
     settings.PIXELMILL_RETRY_BASE_SECONDS = 0.05
     settings.PIXELMILL_RETRY_MAX_SECONDS = 0.2

@@ -1,4 +1,5 @@
-"""Share links: anyone with one sees and downloads the approved outputs until it expires or is revoked."""
+"""Share links: anyone with one sees and downloads the approved outputs until it expires or is revoked (the
+headers that keep the token private: dashboard/middleware.py)."""
 
 from __future__ import annotations
 
@@ -78,18 +79,10 @@ class ShareLinkRevoke(ConfirmThenActView):
         return redirect(f"{self.link.campaign.get_absolute_url()}#share")
 
 
-def private(response: HttpResponse) -> HttpResponse:
-    # The token is the key: keep it out of Referer headers, search engines and shared caches.
-    response["Referrer-Policy"] = "no-referrer"
-    response["X-Robots-Tag"] = "noindex, nofollow"
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
 def gone(request: HttpRequest, link: ShareLink | None) -> HttpResponse:
     """One page for every unusable link, worded for whoever was sent it: 410 when it existed, else 404."""
     status = 404 if link is None else 410
-    return private(render(request, "dashboard/share_gone.html", {"link": link}, status=status))
+    return render(request, "dashboard/share_gone.html", {"link": link}, status=status)
 
 
 def share_view(view):
@@ -118,12 +111,10 @@ def shared_campaign(request: HttpRequest, link: ShareLink) -> HttpResponse:
         .order_by("task__source_id", "task_id", "pk")
     )
     page = Paginator(approved, SHARED_PAGE_SIZE).get_page(request.GET.get("page"))
-    return private(
-        render(
-            request,
-            "dashboard/share_landing.html",
-            {"link": link, "campaign": link.campaign, "page": page, "count": page.paginator.count},
-        )
+    return render(
+        request,
+        "dashboard/share_landing.html",
+        {"link": link, "campaign": link.campaign, "page": page, "count": page.paginator.count},
     )
 
 
@@ -133,7 +124,7 @@ def shared_campaign(request: HttpRequest, link: ShareLink) -> HttpResponse:
 def shared_download(request: HttpRequest, link: ShareLink) -> HttpResponse | StreamingHttpResponse:
     link.record_download()
     archive = campaign_zip(link.campaign, approved_only=True)
-    return private(zip_response(archive, link.campaign.archive_name("-approved")))
+    return zip_response(archive, link.campaign.archive_name("-approved"))
 
 
 @login_not_required
@@ -141,4 +132,4 @@ def shared_download(request: HttpRequest, link: ShareLink) -> HttpResponse | Str
 @share_view
 def shared_thumbnail(request: HttpRequest, link: ShareLink, pk: int) -> FileResponse | HttpResponse:
     output = get_object_or_404(Output.objects.filter(task__campaign=link.campaign).approved(), pk=pk)
-    return private(serve_rendition(lambda: output_thumbnail(output)))
+    return serve_rendition(lambda: output_thumbnail(output))

@@ -80,3 +80,13 @@ def test_a_bad_database_url_is_named_without_its_password(tmp_path):
     stderr = settings_error(tmp_path, DATABASE_URL="nosuchdb://pixelmill:hunter2@db.internal/pixelmill")
     assert "DATABASE_URL='nosuchdb://pixelmill:***@db.internal/pixelmill'" in stderr
     assert "hunter2" not in stderr
+
+
+def test_a_bad_login_cool_off_is_named_rather_than_crashing_the_settings(tmp_path):
+    """The cool-off is turned into a timedelta in the settings themselves; a bad value must still be named."""
+    stderr = settings_error(
+        tmp_path, PIXELMILL_LOGIN_COOLOFF_MINUTES="15m", PIXELMILL_LOGIN_FAILURE_LIMIT="0"
+    )
+    assert "PIXELMILL_LOGIN_COOLOFF_MINUTES='15m'" in stderr and "Not a valid integer" in stderr
+    assert "PIXELMILL_LOGIN_FAILURE_LIMIT='0'" in stderr
+    assert "TypeError" not in stderr

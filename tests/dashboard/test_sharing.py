@@ -7,6 +7,8 @@ import io
 import zipfile
 from datetime import timedelta
 
+import httpx
+import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -78,6 +80,48 @@ def test_share_pages_keep_the_token_out_of_referrers_caches_and_search(banner_ca
     assert response["Referrer-Policy"] == "no-referrer"
     assert response["Cache-Control"] == "private, no-store"
     assert "noindex" in response["X-Robots-Tag"]
+
+
+PRIVATE_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_answer_under_share_keeps_the_token_private(
+    live_server, campaign, marketer, ready_recipes, monkeypatch
+):
+    """Not only the pages that went well: a 404 or an error under a working token carries the token in its
+    address just the same, so it must not leak through a Referer, a shared cache or a search engine."""
+    [approved] = make_approved_outputs(campaign, ready_recipes["sale-banner"], 1, reviewer=marketer)
+    link = ShareLink.issue(campaign, marketer, days=7)
+    revoked = ShareLink.issue(campaign, marketer, days=7)
+    revoked.revoke(marketer)
+    page = link.get_absolute_url()
+    thumbnail = reverse("share-link-thumbnail", args=[link.token, approved.pk])
+    download = reverse("share-link-download", args=[link.token])
+    with httpx.Client(base_url=live_server.url, timeout=20) as http:
+        answers = {
+            "page": http.get(page),
+            "thumbnail": http.get(thumbnail),
+            "zip": http.get(download),
+            "unknown output": http.get(reverse("share-link-thumbnail", args=[link.token, approved.pk + 999])),
+            "unknown path": http.get(f"{page}nothing-here/"),
+            "post": http.post(page),
+            "revoked": http.get(revoked.get_absolute_url()),
+            "made up": http.get("/share/garbage/"),
+        }
+        monkeypatch.setattr("dashboard.views.sharing.campaign_zip", lambda *args, **kwargs: 1 / 0)
+        answers["error"] = http.get(download)
+    statuses = {name: response.status_code for name, response in answers.items()}
+    assert statuses == {
+        "page": 200, "thumbnail": 200, "zip": 200, "unknown output": 404, "unknown path": 404, "post": 403,
+        "revoked": 410, "made up": 404, "error": 500,
+    }  # fmt: skip
+    for name, response in answers.items():
+        assert {header: response.headers.get(header) for header in PRIVATE_HEADERS} == PRIVATE_HEADERS, name
 
 
 def test_an_expired_link_answers_410_with_a_way_forward(banner_campaign, marketer):

@@ -22,8 +22,12 @@ ROLE_PERMISSIONS = {
         for action in ("add", "change", "delete", "view")
     ]
     + ["view_recipeversion"],
-    "Operators": ["view_queues", "view_webhookdelivery", "change_webhookdelivery", "view_task", "view_team"],
-}
+    # Operators also see failed logins and unlock a locked-out user by deleting its access attempt (django-axes).
+    "Operators": [
+        "view_queues", "view_webhookdelivery", "change_webhookdelivery", "view_task", "view_team",
+        "view_accessattempt", "delete_accessattempt", "view_accesslog", "view_accessfailurelog",
+    ],
+}  # fmt: skip
 
 
 def install_role_groups() -> list[Group]:
@@ -31,7 +35,9 @@ def install_role_groups() -> list[Group]:
     for name, codenames in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(
-            Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames)
+            Permission.objects.filter(
+                content_type__app_label__in=["dashboard", "axes"], codename__in=codenames
+            )
         )
         groups.append(group)
     return groups
