@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -142,6 +143,7 @@ def render_campaign(
             "rule_breaking_outputs": outputs["breaking_rules"],
             **generation_context(request, campaign, generate_form),
             "upload_results": upload_results,
+            "upload_needs_a_look": upload_needs_a_look(upload_results),
             "url_imports": UrlImportCounts.for_campaign(campaign),
             "refused_urls": refused_urls,
             "retryable_urls": services.retryable_url_imports(campaign.url_imports.all()).count(),
@@ -149,7 +151,9 @@ def render_campaign(
             "webhook_deliveries": campaign.webhook_deliveries.order_by("-created_at", "-pk")[:5],
             "open_sections": {
                 # Folded by default except where the next step is: images to add, work to start, results.
-                "add_images": not image_count or bool(upload_results),
+                # An upload that refused or skipped files, or is still being checked, keeps its results
+                # in view; one that simply added its images shows them in the gallery instead.
+                "add_images": not image_count or upload_needs_a_look(upload_results),
                 "process": images_wait_for_a_run(campaign),
                 "gallery": bool(image_count) or gallery_filter.is_active,
                 "deliver": outputs["approved"] > 0 or webhook_form.is_bound,
@@ -199,3 +203,11 @@ def campaign_webhook(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Webhook removed.")
     return redirect(campaign.get_absolute_url() + "#webhook")
+
+
+def upload_needs_a_look(results: dict[str, Any] | None) -> bool:
+    """The last upload refused or skipped a file, or the workers are still bringing some in."""
+    if not results:
+        return False
+    counts = results["counts"]
+    return bool(counts["refused"] or counts["duplicates"] or counts["checking"])

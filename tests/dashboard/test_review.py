@@ -377,9 +377,9 @@ def test_a_new_versions_byte_identical_output_keeps_its_approval_and_a_changed_o
     assert "Same bytes as the v1 you approved" in kept and not find_all(kept, id="changed-since-approval")
 
     page = marketer_client.get(banner_campaign.get_absolute_url()).content.decode()
-    tile = find_all(page, id=f"review-task-{shoe_v2.pk}")[0].text
+    tile = find_all(page, id=f"task-{shoe_v2.pk}")[0].text
     assert "✓ 3 approved" in tile and "1 changed since you approved v1" in tile and "1 to review" in tile
-    assert "changed since" not in find_all(page, id=f"review-task-{bag_v2.pk}")[0].text
+    assert "changed since" not in find_all(page, id=f"task-{bag_v2.pk}")[0].text
 
 
 def test_an_output_stored_before_hashes_were_kept_is_hashed_when_first_compared(

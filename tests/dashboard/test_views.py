@@ -534,12 +534,25 @@ def test_the_campaign_page_folds_its_sections_and_opens_where_the_next_step_is(
         "Share & deliver 0 approved outputs to share · webhook off",
     ]
 
-    # A new image nobody processed yet: Process is next (and the upload's results keep Add images open).
-    # Approved outputs: sharing is.
+    # A new image nobody processed yet: Process is next. Approved outputs: sharing is.
     marketer_client.post(
         reverse("campaign-upload", args=[processed_campaign.pk]),
         {"files": [upload("new.jpg", jpeg(photo(60, 40)))]},
     )
     Output.objects.filter(task__campaign=processed_campaign).update(review="approved")
     page = marketer_client.get(processed_campaign.get_absolute_url()).content.decode()
-    assert open_sections(page) == {"add-images": True, "process": True, "gallery": True, "deliver": True}
+    assert open_sections(page) == {"add-images": False, "process": True, "gallery": True, "deliver": True}
+
+
+def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_top(marketer_client, campaign):
+    """A clean upload folds away (its images are in the gallery); one with a refusal stays in view, with a
+    notice at the top of the page linking to it."""
+    url = reverse("campaign-upload", args=[campaign.pk])
+    marketer_client.post(url, {"files": [upload("shoe.jpg", jpeg(photo(80, 60, seed=1)))]})
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert open_sections(page)["add-images"] is False and not find_all(page, id="upload-notice")
+
+    marketer_client.post(url, {"files": [upload("notes.jpg", b"not a picture")]})
+    page = marketer_client.get(campaign.get_absolute_url()).content.decode()
+    assert open_sections(page)["add-images"] is True
+    assert text_of(page, "upload-notice") == "Last upload: 0 added, 1 refused. See which"
