@@ -544,7 +544,9 @@ def test_the_campaign_page_folds_its_sections_and_opens_where_the_next_step_is(
     assert open_sections(page) == {"add-images": False, "process": True, "gallery": True, "deliver": True}
 
 
-def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_top(marketer_client, campaign):
+def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_top(
+    marketer_client, campaign
+):
     """A clean upload folds away (its images are in the gallery); one with a refusal stays in view, with a
     notice at the top of the page linking to it."""
     url = reverse("campaign-upload", args=[campaign.pk])
