@@ -547,14 +547,15 @@ def test_the_campaign_page_folds_its_sections_and_opens_where_the_next_step_is(
 def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_top(
     marketer_client, campaign
 ):
-    """A clean upload folds away (its images are in the gallery); one with a refusal stays in view, with a
-    notice at the top of the page linking to it."""
+    """Every upload says what it did in one line at the top until dismissed; a clean one folds Add images
+    away (its images are in the gallery), one with a refusal keeps it open."""
     url = reverse("campaign-upload", args=[campaign.pk])
     marketer_client.post(url, {"files": [upload("shoe.jpg", jpeg(photo(80, 60, seed=1)))]})
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
-    assert open_sections(page)["add-images"] is False and not find_all(page, id="upload-notice")
+    assert open_sections(page)["add-images"] is False
+    assert text_of(page, "upload-notice") == "Last upload: Added 1 image(s). See which Dismiss"
 
     marketer_client.post(url, {"files": [upload("notes.jpg", b"not a picture")]})
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert open_sections(page)["add-images"] is True
-    assert text_of(page, "upload-notice") == "Last upload: 0 added, 1 refused. See which"
+    assert text_of(page, "upload-notice") == "Last upload: Added 0 image(s). 1 refused. See which Dismiss"
