@@ -22,11 +22,11 @@ from dashboard.intake import (
     UPLOAD_FIELD,
     ImportReport,
     Refusal,
-    UploadReader,
     import_uploads,
     parse_url_list,
 )
 from dashboard.models import Campaign, DeferredUpload
+from dashboard.upload_reader import UploadReader
 from dashboard.views.confirmation import Confirmation, ConfirmThenActView
 from dashboard.views.errors import request_error, wants_json
 

@@ -12,8 +12,9 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from PIL import Image
 
-from dashboard.intake import Duplicate, UploadReader, import_uploads, sanitize_display_name
+from dashboard.intake import Duplicate, import_uploads, sanitize_display_name
 from dashboard.models import DeferredUpload
+from dashboard.upload_reader import UploadReader
 from tests.factories import add_source, multipart_body, unpack_upload, upload, zip_bytes
 from tests.jobs.images import jpeg, photo, png, png_header_only, truncated
 
