@@ -130,8 +130,9 @@ def test_notices_sit_at_the_top_and_lead_where_to_act(page, fourteen, ready_reci
     page.open(fourteen.get_absolute_url())
 
     # Progress, then each notice on one line, all in the first screen, above every section.
+    # New version, failures, refused URL, and what the last upload did.
     notices = page.locator("#notices > li")
-    assert notices.count() == 3
+    assert notices.count() == 4
     assert top_of(page, "#progress") < top_of(page, "#notices") < top_of(page, "#add-images")
     assert top_of(page, "#notices > li:last-child") < DESKTOP["height"] / 2
     for n in range(notices.count()):
@@ -154,6 +155,10 @@ def test_notices_sit_at_the_top_and_lead_where_to_act(page, fourteen, ready_reci
     page.click("#refused-notice >> text=See why")
     assert page.locator("#add-images").get_attribute("open") is not None
     assert page.locator("#refused-urls").is_visible()
+    assert page.inner_text("#upload-notice").startswith("Last upload: Added 14 image(s).")
+    page.click("#upload-notice >> text=Dismiss")
+    page.wait_for_selector("#notices")
+    assert page.locator("#upload-notice").count() == 0 and page.locator("#notices > li").count() == 3
 
 
 def test_gallery_outputs_are_pictures_that_load_and_filters_narrow_it_and_survive_paging(
