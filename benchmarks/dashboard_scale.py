@@ -29,15 +29,15 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+
+from benchmarks.web_server import Gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +79,7 @@ def main() -> None:
             f"Seeded {campaign.tasks.count():,} tasks over {args.sources:,} images and {args.outputs:,} "
             f"stored outputs in {time.perf_counter() - started:.0f} s; {os.cpu_count()} cores, SQLite"
         )
-        with Gunicorn() as server:
+        with Gunicorn(["--timeout", "600", "--log-level", "warning"], client_timeout=600) as server:
             client = server.client(user)
             measure_pages(client, campaign.pk, args.requests)
             measure_zip(client, server, campaign.pk, args.outputs)
@@ -148,66 +148,6 @@ def seed(sources: int, versions_per_image: int, outputs: int, media: Path):
         )  # fmt: skip
     Output.objects.bulk_create(output_rows, batch_size=5000)
     return user, campaign, recipe
-
-
-class Gunicorn:
-    """One sync gunicorn worker on a free loopback port, like the Dockerfile's web command."""
-
-    def __enter__(self) -> Gunicorn:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "1", "--timeout", "600", "--log-level", "warning"],
-            cwd=ROOT, env=os.environ.copy(),
-        )  # fmt: skip
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url("/healthz"), timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not come up")
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def client(self, user):
-        import httpx
-        from django.test import Client
-
-        session = Client()
-        session.force_login(user)
-        cookies = {"sessionid": session.cookies["sessionid"].value}
-        return httpx.Client(base_url=self.url(""), cookies=cookies, timeout=600)
-
-    @property
-    def worker_pid(self) -> int:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return int(children[0])
-
-    def reset_peak(self) -> int:
-        """Reset the worker's VmHWM to its current size; returns that size in kB."""
-        Path(f"/proc/{self.worker_pid}/clear_refs").write_text("5")
-        return status_kb(self.worker_pid, "VmRSS")
-
-    def peak_kb(self) -> int:
-        return status_kb(self.worker_pid, "VmHWM")
-
-
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -25,7 +25,6 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+from benchmarks.web_server import Gunicorn, status_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "bench-out" / "upload-memory"
@@ -240,66 +241,6 @@ def run_worker() -> None:
 
     call_command("rqworker", "control", "default", "--burst")
     print(status_kb(os.getpid(), "VmHWM"))
-
-
-class Gunicorn:
-    """The production web server's configuration with one worker, on a free loopback port."""
-
-    def __enter__(self) -> Gunicorn:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--config", "python:dashboard.gunicorn_config",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--access-logfile", "/dev/null"],
-            cwd=ROOT, env=os.environ.copy(),
-        )  # fmt: skip
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url("/healthz"), timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not come up")
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def client(self, user):
-        import httpx
-        from django.test import Client
-
-        session = Client()
-        session.force_login(user)
-        cookies = {"sessionid": session.cookies["sessionid"].value}
-        return httpx.Client(base_url=self.url(""), cookies=cookies, timeout=900)
-
-    @property
-    def worker_pid(self) -> int:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return int(children[0])
-
-    def reset_peak(self) -> int:
-        """Reset the worker's VmHWM to its current size; returns that size in kB."""
-        Path(f"/proc/{self.worker_pid}/clear_refs").write_text("5")
-        return status_kb(self.worker_pid, "VmRSS")
-
-    def peak_kb(self) -> int:
-        return status_kb(self.worker_pid, "VmHWM")
-
-
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
 
 
 if __name__ == "__main__":
