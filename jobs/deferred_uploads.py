@@ -16,9 +16,7 @@ from django.core.files.storage import default_storage
 
 from dashboard.intake import RESULT_ROWS, import_deferred
 from dashboard.models import DeferredUpload
-from jobs.errors import StepError
-from jobs.leases import LeaseKeeper
-from jobs.retry import error_for_unexpected, record_failure
+from jobs.retry import Failed, run_import_attempt
 
 logger = logging.getLogger("pixelmill.deferred_uploads")
 
@@ -29,19 +27,11 @@ def import_deferred_upload_task(upload_id: int, attempt: int) -> str:
         return "skipped"
     row = DeferredUpload.objects.select_related("campaign").get(pk=upload_id)
     started = time.perf_counter()
-    try:
-        with LeaseKeeper(lambda: row.heartbeat(attempt), f"deferred-upload-{upload_id}"):
-            report = import_deferred(row)
-    except StepError as error:
-        outcome = record_failure(row, attempt, error, started)
-    except Exception as exc:
-        # As for recipe tasks: an interruption retries, a bug fails now with a ref staff can look up.
-        unexpected = error_for_unexpected(exc, doing="bringing in this upload")
-        logger.exception(
-            "unexpected error",
-            extra={"deferred_upload": upload_id, "attempt": attempt, "error_ref": unexpected.ref},
-        )
-        outcome = record_failure(row, attempt, unexpected, started)
+    report = run_import_attempt(
+        row, attempt, started, lambda: import_deferred(row), doing="bringing in this upload"
+    )
+    if isinstance(report, Failed):
+        outcome = report.outcome
     else:
         if not row.mark_succeeded(attempt, results=report.as_dict(limit=RESULT_ROWS)):
             return "taken back"  # the reconciler gave this attempt up; the next one has the file

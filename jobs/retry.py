@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.db import (
@@ -22,6 +25,7 @@ from rq.timeouts import JobTimeoutException
 
 from jobs.backoff import backoff_delay, deferral_delay
 from jobs.errors import InternalError, PermanentError, StepError, TransientError
+from jobs.leases import LeaseKeeper
 from jobs.queueing import schedule_attempt
 
 if TYPE_CHECKING:
@@ -130,3 +134,33 @@ def record_failure(row: AttemptModel, attempt: int, error: StepError, started: f
         transaction.on_commit(lambda: schedule_attempt(row.pk, attempt + 1, at, row.job_kind))
     row.log_attempt(attempt, outcome="retry", started=started, error=error, retry_in=delay)
     return "retry"
+
+
+_Result = TypeVar("_Result")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An import attempt that ended in a recorded failure: "retry", "failed" or "dead"."""
+
+    outcome: str
+
+
+def run_import_attempt(
+    row: AttemptModel, attempt: int, started: float, work: Callable[[], _Result], *, doing: str
+) -> _Result | Failed:
+    """Run an import's `work` under the row's lease and return its result, or the outcome once a failure is
+    recorded. As for recipe tasks, an interruption retries and a bug fails at once with a ref staff can look
+    up in the log."""
+    try:
+        with LeaseKeeper(lambda: row.heartbeat(attempt), f"{row.attempt_log.key}-{row.pk}"):
+            return work()
+    except StepError as error:
+        return Failed(record_failure(row, attempt, error, started))
+    except Exception as exc:
+        unexpected = error_for_unexpected(exc, doing=doing)
+        logging.getLogger(row.attempt_log.logger).exception(
+            "unexpected error",
+            extra={row.attempt_log.key: row.pk, "attempt": attempt, "error_ref": unexpected.ref},
+        )
+        return Failed(record_failure(row, attempt, unexpected, started))
