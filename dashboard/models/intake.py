@@ -109,16 +109,20 @@ class Generation(AttemptModel):
         return {"campaign": self.campaign_id, "request_id": self.request_id or None, "tasks_created": None}
 
 
+class ImportState(models.TextChoices):
+    """Where a worker's import stands (a URL, a deferred upload): the attempt states, with no cancel."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    DEAD = "dead", "Dead"
+
+
 class UrlImport(AttemptModel):
     """One image URL to bring into a campaign, downloaded by a worker rather than in the web request."""
 
-    class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        DEAD = "dead", "Dead"
-
+    State = ImportState
     TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
     job_kind = URL_IMPORTS
     attempt_log = AttemptLog("pixelmill.url_imports", "url import finished", "url_import")
@@ -151,12 +155,7 @@ class DeferredUpload(AttemptModel):
     a zip archive to unpack, or an image too large to decode there. `results` holds, once it succeeded, each
     file it brought: added, a named duplicate, or refused with the reason (`ImportReport.as_dict`)."""
 
-    class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        DEAD = "dead", "Dead"
+    State = ImportState
 
     class Kind(models.TextChoices):
         ARCHIVE = "archive", "Zip archive"
