@@ -37,7 +37,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
-from benchmarks.web_server import Gunicorn
+from benchmarks.web_server import Gunicorn, set_up_django
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,22 +57,7 @@ def main() -> None:
     from dashboard.redis_server import EmbeddedRedis
 
     with EmbeddedRedis() as redis_server:
-        os.environ.update(
-            {
-                "REDIS_URL": redis_server.url,
-                "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-                "PIXELMILL_MEDIA_ROOT": str(workdir / "media"),
-                "PIXELMILL_DATA_DIR": str(workdir),
-                "PIXELMILL_LOG_LEVEL": "WARNING",
-                "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-            }
-        )
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+        set_up_django(workdir, redis_server.url)
         started = time.perf_counter()
         user, campaign, recipe = seed(args.sources, args.versions, args.outputs, workdir / "media")
         print(

@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.web_server import Gunicorn, status_kb
+from benchmarks.web_server import Gunicorn, set_up_django, status_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "bench-out" / "upload-memory"
@@ -155,25 +155,11 @@ def main() -> None:
     from dashboard.redis_server import EmbeddedRedis
 
     with EmbeddedRedis() as redis_server:
-        os.environ.update(
-            {
-                "REDIS_URL": redis_server.url,
-                "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-                "PIXELMILL_MEDIA_ROOT": str(workdir / "media"),
-                "PIXELMILL_DATA_DIR": str(workdir),
-                "PIXELMILL_LOG_LEVEL": "WARNING",
-                "DJANGO_SETTINGS_MODULE": "dashboard.settings",
-            }
-        )
-        import django
-
-        django.setup()
+        set_up_django(workdir, redis_server.url)
         from django.contrib.auth.models import User
-        from django.core.management import call_command
 
         from dashboard.models import Campaign, Team
 
-        call_command("migrate", verbosity=0)
         team = Team.objects.create(name="Marketing")
         user = User.objects.create_user("bench", password="bench-password-1")
         team.members.add(user)

@@ -77,3 +77,24 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} for {pid}")
+
+
+def set_up_django(workdir: Path, redis_url: str) -> None:
+    """Point Django at a throwaway SQLite database and media folder under `workdir` and at `redis_url`, set
+    it up and migrate: what the web server and workers started afterwards inherit."""
+    os.environ.update(
+        {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "PIXELMILL_MEDIA_ROOT": str(workdir / "media"),
+            "PIXELMILL_DATA_DIR": str(workdir),
+            "PIXELMILL_LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        }
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
