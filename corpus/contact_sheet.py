@@ -82,7 +82,7 @@ def main() -> int:
     for photo in photos:
         path = cache / photo["file"]
         source = show_source(path, args.out)
-        rows = [render_recipe(path, photo["id"], recipe, args.out, source["upright"]) for recipe in recipes]
+        rows = [render_recipe(path, photo["id"], recipe, args.out) for recipe in recipes]
         sheet.append((photo, source, rows))
         print(f"{photo['id']:20} " + "  ".join(f"{row.recipe}: {row.kind}" for row in rows), flush=True)
 
@@ -118,7 +118,7 @@ def show_source(path: Path, out: Path) -> dict:
     }
 
 
-def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path, upright: tuple[int, int]) -> Row:
+def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path) -> Row:
     """Run the recipe the way a worker does (run_pipeline) and keep every output and its thumbnail."""
     from dashboard.ready_recipes import ready_pipeline
     from jobs.errors import PermanentError
@@ -150,11 +150,6 @@ def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path, upright: t
         problems = [violation.message for violation in output.violations]
         if spec.fit in ("fill", "pad") and (output.width, output.height) != (spec.width, spec.height):
             problems.append(f"asked for {spec.width}×{spec.height}")
-        # A fill output needs the photo at least this much larger (more when a step crops first): past
-        # about 1.5× it looks soft, which a marketer sees before anything else.
-        enlarged = max(spec.width / upright[0], spec.height / upright[1])
-        if spec.fit == "fill" and enlarged > 1.5:
-            problems.append(f"enlarged at least {enlarged:.1f}× from the photo")
         row.outputs.append(
             Shown(
                 name=spec.name,

@@ -28,6 +28,9 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
 RULE_FIELDS = ("max_bytes", "min_width", "min_height", "aspect")
 # A byte budget steps quality down only in formats where quality means something.
 LOSSY_FORMATS = ("jpeg", "webp", "avif")
+# Past this enlargement from the photo's own pixels an output looks soft, and a badge or text drawn on a
+# small photo comes out blocky: the output is flagged for a person to look at (rule "enlarged").
+MAX_ENLARGEMENT = 1.5
 
 
 class OutputSpecError(ValueError):
@@ -196,10 +199,28 @@ def aspect_matches(width: int, height: int, aspect: str) -> bool:
 
 
 def check_rules(
-    spec: OutputSpec, width: int, height: int, byte_size: int, quality: int | None
+    spec: OutputSpec,
+    width: int,
+    height: int,
+    byte_size: int,
+    quality: int | None,
+    source: tuple[int, int] | None = None,
 ) -> tuple[RuleViolation, ...]:
-    """Every channel rule of `spec` that the rendered output breaks."""
+    """Every channel rule of `spec` that the rendered output breaks; with the `source` size it was made
+    from, also an output enlarged past MAX_ENLARGEMENT, which no channel accepts looking soft."""
     broken: list[RuleViolation] = []
+    if source is not None:
+        target = spec.resized_size(source)
+        enlargement = target[0] / source[0]
+        if enlargement > MAX_ENLARGEMENT:
+            shown = (max(1, round(width / enlargement)), max(1, round(height / enlargement)))
+            broken.append(
+                RuleViolation(
+                    "enlarged",
+                    f"enlarged {enlargement:.1f}× from {shown[0]}×{shown[1]} pixels of the photo: "
+                    "it will look soft (use a larger photo)",
+                )
+            )
     if spec.max_bytes is not None and byte_size > spec.max_bytes:
         if spec.format in LOSSY_FORMATS:
             how = f"even at quality {quality}" if quality is not None else "as encoded"

@@ -144,7 +144,7 @@ def render_outputs(
                 release_frames(frames, remaining, image, pictures, release_source, keep=picture)
             pictures[key] = picture
         data, quality = encode_within_budget(picture, spec)
-        violations = check_rules(spec, picture.width, picture.height, len(data), quality)
+        violations = check_rules(spec, picture.width, picture.height, len(data), quality, image.size)
         window = source_window(spec, image.size, image.info)
         results[index] = RenderedOutput(
             spec, data, picture.width, picture.height, quality, violations, window

@@ -379,6 +379,20 @@ def test_minimum_size_and_aspect_are_checked_on_what_was_rendered():
     assert (good.width, good.height) == (1200, 628) and good.violations == ()
 
 
+def test_an_output_enlarged_past_the_limit_from_a_small_photo_is_flagged_with_how_much():
+    banner = OutputSpec.from_dict({"name": "banner", "width": 728, "height": 90, "fit": "fill"})
+    story = OutputSpec.from_dict({"name": "story", "width": 1080, "height": 1920, "fit": "pad"})
+    thumb = OutputSpec.from_dict({"name": "thumb", "width": 150, "height": 150, "fit": "fill"})
+    outputs = render_outputs(images.photo(160, 120), [banner, story, thumb])
+    flagged = {output.spec.name: [(v.rule, v.message) for v in output.violations] for output in outputs}
+    # 728 wide from a 160 px photo is 4.5×: the 728×90 shows 160×20 of the photo's own pixels.
+    assert flagged["banner"] == [
+        ("enlarged", "enlarged 4.5× from 160×20 pixels of the photo: it will look soft (use a larger photo)")
+    ]
+    assert [rule for rule, _ in flagged["story"]] == ["enlarged"]
+    assert flagged["thumb"] == [], "150×150 from 160×120 is 1.25×: soft enough to pass"
+
+
 @pytest.mark.parametrize(
     ("rules", "mentions"),
     [
