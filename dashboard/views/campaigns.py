@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, prefetch_related_objects
@@ -143,6 +144,11 @@ def render_campaign(
             "rule_breaking_outputs": outputs["breaking_rules"],
             **generation_context(request, campaign, generate_form),
             "upload_results": upload_results,
+            # The drop zone cuts a larger upload into batches that each fit one request.
+            "upload_limits": {
+                "bytes": settings.PIXELMILL_MAX_REQUEST_BYTES,
+                "files": settings.DATA_UPLOAD_MAX_NUMBER_FILES,
+            },
             "upload_needs_a_look": upload_needs_a_look(upload_results),
             "url_imports": UrlImportCounts.for_campaign(campaign),
             "refused_urls": refused_urls,

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
+from django.template.defaultfilters import filesizeformat, pluralize
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -24,6 +25,7 @@ from dashboard.intake import (
     Refusal,
     import_uploads,
     parse_url_list,
+    shown_name,
 )
 from dashboard.models import Campaign, DeferredUpload
 from dashboard.upload_reader import UploadReader
@@ -36,6 +38,9 @@ REFUSALS_SHOWN = 50
 UPLOAD_RESULTS = "upload-results"
 UPLOAD_RESULT_CAMPAIGNS = 10
 RESULT_KINDS = ("accepted", "duplicates", "refused")
+# The drop zone's fields besides the files: which upload a batch belongs to, and the files it did not send.
+BATCH_FIELD = "upload"
+OVERSIZED_FIELD = "oversized"
 NO_FILES = "Choose at least one image or .zip archive to upload (no file arrived in the “files” field)."
 
 
@@ -51,7 +56,14 @@ def campaign_upload(request: HttpRequest, pk: int) -> HttpResponse:
         files = request.FILES.getlist(UPLOAD_FIELD)
     except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as error:
         return request_error(request, error)
-    return receive_upload(request, campaign, files, reader.refused)
+    # The drop zone sends a large upload in batches, each under the request limit; a file that is over it
+    # on its own is not sent, only named, so its refusal is shown with the rest.
+    limit = filesizeformat(settings.PIXELMILL_MAX_REQUEST_BYTES)
+    oversized = [
+        Refusal(shown_name(name), f"is larger than the {limit} one upload may carry; nothing of it was sent")
+        for name in request.POST.getlist(OVERSIZED_FIELD)[: settings.DATA_UPLOAD_MAX_NUMBER_FILES]
+    ]
+    return receive_upload(request, campaign, files, [*reader.refused, *oversized])
 
 
 @csrf_protect
@@ -66,7 +78,7 @@ def receive_upload(
         messages.error(request, NO_FILES)
         return redirect(campaign)
     report = import_uploads(campaign, files, refused)
-    remember_upload(request, campaign, report)
+    remember_upload(request, campaign, report, batch_of=request.POST.get(BATCH_FIELD, "")[:64])
     if json_client:
         return JsonResponse(
             {**report.as_dict(), "message": " ".join(summarize_upload(report))},
@@ -85,12 +97,22 @@ def campaign_upload_results_dismiss(request: HttpRequest, pk: int) -> HttpRespon
     return redirect(campaign)
 
 
-def remember_upload(request: HttpRequest, campaign: Campaign, report: ImportReport) -> None:
-    """Keep the results on the session: they survive reloads until dismissed, and replace the last ones. Files
-    handed to the workers are kept by id; their results are read from their rows when the page is shown."""
+def remember_upload(
+    request: HttpRequest, campaign: Campaign, report: ImportReport, batch_of: str = ""
+) -> None:
+    """Keep the results on the session: they survive reloads until dismissed, and replace the last ones, except
+    that the batches of one upload (`batch_of`, the drop zone's id for it) add up. Files handed to the workers
+    are kept by id; their results are read from their rows when the page is shown."""
     stored = request.session.get(UPLOAD_RESULTS, {})
-    stored.pop(str(campaign.pk), None)
-    stored[str(campaign.pk)] = {**report.as_dict(limit=RESULT_ROWS), "at": timezone.now().isoformat()}
+    earlier = stored.pop(str(campaign.pk), None)
+    results = {**report.as_dict(limit=RESULT_ROWS), "at": timezone.now().isoformat(), "upload": batch_of}
+    if batch_of and earlier is not None and earlier.get("upload") == batch_of:
+        for kind in RESULT_KINDS:
+            results[kind] = (earlier[kind] + results[kind])[:RESULT_ROWS]
+            results["counts"][kind] += earlier["counts"][kind]
+        results["checking"] = earlier["checking"] + results["checking"]
+        results["counts"]["checking"] += earlier["counts"]["checking"]
+    stored[str(campaign.pk)] = results
     request.session[UPLOAD_RESULTS] = dict(list(stored.items())[-UPLOAD_RESULT_CAMPAIGNS:])
 
 
