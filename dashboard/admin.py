@@ -15,6 +15,7 @@ from dashboard import recipe_preview, services
 from dashboard.models import (
     AttemptModel,
     Campaign,
+    DeferredUpload,
     Generation,
     Output,
     Provider,
@@ -350,6 +351,58 @@ def send_again(modeladmin, request, queryset):
     count = resend_deliveries(queryset)
     modeladmin.message_user(request, f"Sending {count} webhook(s) again.", messages.SUCCESS)
     return None
+
+
+@admin.action(description="Try the selected dead uploads again", permissions=["requeue"])
+def try_uploads_again(modeladmin, request, queryset) -> None:
+    count = services.requeue_deferred_uploads(queryset)
+    skipped = queryset.count() - count
+    note = (
+        f" {skipped} were left: only a dead upload whose file is still stored can be tried again."
+        if skipped
+        else ""
+    )
+    modeladmin.message_user(request, f"Queued {count} upload(s) again.{note}", messages.SUCCESS)
+
+
+@admin.register(DeferredUpload)
+class DeferredUploadAdmin(admin.ModelAdmin):
+    """Zips and large images a worker brings in: what each brought, or why it could not; read-only, apart
+    from trying a dead one again."""
+
+    list_display = [
+        "pk",
+        "campaign",
+        "name",
+        "kind",
+        "byte_size",
+        "state",
+        "attempts",
+        "error_code",
+        "created_at",
+    ]
+    list_filter = ["state", "kind"]
+    search_fields = ["name", "campaign__name", "error_message"]
+    list_select_related = ["campaign"]
+    fields = [
+        "campaign", "name", "kind", "file", "byte_size", "state", "attempts", "max_attempts", "error_code",
+        "error_message", "queued_at", "finished_at", "created_at", "results_json",
+    ]  # fmt: skip
+    readonly_fields = fields
+    actions = [try_uploads_again]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_requeue_permission(self, request) -> bool:
+        return request.user.has_perm("dashboard.change_deferredupload")
+
+    @admin.display(description="Results")
+    def results_json(self, upload: DeferredUpload) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(upload.results, indent=2, ensure_ascii=False))
 
 
 @admin.register(WebhookDelivery)

@@ -389,6 +389,30 @@ def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
     return len(rows)
 
 
+def requeue_deferred_uploads(uploads: QuerySet[DeferredUpload]) -> int:
+    """dead → queued with fresh attempts, for the uploads whose file is still stored: a worker gave up while
+    storage or the database were away. A failed one (its file refused) or one already brought in is left."""
+    with transaction.atomic():
+        rows = list(
+            uploads.filter(state=DeferredUpload.State.DEAD)
+            .exclude(file="")
+            .select_for_update()
+            .values_list("pk", "attempts")
+        )
+        DeferredUpload.objects.filter(pk__in=[pk for pk, _ in rows], state=DeferredUpload.State.DEAD).update(
+            state=DeferredUpload.State.QUEUED,
+            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
+            queued_at=timezone.now(),
+            next_attempt_at=None,
+            finished_at=None,
+            error_code="",
+            error_message="",
+        )
+        attempts = [(pk, done + 1) for pk, done in rows]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, DEFERRED_UPLOADS))
+    return len(rows)
+
+
 def crops_around_subject(definition: dict[str, Any]) -> bool:
     """Whether a recipe version's outputs depend on where the subject is: a smart_crop step or a fill output."""
     return any(step["operation"] == "smart_crop" for step in definition["steps"]) or any(

@@ -172,3 +172,37 @@ def test_a_bug_while_unpacking_fails_with_a_plain_message_shown_as_the_archive_r
     assert "1 refused." in results
     assert "shoot.zip Something went wrong on our side while bringing in this upload (error ref" in results
     assert "NoneType" not in results
+
+
+def test_a_dead_upload_whose_file_is_still_stored_is_tried_again_from_the_admin(
+    admin_client, campaign, redis_conn
+):
+    """Before, a dead upload's kept file could only wait: there was no admin page and no way to try again."""
+    archive = zip_bytes({"a.jpg": jpeg(photo(40, 30, seed=1)), "b.jpg": jpeg(photo(40, 30, seed=2))})
+    [dead] = import_uploads(campaign, [upload("late.zip", archive)]).checking
+    [gone] = import_uploads(
+        campaign, [upload("gone.zip", zip_bytes({"c.jpg": jpeg(photo(40, 30))}))]
+    ).checking
+    redis_conn.flushdb()
+    # Five attempts lost to storage being away; the second one's file went since.
+    DeferredUpload.objects.update(
+        state="dead", attempts=5, error_code="storage", error_message="Storage away."
+    )
+    default_storage.delete(gone.file.name)
+    DeferredUpload.objects.filter(pk=gone.pk).update(file="")
+
+    changelist = reverse("admin:dashboard_deferredupload_changelist")
+    assert "late.zip" in admin_client.get(changelist).content.decode()
+    response = admin_client.post(
+        changelist, {"action": "try_uploads_again", "_selected_action": [dead.pk, gone.pk]}, follow=True
+    )
+    page = response.content.decode()
+    assert "Queued 1 upload(s) again. 1 were left" in page
+    assert campaign.deferred_uploads.get(pk=gone.pk).state == "dead"
+    drain(campaign)
+    dead.refresh_from_db()
+    assert (dead.state, dead.attempts, dead.error_message) == ("succeeded", 6, "")
+    assert sorted(campaign.sources.values_list("display_name", flat=True)) == ["a.jpg", "b.jpg"]
+    assert (
+        admin_client.get(reverse("admin:dashboard_deferredupload_change", args=[dead.pk])).status_code == 200
+    )
