@@ -166,9 +166,16 @@ def store_result(task: Task, result: PipelineResult) -> None:
     its own rows): six update_or_create calls took six write locks, which two SQLite workers queue on.
 
     An output with the same bytes as the approved one of an earlier recipe version stays approved; a
-    different one waits for review, pointing at the approval it no longer matches.
+    different one waits for review, pointing at the approval it no longer matches. The same version
+    rendered again (a subject point chosen, a requeue) keeps a review only where the bytes are the same:
+    an approved crop that moved goes back to review.
     """
     earlier = task.earlier_approvals()
+    # Before the files are written: a new render overwrites the same keys.
+    reviewed = {
+        output.name: output.content_hash()
+        for output in task.outputs.exclude(review=Output.Review.PENDING).only("pk", "name", "file", "sha256")
+    }
     rows = []
     for rendered in result.outputs:
         key = output_key(task, rendered.spec.name, rendered.spec.extension)
@@ -204,6 +211,11 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 "earlier_approved", "source_window",
             ],
         )  # fmt: skip
+        changed = [row.name for row in rows if row.name in reviewed and reviewed[row.name] != row.sha256]
+        if changed:
+            Output.objects.filter(task=task, name__in=changed).update(
+                review=Output.Review.PENDING, reviewed_by=None, reviewed_at=None
+            )
         for row in same_bytes:
             assert row.earlier_approved is not None
             Output.objects.filter(task=task, name=row.name).pending_review().carry_approval(

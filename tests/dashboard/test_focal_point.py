@@ -87,6 +87,36 @@ def test_clicking_the_subject_re_renders_the_crops_around_it(
     assert processed_scene.focal_point is None and processed_scene.tasks.get().state == "queued"
 
 
+def test_approved_crops_that_a_new_point_moves_go_back_to_review_and_unchanged_ones_keep_theirs(
+    marketer_client, processed_scene, django_capture_on_commit_callbacks
+):
+    """Before, the re-render kept every approval of the same recipe version, though the crops were new."""
+    task = processed_scene.tasks.get()
+    url = reverse("source-focal-point", args=[processed_scene.pk])
+
+    def choose_point_and_render() -> dict[str, tuple[str, str, str | None]]:
+        with django_capture_on_commit_callbacks(execute=True):
+            marketer_client.post(url, {"x": "0.2", "y": "0.5"})
+        with django_capture_on_commit_callbacks(execute=True):
+            run_burst_worker()
+        return {
+            o.name: (o.sha256, o.review, o.reviewed_by and o.reviewed_by.username) for o in task.outputs.all()
+        }
+
+    marketer_client.post(reverse("task-review", args=[task.pk]), {"decision": "approved"})
+    before = dict(task.outputs.values_list("name", "sha256"))
+    moved = choose_point_and_render()
+    assert all(sha != before[name] for name, (sha, _, _) in moved.items()), "every fill crop moved"
+    assert {(review, by) for _, review, by in moved.values()} == {("pending", None)}
+
+    marketer_client.post(reverse("task-review", args=[task.pk]), {"decision": "approved"})
+    again = choose_point_and_render()  # the same point: the same bytes
+    assert {name: sha for name, (sha, _, _) in again.items()} == {
+        name: sha for name, (sha, _, _) in moved.items()
+    }
+    assert {(review, by) for _, review, by in again.values()} == {("approved", "maria")}
+
+
 def test_a_point_outside_the_picture_is_refused(marketer_client, processed_scene):
     response = marketer_client.post(
         reverse("source-focal-point", args=[processed_scene.pk]), {"x": "1.5", "y": "nan"}, follow=True
