@@ -172,3 +172,19 @@ def test_a_bug_while_unpacking_fails_with_a_plain_message_shown_as_the_archive_r
     assert "1 refused." in results
     assert "shoot.zip Something went wrong on our side while bringing in this upload (error ref" in results
     assert "NoneType" not in results
+
+
+def test_a_zip_stored_in_a_bucket_is_unpacked_from_it_and_deleted_after(campaign, redis_conn, s3_bucket):
+    """A worker on another machine reads the upload from the bucket, not from a local folder."""
+    archive = zip_bytes({f"look-{n}.jpg": jpeg(photo(80, 60, seed=n)) for n in range(3)})
+    (deferred,) = import_uploads(campaign, [upload("shoot.zip", archive)]).checking
+    assert s3_bucket.objects() == {deferred.file.name: len(archive)}
+
+    drain(campaign)
+    deferred.refresh_from_db()
+    assert deferred.state == DeferredUpload.State.SUCCEEDED, deferred.error_message
+    objects = s3_bucket.objects()
+    assert deferred.file.name not in objects, "the archive is deleted once brought in"
+    sources = list(campaign.sources.all())
+    assert len(sources) == 3
+    assert all(source.file.name in objects and source.thumbnail.name in objects for source in sources)
