@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import default_storage, storages
 from django.test import Client
 from django.urls import reverse
 
@@ -219,3 +220,18 @@ def test_a_whole_campaign_is_uploaded_rendered_and_zipped_through_the_bucket(
     )
     assert media_files() == before, "nothing reached the local media folder"
     assert Campaign.objects.get(pk=campaign.pk).tasks.count() == 3
+
+
+def test_requests_on_one_thread_share_a_connection_and_each_worker_thread_has_its_own(s3_bucket):
+    """Under gunicorn's gevent workers `threading.local` is per greenlet, that is per request: a request must
+    not pay for a new boto3 session and resource (70 to 140 ms)."""
+    storage = storages["default"]
+    first = storage.connection
+    storage._connections = threading.local()  # what the next request's greenlet sees
+    assert storage.connection is first
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(storage.connection))
+    thread.start()
+    thread.join()
+    assert seen[0] is not first
