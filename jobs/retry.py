@@ -118,7 +118,7 @@ def is_storage_interruption(exc: OSError) -> bool:
 
 
 # What an S3-compatible store answers when it is overloaded or briefly unwell (5xx come with any code).
-BUCKET_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Throttling"})
+BUCKET_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "Throttling"})
 
 
 def is_bucket_interruption(exc: BaseException) -> bool:
