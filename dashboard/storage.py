@@ -36,6 +36,16 @@ def open_stream(name: str) -> StoredStream:
     return default_storage.open(name, "rb")
 
 
+def read_bytes(name: str) -> bytes:
+    """A stored file whole, as a worker decodes it: from a bucket in one request and one copy in memory
+    (Django's `open` would spool it first, then `read` copy it)."""
+    stream = open_stream(name)
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
 def read_chunks(name: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
     stream = open_stream(name)
     try:

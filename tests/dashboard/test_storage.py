@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from dashboard.exports import campaign_zip
 from dashboard.models import Campaign, Output, Task, Team
-from dashboard.storage import read_chunks
+from dashboard.storage import read_bytes, read_chunks
 from tests.conftest import run_burst_worker
 from tests.factories import make_approved_outputs, upload
 from tests.jobs.images import jpeg, product_on_white
@@ -78,6 +78,20 @@ def test_a_stored_file_is_read_a_piece_at_a_time(s3_bucket):
     assert peak < MB, f"streaming a 3 MB object held {peak:,} bytes at once"
     with pytest.raises(FileNotFoundError):
         next(read_chunks("outputs/c1/t1/missing.png"))
+
+
+def test_a_file_read_whole_from_the_bucket_is_held_once(s3_bucket):
+    """What a worker does with a source before decoding it: one copy, no spooled download beside it."""
+    data = os.urandom(6 * MB)
+    name = default_storage.save("sources/c1/ab/large.jpg", ContentFile(data))
+    tracemalloc.start()
+    try:
+        read = read_bytes(name)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == data
+    assert peak < 1.5 * len(data), f"reading a 6 MB object held {peak:,} bytes at its peak"
 
 
 def test_the_campaign_zip_streams_outputs_from_the_bucket_without_holding_one_whole(
