@@ -257,8 +257,9 @@ if PIXELMILL_STORAGE == "s3":
             "file_overwrite": True,
             "default_acl": None,
             "querystring_expire": PIXELMILL_STORAGE_URL_SECONDS,
-            # A file opened whole (a source a worker decodes) is downloaded into memory up to this size, into a
-            # temporary file (never the media folder) past it; downloads and the ZIP stream instead.
+            # A file opened with storage.open (an uploaded zip a worker unpacks) is downloaded into memory up to
+            # this size, into a temporary file (never the media folder) past it; dashboard/storage.py streams
+            # downloads and the ZIP, and reads a source for decoding in one request.
             "max_memory_size": 8 * 1024 * 1024,
         },
     }
