@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import PurePosixPath
 
-from django.core.files.storage import default_storage
 from django.db.models import Max
 from zipstream import ZIP_STORED, ZipStream
 
 from dashboard.models import Campaign, Output, Task
+from dashboard.storage import read_chunks
 
 MANIFEST_FIELDS = [
     "path",
@@ -47,12 +46,6 @@ class ManifestWriter(csv.DictWriter):
 
     def writerow(self, rowdict):
         return super().writerow({key: spreadsheet_safe(value) for key, value in rowdict.items()})
-
-
-def read_chunks(name: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
-    with default_storage.open(name, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            yield chunk
 
 
 def archive_stem(display_name: str, source_id: int, taken: set[str]) -> str:

@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from dashboard.models import Output, SourceImage
+from dashboard.storage import read_bytes
 from jobs.imaging import decode_image, make_thumbnail
 
 OUTPUT_THUMBNAIL_SIDE = 480
@@ -23,8 +24,7 @@ def rendition_of(original: str, key: str, max_side: int) -> str:
     """The storage key of a WebP copy of `original` fitted inside max_side², made if missing."""
     if default_storage.exists(key):
         return key
-    with default_storage.open(original, "rb") as handle:
-        data = handle.read()
+    data = read_bytes(original)
     image = decode_image(data, max_pixels=settings.PIXELMILL_MAX_PIXELS, min_size=(max_side, max_side))
     saved = default_storage.save(key, ContentFile(make_thumbnail(image, max_side)))
     if saved != key:

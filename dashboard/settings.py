@@ -224,7 +224,45 @@ STORAGES = {
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-
+# Object storage (README: Object storage): with PIXELMILL_STORAGE=s3 every stored file (sources, outputs,
+# thumbnails, previews, the step cache, deferred uploads) lives in one S3-compatible bucket, through
+# django-storages, so web and worker processes on different machines need no shared disk. The AWS_* names are
+# the ones boto3 and django-storages document; without the two keys boto3 finds credentials itself (an
+# instance role). The bucket stays private: a file leaves through a view that checks the team first.
+PIXELMILL_STORAGE = env.str("PIXELMILL_STORAGE", "local", validate=validate.OneOf(["local", "s3"]))
+# With S3, an output's Download answers with a redirect to a presigned link that works for
+# PIXELMILL_STORAGE_URL_SECONDS, after the same team check, so the bytes go from the bucket to the browser
+# directly. Pictures shown inside pages are still served by the dashboard (same origin for the CSP, cacheable).
+PIXELMILL_STORAGE_REDIRECT_DOWNLOADS = env.bool("PIXELMILL_STORAGE_REDIRECT_DOWNLOADS", False)
+PIXELMILL_STORAGE_URL_SECONDS = env.int(
+    "PIXELMILL_STORAGE_URL_SECONDS", 300, validate=validate.Range(min=1, max=7 * 24 * 3600)
+)
+if PIXELMILL_STORAGE == "s3":
+    STORAGES["default"] = {
+        "BACKEND": "dashboard.s3_storage.S3MediaStorage",
+        "OPTIONS": {
+            "bucket_name": env.str("AWS_STORAGE_BUCKET_NAME", validate=validate.Length(min=1)),
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env.str("AWS_S3_REGION_NAME", "") or None,
+            "access_key": env.str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", "") or None,
+            # "path" for servers that cannot take the bucket in the host name (MinIO, most self-hosted ones).
+            "addressing_style": env.str(
+                "AWS_S3_ADDRESSING_STYLE", "auto", validate=validate.OneOf(["auto", "path", "virtual"])
+            ),
+            # Signature version 4: what every region and S3-compatible server takes, and presigned links that
+            # expire after PIXELMILL_STORAGE_URL_SECONDS (at most 7 days).
+            "signature_version": "s3v4",
+            # Keys are ours and deterministic (a retried attempt writes the same output again): overwrite.
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_expire": PIXELMILL_STORAGE_URL_SECONDS,
+            # A file opened with storage.open (an uploaded zip a worker unpacks) is downloaded into memory up to
+            # this size, into a temporary file (never the media folder) past it; dashboard/storage.py streams
+            # downloads and the ZIP, and reads a source for decoding in one request.
+            "max_memory_size": 8 * 1024 * 1024,
+        },
+    }
 # Uploads. One request's whole body (all files of an upload together) may be this large; a larger one gets a
 # 413 before it is read. It is what the web process may spool to FILE_UPLOAD_TEMP_DIR for one request: five of
 # the largest images, or a zip of a day's shoot; a larger set goes in batches or as several zip archives.

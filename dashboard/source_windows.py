@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from dashboard.models import Output
+from dashboard.storage import read_bytes
 from jobs.errors import StepError
 from jobs.operations import build_operation
 from jobs.rendering import Box, trace_windows
@@ -31,8 +31,7 @@ def source_window_of(output: Output) -> Box | None:
         steps = [build_operation(step["operation"], step.get("params")) for step in definition["steps"]]
         specs = task.recipe_version.build_specs()
         assert task.source.file.name  # a source image is only saved with its file
-        with default_storage.open(task.source.file.name, "rb") as handle:
-            source = handle.read()
+        source = read_bytes(task.source.file.name)
         windows = trace_windows(
             source, steps, specs, max_pixels=settings.PIXELMILL_MAX_PIXELS, focus=task.source.focal_point
         )

@@ -16,6 +16,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 from redis import Redis
 
+from dashboard.storage import read_bytes
 from jobs.cpu_gate import cpu_released
 from jobs.errors import BudgetCapReachedError, CreditsExhaustedError, DeferredError, PermanentError, StepError
 from jobs.imaging import decode_image, encode_intermediate
@@ -59,8 +60,7 @@ class StepCache:
             return None
         assert row.file.name  # a row is only saved with its file
         try:
-            with default_storage.open(row.file.name, "rb") as handle:
-                return handle.read(), row
+            return read_bytes(row.file.name), row
         except FileNotFoundError:
             row.delete()  # the file went away: pay again rather than fail
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -99,7 +100,7 @@ def error_for_unexpected(exc: Exception, *, doing: str) -> StepError:
         return TransientError(
             "The database was briefly unreachable; this will be tried again.", code="database_unavailable"
         )
-    if isinstance(exc, OSError) and is_storage_interruption(exc):
+    if (isinstance(exc, OSError) and is_storage_interruption(exc)) or is_bucket_interruption(exc):
         return TransientError(
             "File storage was briefly unavailable; this will be tried again.", code="storage_unavailable"
         )
@@ -114,6 +115,27 @@ def is_storage_interruption(exc: OSError) -> bool:
     tried, so those are bugs or setup, not interruptions.
     """
     return isinstance(exc, (ConnectionError, TimeoutError)) or exc.errno in TRANSIENT_ERRNOS
+
+
+# What an S3-compatible store answers when it is overloaded or briefly unwell (5xx come with any code).
+BUCKET_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "Throttling"})
+
+
+def is_bucket_interruption(exc: BaseException) -> bool:
+    """An object store (PIXELMILL_STORAGE=s3) that did not answer, dropped the connection, asked to slow
+    down or failed with a 5xx: over by a later attempt. A missing key or a denied bucket is not."""
+    # botocore is imported only when the storage is a bucket: if it is not loaded, this is not its error.
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is None:
+        return False
+    # boto3's transfers re-raise a ClientError as their own error (S3UploadFailedError) while handling it.
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, (botocore.HTTPClientError, botocore.ConnectionError)):
+            return True
+        if isinstance(error, botocore.ClientError):
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return status >= 500 or error.response.get("Error", {}).get("Code") in BUCKET_RETRY_CODES
+    return False
 
 
 def record_failure(row: AttemptModel, attempt: int, error: StepError, started: float) -> str:

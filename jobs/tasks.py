@@ -20,6 +20,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from dashboard.models import Campaign, Output, Task
+from dashboard.storage import read_bytes
 from jobs.cpu_gate import cpu_turn, waited
 from jobs.errors import (
     CreditsExhaustedError,
@@ -124,8 +125,7 @@ def run_attempt(
     steps = task.build_steps()
     specs = task.recipe_version.build_specs()
     assert task.source.file.name  # a source image is only saved with its file
-    with default_storage.open(task.source.file.name, "rb") as handle:
-        source_bytes = handle.read()
+    source_bytes = read_bytes(task.source.file.name)
     context = OperationContext.default()
     if runner is not None:
         context = OperationContext(load_asset=context.load_asset, remote=runner)

@@ -1,4 +1,5 @@
-"""Test setup: a real Redis (embedded unless REDIS_URL is set), a throwaway media folder, shared fixtures."""
+"""Test setup: a real Redis (embedded unless REDIS_URL is set), a throwaway media folder, a real S3-compatible
+server for the tests that ask for a bucket, shared fixtures."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.redis_server import EmbeddedRedis
+from tests.object_store import Bucket, MotoServer
 
 EMBEDDED: dict[str, object] = {}
 
@@ -122,6 +124,23 @@ def redis_conn():
     connection.flushdb()
     yield connection
     connection.flushdb()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a loopback port, started once, the first time a test asks for a bucket."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, settings):
+    """A fresh private bucket, and this process's media storage pointed at it (PIXELMILL_STORAGE=s3)."""
+    bucket = Bucket.create(s3_server)
+    settings.PIXELMILL_STORAGE = "s3"
+    settings.STORAGES = bucket.storages()
+    return bucket
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import functools
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
@@ -130,6 +131,6 @@ def shared_download(request: HttpRequest, link: ShareLink) -> HttpResponse | Str
 @login_not_required
 @require_GET
 @share_view
-def shared_thumbnail(request: HttpRequest, link: ShareLink, pk: int) -> FileResponse | HttpResponse:
+def shared_thumbnail(request: HttpRequest, link: ShareLink, pk: int) -> HttpResponseBase:
     output = get_object_or_404(Output.objects.filter(task__campaign=link.campaign).approved(), pk=pk)
     return serve_rendition(lambda: output_thumbnail(output))

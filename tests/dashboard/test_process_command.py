@@ -144,3 +144,30 @@ def test_json_gives_scripts_the_counts_durations_output_files_and_failures(
     assert failure["image"] == "street.jpg" and failure["state"] == "failed"
     assert failure["step"] == "remove_background" and failure["message"]
     assert summary["export"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_with_a_bucket_the_workers_write_there_and_the_export_streams_from_it(
+    tmp_path, team, redis_conn, monkeypatch, capsys, s3_bucket
+):
+    for key, value in {**worker_environment(), **s3_bucket.environment}.items():
+        monkeypatch.setenv(key, value)
+    make_cutout_recipe()
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for n in range(2):
+        (folder / f"bottle-{n}.jpg").write_bytes(jpeg(product_on_white(320, 240, seed=n)))
+    export = tmp_path / "drop.zip"
+
+    call_command("process", str(folder), recipe=["cut-outs"], export=export, workers=1, json=True)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tasks"]["succeeded"] == 2
+    objects = s3_bucket.objects()
+    for output in summary["outputs"]:
+        assert output["path"] is None, "no local file to point at"
+        assert objects[output["file"]] == output["bytes"]
+    with zipfile.ZipFile(export) as archive:
+        assert sorted(archive.read(name) for name in archive.namelist() if name != "manifest.csv") == sorted(
+            s3_bucket.read(output["file"]) for output in summary["outputs"]
+        )

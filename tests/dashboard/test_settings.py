@@ -90,3 +90,41 @@ def test_a_bad_login_cool_off_is_named_rather_than_crashing_the_settings(tmp_pat
     assert "PIXELMILL_LOGIN_COOLOFF_MINUTES='15m'" in stderr and "Not a valid integer" in stderr
     assert "PIXELMILL_LOGIN_FAILURE_LIMIT='0'" in stderr
     assert "TypeError" not in stderr
+
+
+def test_object_storage_needs_a_bucket_and_a_known_backend_each_named_at_startup(tmp_path):
+    stderr = settings_error(tmp_path, PIXELMILL_STORAGE="s3", AWS_STORAGE_BUCKET_NAME="")
+    assert "AWS_STORAGE_BUCKET_NAME" in stderr
+    stderr = settings_error(tmp_path, PIXELMILL_STORAGE="gcs", PIXELMILL_STORAGE_URL_SECONDS="5m")
+    assert "PIXELMILL_STORAGE='gcs'" in stderr
+    assert "PIXELMILL_STORAGE_URL_SECONDS='5m'" in stderr
+
+
+def test_the_standard_aws_variables_choose_the_s3_backend(tmp_path):
+    """Read in a fresh process, as a worker on another machine reads them; nothing is contacted at startup."""
+    env = {
+        **os.environ,
+        "PIXELMILL_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        "PIXELMILL_STORAGE": "s3",
+        "AWS_STORAGE_BUCKET_NAME": "pixelmill-media",
+        "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "key-id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_S3_REGION_NAME": "eu-west-1",
+        "PIXELMILL_STORAGE_URL_SECONDS": "120",
+    }
+    script = (
+        "import django; django.setup()\n"
+        'from django.core.files.storage import storages; s = storages["default"]\n'
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.access_key, s.region_name, "
+        "s.querystring_expire, s.file_overwrite)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "S3MediaStorage", "pixelmill-media", "http://127.0.0.1:9", "key-id", "eu-west-1", "120", "True"
+    ]  # fmt: skip
+    assert not (tmp_path / "media").exists()

@@ -206,3 +206,19 @@ def test_a_dead_upload_whose_file_is_still_stored_is_tried_again_from_the_admin(
     assert (
         admin_client.get(reverse("admin:dashboard_deferredupload_change", args=[dead.pk])).status_code == 200
     )
+
+
+def test_a_zip_stored_in_a_bucket_is_unpacked_from_it_and_deleted_after(campaign, redis_conn, s3_bucket):
+    """A worker on another machine reads the upload from the bucket, not from a local folder."""
+    archive = zip_bytes({f"look-{n}.jpg": jpeg(photo(80, 60, seed=n)) for n in range(3)})
+    (deferred,) = import_uploads(campaign, [upload("shoot.zip", archive)]).checking
+    assert s3_bucket.objects() == {deferred.file.name: len(archive)}
+
+    drain(campaign)
+    deferred.refresh_from_db()
+    assert deferred.state == DeferredUpload.State.SUCCEEDED, deferred.error_message
+    objects = s3_bucket.objects()
+    assert deferred.file.name not in objects, "the archive is deleted once brought in"
+    sources = list(campaign.sources.all())
+    assert len(sources) == 3
+    assert all(source.file.name in objects and source.thumbnail.name in objects for source in sources)

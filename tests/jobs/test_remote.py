@@ -279,6 +279,28 @@ def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
     assert [c["cached"] for c in task.provider_calls if c["step"] == "remove_background"] == [False, True]
 
 
+def test_the_step_cache_keeps_paid_results_in_the_bucket(
+    simulator, make_provider, campaign, redis_conn, s3_bucket
+):
+    removebg, pixelpanda = make_provider("removebg"), make_provider("pixelpanda")
+    recipe = make_remote_recipe(
+        "Two remote", [("remove_background", {}, removebg), ("enhance", {}, pixelpanda)]
+    )
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="pixelpanda", fail_next=["400"])
+    process_campaign(campaign, [recipe])
+    run_burst_worker()
+    (cached,) = StepResult.objects.all()
+    assert cached.file.name.startswith("stepcache/") and cached.file.name in s3_bucket.objects()
+
+    assert requeue_tasks(Task.objects.all()) == 1
+    run_burst_worker()
+    task = Task.objects.get()
+    assert task.state == Task.State.SUCCEEDED, task.error_message
+    assert len(calls(simulator, "removebg")) == 1, "the cached cut-out was read back from the bucket"
+    assert {output.file.name for output in task.outputs.all()} <= s3_bucket.objects().keys()
+
+
 def test_out_of_credits_pauses_the_campaign_until_resumed(
     simulator, make_provider, campaign, redis_conn, marketer_client
 ):

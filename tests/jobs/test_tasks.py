@@ -12,6 +12,8 @@ import time
 from datetime import timedelta
 
 import pytest
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError
@@ -409,8 +411,11 @@ def test_a_task_that_failed_on_a_bug_is_requeued_from_the_failures_page_once_a_f
         FileNotFoundError(2, "No such file or directory"),  # a missing source stays missing
         OSError("encoder error -2"),  # Pillow's own OSErrors carry no errno
         IntegrityError("UNIQUE constraint failed: dashboard_output.task_id"),  # our query, not the database
+        ClientError(
+            {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject"
+        ),
     ],
-    ids=["KeyError", "ValueError", "ENOENT", "pillow-OSError", "IntegrityError"],
+    ids=["KeyError", "ValueError", "ENOENT", "pillow-OSError", "IntegrityError", "bucket-denied"],
 )
 def test_an_unexpected_exception_in_local_work_is_permanent(queued_task, monkeypatch, exc):
     def broken(*args, **kwargs):
@@ -422,6 +427,15 @@ def test_an_unexpected_exception_in_local_work_is_permanent(queued_task, monkeyp
     assert (queued_task.state, queued_task.attempts) == ("failed", 1)
     assert type(exc).__name__ not in queued_task.error_message
     assert type(exc).__name__ in queued_task.error_detail
+
+
+def upload_failed_on_a_500() -> S3UploadFailedError:
+    """What boto3 raises when the bucket answers an upload with a 500: its own error, raised while handling it."""
+    error = S3UploadFailedError("Failed to upload sources/x.jpg: An error occurred (InternalError)")
+    error.__context__ = ClientError(
+        {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "PutObject"
+    )
+    return error
 
 
 @pytest.mark.parametrize(
@@ -436,8 +450,26 @@ def test_an_unexpected_exception_in_local_work_is_permanent(queued_task, monkeyp
         (MemoryError(), "out_of_memory"),
         (OSError(errno.ENOSPC, "No space left on device"), "storage_unavailable"),
         (OSError(errno.ESTALE, "Stale file handle"), "storage_unavailable"),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9/bucket"), "storage_unavailable"),
+        (
+            ClientError(
+                {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject"
+            ),
+            "storage_unavailable",
+        ),
+        (upload_failed_on_a_500(), "storage_unavailable"),
     ],
-    ids=["provider-503", "redis-refused", "redis-timeout", "memory", "disk-full", "nfs-stale"],
+    ids=[
+        "provider-503",
+        "redis-refused",
+        "redis-timeout",
+        "memory",
+        "disk-full",
+        "nfs-stale",
+        "bucket-unreachable",
+        "bucket-slow-down",
+        "bucket-upload-500",
+    ],  # fmt: skip
 )
 def test_interruptions_from_outside_our_code_still_retry_with_a_readable_reason(
     queued_task, monkeypatch, exc, code, django_capture_on_commit_callbacks
