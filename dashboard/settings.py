@@ -72,7 +72,7 @@ if SECURE:
     SECURE_HSTS_SECONDS = env.int("PIXELMILL_HSTS_SECONDS", 365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("PIXELMILL_HSTS_PRELOAD", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # Behind a reverse proxy: trust its X-Forwarded-Proto, and the address it appends to X-Forwarded-For (logins).
 PIXELMILL_BEHIND_PROXY = env.bool("PIXELMILL_BEHIND_PROXY", False)
 if PIXELMILL_BEHIND_PROXY:
@@ -330,7 +330,7 @@ PIXELMILL_WEBHOOK_RETRY_BASE_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_BASE_S
 PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0)
 # A due delivery older than this lost its job (Redis emptied, enqueue failed) and the scheduler sends it again.
 PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS = env.float("PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS", 60.0)
-# /healthz gives up on a Redis that does not answer after this long, so it cannot hold a web thread.
+# /readyz gives up on a Redis that does not answer after this long, so it cannot hold a web thread.
 PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS = env.float("PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS", 2.0)
 # Public base URL of the dashboard (e.g. https://pixelmill.example.com) for links in webhook payloads;
 # empty = paths only.

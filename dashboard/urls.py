@@ -108,4 +108,5 @@ urlpatterns = [
     path("admin/rq/", include((queue_urls, "django_rq"))),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
 ]
