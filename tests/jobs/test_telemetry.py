@@ -83,6 +83,11 @@ def test_a_scrape_during_a_real_worker_run_sums_every_work_horse(
         if name.startswith(f"histogram_{HOST}-")
     }
     assert len(timed_by) >= 2, timed_by
+    # No live gauge outlives its process: the worker dropped each horse's, and its own on the way out.
+    left = [
+        name for name in os.listdir(settings.PROMETHEUS_MULTIPROC_DIR) if name.startswith("gauge_livesum_")
+    ]
+    assert left == [], left
 
 
 @pytest.mark.django_db(transaction=True)
