@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from rq.job import Job
 
 from dashboard.models import Campaign, Provider, Task
 from jobs.breaker import CircuitBreaker
@@ -83,7 +82,8 @@ class RedisCollector(Collector):
             depth.add_metric([name], queue.count)
             scheduled.add_metric([name], queue.scheduled_job_registry.count)
             head = queue.get_job_ids(0, 1)
-            job = Job.fetch(head[0], connection=queue.connection) if head else None
+            # None when the job expired between the two reads: the queue is as good as empty.
+            job = queue.fetch_job(head[0]) if head else None
             enqueued = job.enqueued_at if job is not None else None
             oldest.add_metric([name], max(0.0, now - enqueued.timestamp()) if enqueued else 0.0)
         yield from (depth, oldest, scheduled)
