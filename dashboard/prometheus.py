@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import hmac
 import logging
+import os
 import time
 from collections.abc import Iterator
 
@@ -123,11 +125,27 @@ class GuardedCollector(Collector):
         yield up
 
 
+class StartedProcessesCollector(MultiProcessCollector):
+    """prometheus-client's sum of the folder's files, less the files a process is creating at this very moment:
+    such a file is empty until its owner sizes it, and prometheus-client fails the whole scrape on it. A new
+    work-horse per job makes that moment frequent."""
+
+    def collect(self) -> Iterator[Metric]:
+        files = []
+        for name in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+            except FileNotFoundError:
+                continue  # a live gauge of a process that just ended
+        return iter(self.merge(files, accumulate=True))
+
+
 def scrape(*, with_cluster: bool = True) -> bytes:
     """Every process's figures from the multiprocess folder, plus (unless a worker machine serves its own
     figures) what the database and Redis hold now."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(settings.PROMETHEUS_MULTIPROC_DIR))
+    StartedProcessesCollector(registry, path=str(settings.PROMETHEUS_MULTIPROC_DIR))
     if with_cluster:
         registry.register(GuardedCollector({"database": DatabaseCollector(), "redis": RedisCollector()}))
     return generate_latest(registry)

@@ -138,3 +138,12 @@ def test_django_rqs_own_metrics_page_stays_behind_the_queue_permission(marketer_
     # prometheus-client being installed makes django-rq add /admin/rq/metrics/; it counts workers and jobs.
     assert Client().get("/admin/rq/metrics/").status_code in (302, 403, 404)
     assert marketer_client.get("/admin/rq/metrics/").status_code in (302, 403, 404)
+
+
+def test_a_file_a_starting_process_has_not_sized_yet_does_not_fail_the_scrape(
+    client, db, redis_conn, token, settings, tmp_path
+):
+    settings.PROMETHEUS_MULTIPROC_DIR = tmp_path
+    (tmp_path / "counter_elsewhere-4242.db").touch()  # opened, not yet truncated to its size
+    text = scrape(client)
+    assert value(text, "pixelmill_tasks", state="queued") == 0

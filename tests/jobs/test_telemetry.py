@@ -27,9 +27,11 @@ IMAGES = 6
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_scrape_during_a_real_worker_run_sums_every_work_horse(
-    client, settings, simulator, make_provider, campaign, redis_conn
+    client, settings, simulator, make_provider, campaign, redis_conn, tmp_path
 ):
     settings.PIXELMILL_METRICS_TOKEN = BEARER
+    # A metrics folder of this test's own, as on a machine just started: the session's holds earlier tests' figures.
+    settings.PROMETHEUS_MULTIPROC_DIR = tmp_path
     # The first call answers 429 with Retry-After 0: the client waits, tries again and succeeds.
     simulator.configure(provider="removebg", fail_next=["429"], retry_after_seconds=0)
     removebg = make_provider("removebg", price_per_call=Decimal("0.02"))
@@ -44,7 +46,12 @@ def test_a_scrape_during_a_real_worker_run_sums_every_work_horse(
 
     # RQ's fork per job: every attempt runs in a work-horse process of its own, which exits after it.
     workers = [
-        start_worker_process("default", burst=False, worker_class="jobs.worker.ForkingPixelmillWorker")
+        start_worker_process(
+            "default",
+            burst=False,
+            worker_class="jobs.worker.ForkingPixelmillWorker",
+            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        )
     ]
     try:
 
@@ -79,14 +86,12 @@ def test_a_scrape_during_a_real_worker_run_sums_every_work_horse(
     # the scrape summed them after they had exited.
     timed_by = {
         name.removesuffix(".db").rsplit("-", 1)[-1]
-        for name in os.listdir(settings.PROMETHEUS_MULTIPROC_DIR)
+        for name in os.listdir(tmp_path)
         if name.startswith(f"histogram_{HOST}-")
     }
     assert len(timed_by) >= 2, timed_by
     # No live gauge outlives its process: the worker dropped each horse's, and its own on the way out.
-    left = [
-        name for name in os.listdir(settings.PROMETHEUS_MULTIPROC_DIR) if name.startswith("gauge_livesum_")
-    ]
+    left = [name for name in os.listdir(tmp_path) if name.startswith("gauge_livesum_")]
     assert left == [], left
 
 
