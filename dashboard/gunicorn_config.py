@@ -15,3 +15,10 @@ logger_class = "dashboard.access_log.RedactingLogger"
 # Every request runs in a greenlet of its own, and Django keeps a database connection per greenlet: a
 # connection kept open "for the next request" would be kept for nobody, so each request closes its own.
 raw_env = ["PIXELMILL_DB_CONN_MAX_AGE=0"]
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A web worker that ended (or was killed past its timeout) leaves live gauges behind: drop them."""
+    from jobs.telemetry import mark_dead
+
+    mark_dead(worker.pid)  # type: ignore[attr-defined]

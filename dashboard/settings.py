@@ -72,7 +72,7 @@ if SECURE:
     SECURE_HSTS_SECONDS = env.int("PIXELMILL_HSTS_SECONDS", 365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("PIXELMILL_HSTS_PRELOAD", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Behind a reverse proxy: trust its X-Forwarded-Proto, and the address it appends to X-Forwarded-For (logins).
 PIXELMILL_BEHIND_PROXY = env.bool("PIXELMILL_BEHIND_PROXY", False)
 if PIXELMILL_BEHIND_PROXY:
@@ -368,7 +368,20 @@ PIXELMILL_WEBHOOK_RETRY_BASE_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_BASE_S
 PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS = env.float("PIXELMILL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0)
 # A due delivery older than this lost its job (Redis emptied, enqueue failed) and the scheduler sends it again.
 PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS = env.float("PIXELMILL_WEBHOOK_LOST_AFTER_SECONDS", 60.0)
-# /healthz gives up on a Redis that does not answer after this long, so it cannot hold a web thread.
+# Prometheus metrics (/metrics, dashboard/prometheus.py). Every Pixelmill process of a machine writes its figures
+# to files in one folder (prometheus-client's multiprocess mode), summed at each scrape: gunicorn's workers,
+# worker processes, forked work-horses. It must be in the environment before prometheus_client is imported.
+# `manage.py up` (and compose's setup service) empty it before the processes start.
+PROMETHEUS_MULTIPROC_DIR = env.path("PROMETHEUS_MULTIPROC_DIR", DATA_DIR / "prometheus")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# Now, before any app: django-rq's admin creates a metric at import, and its file must already be named after
+# this host as well as the pid (jobs/telemetry.py says why).
+import jobs.telemetry  # noqa: E402, F401
+
+# /metrics answers only a request bearing this token (Authorization: Bearer …); unset, /metrics is a 404.
+PIXELMILL_METRICS_TOKEN = env.str("PIXELMILL_METRICS_TOKEN", "")
+# /readyz gives up on a Redis that does not answer after this long, so it cannot hold a web thread.
 PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS = env.float("PIXELMILL_HEALTH_REDIS_TIMEOUT_SECONDS", 2.0)
 # Public base URL of the dashboard (e.g. https://pixelmill.example.com) for links in webhook payloads;
 # empty = paths only.

@@ -8,6 +8,7 @@ from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from dashboard.prometheus import metrics
 from dashboard.queue_pages import queue_view
 from dashboard.views import (
     campaigns,
@@ -108,4 +109,6 @@ urlpatterns = [
     path("admin/rq/", include((queue_urls, "django_rq"))),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
 ]

@@ -34,6 +34,7 @@ from rq.job import Job
 
 from dashboard.models import AttemptModel, AttemptQuerySet, DeferredUpload, Generation, Task, UrlImport
 from jobs.queueing import CONTROL_QUEUE, PROCESS_QUEUE, enqueue_attempts, missing_attempts
+from jobs.telemetry import record_repairs
 
 logger = logging.getLogger("pixelmill.reconciler")
 BATCH = 1000
@@ -95,6 +96,7 @@ def reconcile_task() -> dict[str, int]:
         for outcome, count in reconcile(rows, now).items():
             key = outcome if rows.model is Task else f"{rows.name}_{outcome}"
             report[key] = count
+    record_repairs(report)
     if any(report.values()):
         logger.warning("reconciled", extra=report)
     return report

@@ -17,6 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from rq import get_current_job
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from dashboard.models import Campaign, Output, Task
@@ -36,6 +37,7 @@ from jobs.queueing import get_process_queue, job_id_for, schedule_attempt
 from jobs.remote import RemoteRunner
 from jobs.rendering import PipelineResult, run_pipeline
 from jobs.retry import error_for_unexpected, handed_back_delay, next_attempt_delay
+from jobs.telemetry import JOBS_IN_PROGRESS, record_steps, record_task
 from jobs.webhooks import campaign_run_finished
 
 logger = logging.getLogger("pixelmill.tasks")
@@ -53,7 +55,20 @@ def process_task(task_id: int, attempt: int) -> str:
     if not Task.claim(task_id, attempt, worker):
         logger.info("attempt skipped", extra={"task": task_id, "attempt": attempt, "outcome": "skipped"})
         return "skipped"
+    started = time.perf_counter()
+    outcome = "failed"
+    with JOBS_IN_PROGRESS.track_inprogress():
+        try:
+            outcome = run_claimed_attempt(task_id, attempt, job)
+            return outcome
+        finally:
+            # An error code is a failure, whether it retries or not; a wait is not.
+            kind = outcome if outcome in ("succeeded", "deferred", "paused") else "failed"
+            record_task(kind, time.perf_counter() - started)
 
+
+def run_claimed_attempt(task_id: int, attempt: int, job: Job | None) -> str:
+    """The attempt this worker claimed: run it and record its outcome; returns the outcome or error code."""
     task = Task.objects.select_related("source", "recipe_version__recipe", "campaign").get(pk=task_id)
     step = "load"
     started = time.perf_counter()
@@ -143,6 +158,7 @@ def run_attempt(
     store_result(task, result)
     timings = dict(result.timings)
     timings["store"] = round((time.perf_counter() - store_started) * 1000, 1)
+    record_steps(timings)
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
     if waited() >= 0.001:  # a threaded worker: part of the total went on waiting for the process's CPU turn
         timings["cpu_wait"] = round(waited() * 1000, 1)

@@ -35,6 +35,8 @@ from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
+from jobs import telemetry
+
 
 def warm_up() -> None:
     """Import and build what every job needs; nothing here may open a database or Redis connection.
@@ -210,3 +212,15 @@ class ForkingPixelmillWorker(RegisteredWorker, Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        super().fork_work_horse(job, queue)
+        self.last_horse_pid = self.horse_pid
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            # The horse left through os._exit, past its own atexit: drop its live gauges here.
+            if getattr(self, "last_horse_pid", 0):
+                telemetry.mark_dead(self.last_horse_pid)

@@ -33,6 +33,12 @@ def pytest_configure(config) -> None:
 
     media = Path(tempfile.mkdtemp(prefix="pixelmill-test-media-"))
     EMBEDDED["media"] = media
+    # Prometheus figures of this run (this process and the workers it starts) in a folder of their own,
+    # never summed with those of `make run` in var/prometheus.
+    metrics = Path(tempfile.mkdtemp(prefix="pixelmill-test-metrics-"))
+    EMBEDDED["metrics"] = metrics
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    settings.PROMETHEUS_MULTIPROC_DIR = metrics
     os.environ["PIXELMILL_MEDIA_ROOT"] = str(media)
     settings.MEDIA_ROOT = media
     settings.STORAGES["default"]["OPTIONS"]["location"] = media
@@ -50,9 +56,9 @@ def pytest_unconfigure(config) -> None:
     server = EMBEDDED.get("redis")
     if server is not None:
         server.stop()
-    media = EMBEDDED.get("media")
-    if media is not None:
-        shutil.rmtree(media, ignore_errors=True)
+    for folder in ("media", "metrics"):
+        if EMBEDDED.get(folder) is not None:
+            shutil.rmtree(EMBEDDED[folder], ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc) -> None:

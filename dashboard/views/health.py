@@ -1,4 +1,4 @@
-"""/healthz: the database, Redis and media storage each answer, or the reply names the one that did not."""
+"""/healthz: the process answers (liveness); /readyz: the database, Redis and storage each answer, or the reply names the one that did not."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def check_redis() -> None:
 
 def check_storage() -> None:
     """Write a small file where sources and outputs go, read it back, delete it: what uploads and workers do."""
-    content = b"pixelmill healthz"
-    name = default_storage.save(f"healthz/{uuid.uuid4().hex}", ContentFile(content))
+    content = b"pixelmill readyz"
+    name = default_storage.save(f"readyz/{uuid.uuid4().hex}", ContentFile(content))
     try:
         with default_storage.open(name, "rb") as stored:
             if stored.read() != content:
@@ -57,19 +57,31 @@ CHECKS: dict[str, Callable[[], None]] = {
 }
 
 
+def plain(text: str, status: int = 200) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/plain", status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @login_not_required
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when every check passes, else 503; one line per check either way. The reasons go to the log,
-    not to whoever asks: this page needs no account."""
+    """Liveness: this process serves requests. It touches no dependency, so a Redis or database outage
+    never makes an orchestrator restart every web process at once (that is what /readyz is for)."""
+    return plain("ok\n")
+
+
+@login_not_required
+@require_GET
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness: 200 when every check passes, else 503; one line per check either way. The reasons go to
+    the log, not to whoever asks: this page needs no account."""
     failed = []
     for name, check in CHECKS.items():
         try:
             check()
         except Exception as error:  # any failure is an answer here, not a 500
-            logger.warning("health check failed", extra={"check": name, "error": repr(error)})
+            logger.warning("readiness check failed", extra={"check": name, "error": repr(error)})
             failed.append(name)
     lines = [f"{name}: {'failed' if name in failed else 'ok'}" for name in CHECKS]
-    response = HttpResponse("\n".join(lines) + "\n", content_type="text/plain", status=503 if failed else 200)
-    response["Cache-Control"] = "no-store"
-    return response
+    return plain("\n".join(lines) + "\n", status=503 if failed else 200)

@@ -33,6 +33,7 @@ from jobs.errors import DeferredError, RateLimitedError, StepError, TransientErr
 from jobs.providers import ProviderConfig
 from jobs.providers.error_mapping import raise_for_provider_status, transient_for_exception
 from jobs.ratelimit import COOLING, GRANTED, ProviderLimiter, ProviderLimits
+from jobs.telemetry import CIRCUIT_OPENED, record_provider_call
 
 logger = logging.getLogger("pixelmill.providers")
 USER_AGENT = "Pixelmill/1.0 (+https://github.com/pixelmill)"
@@ -182,6 +183,7 @@ class ProviderClient:
                 failures += 1
                 if self.breaker.record(failed=True, now=time.time()):
                     logger.warning("circuit opened", extra={"provider": self.config.slug})
+                    CIRCUIT_OPENED.labels(provider=self.config.slug).inc()
                 delay = self._backoff_delay(failures) if failures < self.policy.tries else None
                 self._finish(holder, endpoint, started, response, outcome=error.code, retry_in=delay)
                 if delay is None:
@@ -249,6 +251,7 @@ class ProviderClient:
     ) -> None:
         if holder:
             self.limiter.release(holder)
+        record_provider_call(self.config.slug, outcome)
         logger.info(
             "provider call",
             extra={

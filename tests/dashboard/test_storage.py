@@ -191,8 +191,8 @@ def test_thumbnails_are_made_from_the_bucket_and_kept_in_it(stored_output, marke
     assert stored_output.thumbnail_key() in s3_bucket.objects()
 
 
-def test_health_check_writes_reads_and_deletes_in_the_bucket(db, redis_conn, client, s3_bucket):
-    response = client.get(reverse("healthz"))
+def test_the_readiness_check_writes_reads_and_deletes_in_the_bucket(db, redis_conn, client, s3_bucket):
+    response = client.get(reverse("readyz"))
     assert response.status_code == 200 and b"storage: ok" in response.content
     assert s3_bucket.objects() == {}, "the probe file was deleted"
 

@@ -36,11 +36,13 @@ def get(port: int, path: str, timeout: float) -> int:
 
 
 @pytest.fixture
-def web_server(redis_conn):
-    """`manage.py up` on a free port, with no RQ worker: the web server and the scheduler, on the test database."""
+def web_server(redis_conn, tmp_path):
+    """`manage.py up` on a free port, with no RQ worker: the web server and the scheduler, on the test database
+    (and a metrics folder of its own: `up` empties it at start)."""
     port = free_port()
     env = {
         **worker_environment(),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "PIXELMILL_REQUEST_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
         "PIXELMILL_LOG_LEVEL": "ERROR",
     }

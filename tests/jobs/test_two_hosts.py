@@ -96,7 +96,7 @@ def hosts(tmp_path, s3_bucket, redis_conn):
         def up() -> bool:
             assert all(process.poll() is None for process in processes), "a host exited at start"
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code != 200:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code != 200:
                     return False
             except httpx.HTTPError:
                 return False

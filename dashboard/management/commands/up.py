@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from dashboard.redis_server import EmbeddedRedis
+from jobs.telemetry import reset_directory
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Command(BaseCommand):
             call_command("pixelmill_setup")
             call_command("collectstatic", interactive=False, verbosity=0)
 
+        # Figures left by an earlier run would add up with this one's (prometheus-client's multiprocess mode).
+        reset_directory(settings.PROMETHEUS_MULTIPROC_DIR)
         env = os.environ.copy()
         redis_server = None
         if "REDIS_URL" not in os.environ:
