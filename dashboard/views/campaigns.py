@@ -24,6 +24,7 @@ from dashboard.views.intake import REFUSALS_SHOWN, remembered_upload
 from jobs.providers.fal import IMAGE_SIZE_PRESETS
 
 GALLERY_PAGE_SIZE = 24
+CAMPAIGNS_PAGE_SIZE = 25
 GENERATIONS_PAGE_SIZE = 50
 
 
@@ -36,10 +37,16 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         campaign.save()
         messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
         return redirect(campaign)
-    campaigns = list(Campaign.objects.visible_to(request.user).select_related("team").with_counts())
+    # Newest first, a page at a time: a year of campaigns is hundreds of rows, each with its counts.
+    page = Paginator(
+        Campaign.objects.visible_to(request.user).select_related("team"), CAMPAIGNS_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    campaigns = page.object_list.counted()
     for campaign in campaigns:
         campaign.run_bar = RunBar(campaign.task_count, campaign.done_count, campaign.failed_count)
-    return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
+    return render(
+        request, "dashboard/campaign_list.html", {"campaigns": campaigns, "page": page, "form": form}
+    )
 
 
 @dataclass(frozen=True)
