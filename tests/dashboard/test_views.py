@@ -561,9 +561,12 @@ def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_
     assert text_of(page, "upload-notice") == "Last upload: Added 0 image(s). 1 refused. See which Dismiss"
 
 
-def add_tasks(campaign, recipe, count: int, *, first: int = 0, state: str = "succeeded", **fields) -> list[Task]:
+def add_tasks(
+    campaign, recipe, count: int, *, first: int = 0, state: str = "succeeded", **fields
+) -> list[Task]:
     return [
-        make_task(campaign, recipe, sha=f"{n:064x}", state=state, **fields) for n in range(first, first + count)
+        make_task(campaign, recipe, sha=f"{n:064x}", state=state, **fields)
+        for n in range(first, first + count)
     ]
 
 
