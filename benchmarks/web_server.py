@@ -71,6 +71,11 @@ class Gunicorn:
     def peak_kb(self) -> int:
         return status_kb(self.worker_pid, "VmHWM")
 
+    def cpu_seconds(self) -> float:
+        """The worker's user + system CPU time so far."""
+        fields = Path(f"/proc/{self.worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
