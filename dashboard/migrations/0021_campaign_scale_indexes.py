@@ -38,4 +38,9 @@ class Migration(migrations.Migration):
             model_name='task',
             index=models.Index(condition=models.Q(('attempts__gt', 0), ('state', 'queued'), models.Q(('error_message', ''), _negated=True)), fields=['campaign', 'run_number'], name='task_retrying'),
         ),
+        # SQLite rebuilt the task table above and lost its statistics: without them its planner chose plans
+        # that took the campaign page from 47 to 86 ms at 100,000 tasks. PostgreSQL's new indexes need them too.
+        migrations.RunSQL(
+            ["ANALYZE dashboard_task", "ANALYZE dashboard_sourceimage"], reverse_sql=migrations.RunSQL.noop
+        ),
     ]
