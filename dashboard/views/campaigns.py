@@ -101,7 +101,12 @@ def render_campaign(
             ),
         )
     )
-    page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    # The campaign's images are counted once for the page, the gallery's pager and the estimate.
+    image_count = campaign.sources.count()
+    paginator = Paginator(sources, GALLERY_PAGE_SIZE)
+    if not gallery_filter.is_active:
+        paginator.count = image_count  # a cached_property: the pager takes this count as its own
+    page = paginator.get_page(request.GET.get("page"))
     for source in page.object_list:
         source.gallery_tasks = newest_per_recipe(source.tasks.all())
     # Outputs only for the tasks a tile shows, not for every earlier version's.
@@ -114,9 +119,8 @@ def render_campaign(
             source.gallery_tasks = [item for item in source.gallery_tasks if gallery_filter.shows(item.task)]
     selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     outputs = Output.objects.filter(task__campaign=campaign).tally()
-    image_count = campaign.sources.count()
     has_tasks = campaign.tasks.exists()
-    estimate = estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)}))
+    estimate = estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)}), image_count)
     failure_causes = Task.objects.for_campaign(campaign).failed().causes()
     recipe_updates = campaign.recipe_updates()
     refused_urls = campaign.url_imports.filter(
