@@ -71,6 +71,11 @@ class Gunicorn:
     def peak_kb(self) -> int:
         return status_kb(self.worker_pid, "VmHWM")
 
+    def cpu_seconds(self) -> float:
+        """The worker's user + system CPU time so far."""
+        fields = Path(f"/proc/{self.worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -79,13 +84,14 @@ def status_kb(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def set_up_django(workdir: Path, redis_url: str) -> None:
-    """Point Django at a throwaway SQLite database and media folder under `workdir` and at `redis_url`, set
-    it up and migrate: what the web server and workers started afterwards inherit."""
+def set_up_django(workdir: Path, redis_url: str, database_url: str | None = None) -> None:
+    """Point Django at `database_url` (by default a throwaway SQLite database under `workdir`), a media folder
+    under `workdir` and `redis_url`, set it up and migrate: what the web server and workers started afterwards
+    inherit."""
     os.environ.update(
         {
             "REDIS_URL": redis_url,
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "DATABASE_URL": database_url or f"sqlite:///{workdir / 'db.sqlite3'}",
             "PIXELMILL_MEDIA_ROOT": str(workdir / "media"),
             "PIXELMILL_DATA_DIR": str(workdir),
             "PIXELMILL_LOG_LEVEL": "WARNING",

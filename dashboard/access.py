@@ -10,4 +10,5 @@ from dashboard.models import Campaign
 
 def visible_campaign(request: HttpRequest, pk: int) -> Campaign:
     """Another team's campaign answers 404, exactly like one that does not exist."""
-    return get_object_or_404(Campaign.objects.visible_to(request.user), pk=pk)
+    # The team rides along: the campaign page names it, and visible_to joins it anyway.
+    return get_object_or_404(Campaign.objects.visible_to(request.user).select_related("team"), pk=pk)

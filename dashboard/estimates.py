@@ -185,14 +185,19 @@ class RunEstimate:
 
 
 def estimate_run(
-    campaign: Campaign, recipes: Iterable[Recipe], *, now: datetime | None = None
+    campaign: Campaign,
+    recipes: Iterable[Recipe],
+    *,
+    now: datetime | None = None,
+    image_count: int | None = None,
 ) -> RunEstimate:
     """What Process with `recipes` would do now. Read-only: unlike Process it publishes no version.
 
     Results already in the step cache are not paid again, but which ones will hit depends on pixels
     only the run produces, so every remote step counts as a paid call: the cost is an upper bound.
+    `image_count` is the campaign's images when the caller has just counted them.
     """
-    sources = campaign.sources.count()
+    sources = campaign.sources.count() if image_count is None else image_count
     overall = TaskTime.overall()
     estimates: list[RecipeEstimate] = []
     calls: dict[str, int] = {}

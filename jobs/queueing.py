@@ -4,6 +4,7 @@ numbered attempts"; a `JobKind` says which function runs them and how their job 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from django.conf import settings
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
+from rq.queue import EnqueueData
 from rq.utils import now as utcnow
 from rq.utils import utcparse
 from rq.worker import BaseWorker
@@ -73,19 +75,43 @@ def live_workers(queue: Queue | None = None, connection: Redis | None = None) ->
 def enqueue_attempts(
     attempts: Iterable[tuple[int, int]], kind: JobKind = TASKS, *, at_front: bool = False
 ) -> int:
-    """Enqueue (pk, attempt) pairs in one Redis pipeline per thousand; returns how many were sent.
+    """Enqueue (pk, attempt) pairs, a thousand to a Redis pipeline; returns how many were sent.
 
     `at_front` is for work taken back from a lost worker or queue: it has waited longest already.
+
+    RQ enqueues the first job of each thousand itself; the others are that job's hash with their own call
+    and description, written with one HSET each and pushed together. Making, preparing and saving a Job
+    object per attempt (three commands each) took 100,000 attempts about 7 s of this process's time.
     """
     queue = get_process_queue()
-    jobs = [
-        Queue.prepare_data(kind.func, args=(pk, attempt), at_front=at_front, **kind.job_data(pk, attempt))
-        for pk, attempt in attempts
-    ]
+    pending = list(attempts)
     sent = 0
-    for start in range(0, len(jobs), 1000):
-        sent += len(queue.enqueue_many(jobs[start : start + 1000]))
+    for start in range(0, len(pending), 1000):
+        first, *rest = pending[start : start + 1000]
+        [job] = queue.enqueue_many([prepare_attempt(kind, *first, at_front=at_front)])
+        sent += 1
+        if not rest:
+            continue
+        template = job.to_dict()
+        ids = [kind.job_id(pk, attempt) for pk, attempt in rest]
+        pipe = queue.connection.pipeline()
+        for job_id, (pk, attempt) in zip(ids, rest, strict=True):
+            call = zlib.compress(job.serializer.dumps((kind.func, None, (pk, attempt), {})))
+            pipe.hset(
+                Job.key_for(job_id),
+                mapping={**template, "data": call, "description": kind.job_data(pk, attempt)["description"]},
+            )
+        if at_front:
+            pipe.lpush(queue.key, *ids)  # as one LPUSH each would leave them: the last at the front
+        else:
+            pipe.rpush(queue.key, *ids)
+        pipe.execute()
+        sent += len(rest)
     return sent
+
+
+def prepare_attempt(kind: JobKind, pk: int, attempt: int, *, at_front: bool = False) -> EnqueueData:
+    return Queue.prepare_data(kind.func, args=(pk, attempt), at_front=at_front, **kind.job_data(pk, attempt))
 
 
 def schedule_attempt(pk: int, attempt: int, at: datetime, kind: JobKind = TASKS) -> None:

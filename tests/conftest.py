@@ -121,6 +121,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             terminalreporter.write_line(f"        {', '.join(who)}")
 
 
+@pytest.fixture(autouse=True)
+def empty_django_cache():
+    """Each test's database starts again from the same primary keys, so figures one test cached under a
+    campaign's key (CampaignQuerySet.counted) would be another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def redis_conn():
     """The test Redis, emptied before each test that uses queues."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import models
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, ExpressionWrapper, F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -62,23 +62,90 @@ class CampaignQuerySet(models.QuerySet["Campaign"]):
             return self
         return self.filter(team__members=user)
 
-    def with_counts(self) -> CampaignQuerySet:
-        """source_count, task_count, done_count and failed_count, one correlated subquery each.
+    def counted(self) -> list[Campaign]:
+        """These campaigns, each with source_count, task_count, done_count and failed_count.
 
-        Counting through joins (COUNT DISTINCT over sources × tasks) multiplies the rows: a campaign
-        of 10,000 images and 100,000 tasks made a billion of them.
+        The figures are cached: a campaign's images only ever come after its newest, so their count holds
+        while the newest stays; an idle campaign's tasks change only when a person adds work, which starts
+        its next run, so their counts hold for the run. A busy campaign's task counts are cached for a few
+        seconds (the campaign page shows its progress live). Counting every campaign on each call read a
+        year's worth of tasks: 310,000 index entries for a page of 25, 60 ms; 600 ms for all on one page.
         """
-        return self.annotate(
-            source_count=_count_per_campaign(SourceImage.objects.all()),
-            task_count=_count_per_campaign(Task.objects.all()),
-            done_count=_count_per_campaign(Task.objects.filter(state__in=Task.TERMINAL_STATES)),
-            failed_count=_count_per_campaign(Task.objects.failed()),
+        campaigns = list(
+            self.annotate(
+                counts_newest_source=Subquery(
+                    SourceImage.objects.filter(campaign=OuterRef("pk")).order_by("-pk").values("pk")[:1]
+                ),
+                # state IN the unfinished ones, not NOT IN the finished: an index probe per state instead of
+                # reading every finished task of the campaign to find none.
+                counts_busy=ExpressionWrapper(
+                    Exists(Task.objects.filter(campaign=OuterRef("pk"), state__in=Task.UNFINISHED_STATES))
+                    | Exists(Generation.objects.filter(campaign=OuterRef("pk")).unfinished()),
+                    output_field=models.BooleanField(),
+                ),
+            )
         )
+        # The two annotations, read from each row's attributes: django-stubs types the rows as plain campaigns.
+        newest = {c.pk: vars(c)["counts_newest_source"] for c in campaigns}
+        busy = {c.pk for c in campaigns if vars(c)["counts_busy"]}
+        source_keys = {c.pk: f"pixelmill:campaign-sources:{c.pk}:{newest[c.pk]}" for c in campaigns}
+        task_keys = {
+            c.pk: f"pixelmill:campaign-tasks:{c.pk}:{c.run_number}{':busy' if c.pk in busy else ''}"
+            for c in campaigns
+        }
+        cached = cache.get_many([*source_keys.values(), *task_keys.values()])
+        sources = {pk: cached[key] for pk, key in source_keys.items() if key in cached}
+        tasks = {pk: cached[key] for pk, key in task_keys.items() if key in cached}
+        sources.update(_count_sources([pk for pk in source_keys if pk not in sources]))
+        tasks.update(_count_tasks([pk for pk in task_keys if pk not in tasks]))
+        cache.set_many(
+            {key: sources[pk] for pk, key in source_keys.items() if key not in cached}, COUNTS_SECONDS
+        )
+        for campaign in campaigns:
+            key = task_keys[campaign.pk]
+            if key not in cached:
+                cache.set(
+                    key, tasks[campaign.pk], BUSY_COUNTS_SECONDS if campaign.pk in busy else COUNTS_SECONDS
+                )
+            campaign.source_count = sources[campaign.pk]
+            campaign.task_count, campaign.done_count, campaign.failed_count = tasks[campaign.pk]
+        return campaigns
 
 
-def _count_per_campaign(rows: models.QuerySet[Any]) -> Coalesce:
-    counted = rows.filter(campaign=OuterRef("pk")).order_by().values("campaign").annotate(n=Count("pk"))
-    return Coalesce(Subquery(counted.values("n")), 0)
+# Figures under a key that still holds stay right, unless someone deletes tasks or images in the admin:
+# that shows for an hour at most.
+COUNTS_SECONDS = 3600
+BUSY_COUNTS_SECONDS = 5
+
+
+def _count_sources(pks: list[int]) -> dict[int, int]:
+    """Each campaign's images, in one grouped query."""
+    if not pks:
+        return {}
+    counted = (
+        SourceImage.objects.filter(campaign__in=pks).order_by().values("campaign").annotate(n=Count("*"))
+    )
+    return {pk: 0 for pk in pks} | dict(counted.values_list("campaign", "n"))
+
+
+def _count_tasks(pks: list[int]) -> dict[int, tuple[int, int, int]]:
+    """(tasks, finished, failed or dead) of each campaign, in one grouped query on the (campaign, state) index."""
+    if not pks:
+        return {}
+    states: dict[int, dict[str, int]] = {pk: {} for pk in pks}
+    counted = (
+        Task.objects.filter(campaign__in=pks).order_by().values("campaign", "state").annotate(n=Count("*"))
+    )
+    for campaign_id, state, n in counted.values_list("campaign", "state", "n"):
+        states[campaign_id][state] = n
+    return {
+        pk: (
+            sum(by_state.values()),
+            sum(by_state.get(state, 0) for state in Task.TERMINAL_STATES),
+            by_state.get(Task.State.FAILED, 0) + by_state.get(Task.State.DEAD, 0),
+        )
+        for pk, by_state in states.items()
+    }
 
 
 # Receivers tell our secrets from others' by this prefix (as Stripe's "whsec_").
@@ -133,6 +200,12 @@ class Campaign(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CampaignQuerySet.as_manager()
+
+    # What CampaignQuerySet.counted() sets on the campaigns it returns.
+    source_count: int
+    task_count: int
+    done_count: int
+    failed_count: int
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -47,6 +47,12 @@ class SourceImage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["campaign", "sha256"], name="unique_source_bytes_per_campaign")
         ]
+        indexes = [
+            # A campaign's images in order: its newest one (an index probe; PostgreSQL otherwise walked the
+            # primary key back from the newest image of all, 67 ms for a year-old campaign among 500,000
+            # images) and the gallery's pages.
+            models.Index(fields=["campaign", "id"], name="source_campaign_order"),
+        ]
 
     def __str__(self) -> str:
         return self.display_name

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from dashboard.models.attempts import AttemptLog, AttemptModel, AttemptQuerySet
@@ -96,7 +96,7 @@ class TaskQuerySet(AttemptQuerySet["Task"]):
         """These tasks' errors grouped into causes with counts, from one GROUP BY on the error code."""
         from dashboard.causes import group_by_cause
 
-        return group_by_cause(self.order_by().values_list("error_code").annotate(n=Count("pk")))
+        return group_by_cause(self.order_by().values_list("error_code").annotate(n=Count("*")))
 
 
 class Task(AttemptModel):
@@ -112,13 +112,20 @@ class Task(AttemptModel):
         DEAD = "dead", "Dead"
 
     TERMINAL_STATES = (State.SUCCEEDED, State.FAILED, State.DEAD)
+    UNFINISHED_STATES = (State.PENDING, State.QUEUED, State.PAUSED, State.RUNNING)
     job_kind = TASKS
     attempt_log = AttemptLog("pixelmill.tasks", "attempt finished", "task")
     calls_providers = True
 
-    campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="tasks")
-    source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="tasks")
-    recipe_version = models.ForeignKey(RecipeVersion, on_delete=models.PROTECT, related_name="tasks")
+    # No index of their own: the indexes below lead with each of them (campaign; source in the unique
+    # constraint; recipe_version in task_version_campaign). Every index costs each of a Process's 100,000
+    # inserts, and PostgreSQL's planner preferred the bare campaign index, reading all of a campaign's tasks
+    # to count a few of them.
+    campaign = models.ForeignKey("Campaign", on_delete=models.CASCADE, related_name="tasks", db_index=False)
+    source = models.ForeignKey(SourceImage, on_delete=models.CASCADE, related_name="tasks", db_index=False)
+    recipe_version = models.ForeignKey(
+        RecipeVersion, on_delete=models.PROTECT, related_name="tasks", db_index=False
+    )
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     run_number = models.PositiveIntegerField(
         default=0,
@@ -175,6 +182,17 @@ class Task(AttemptModel):
             ),
             # The current run's counts per state, for the progress panel.
             models.Index(fields=["campaign", "run_number", "state"], name="task_campaign_run"),
+            # The failures page: a campaign's failed tasks in order, a page at a time.
+            models.Index(
+                fields=["campaign", "id"], condition=Q(state__in=["failed", "dead"]), name="task_failed"
+            ),
+            # The progress panel's "retrying": few rows, where PostgreSQL read the campaign's every task
+            # (23 ms at 100,000) for lack of an index holding attempts and the error.
+            models.Index(
+                fields=["campaign", "run_number"],
+                condition=Q(state="queued", attempts__gt=0) & ~Q(error_message=""),
+                name="task_retrying",
+            ),
             # Recent succeeded tasks: the measured task time of estimates, system-wide charts.
             models.Index(fields=["state", "finished_at"]),
             # "Which images already have this version": the estimate and Process count it per version.
@@ -302,10 +320,13 @@ class Progress:
 
     @classmethod
     def for_tasks(cls, tasks: TaskQuerySet) -> Progress:
-        counts = {row["state"]: row["n"] for row in tasks.order_by().values("state").annotate(n=Count("pk"))}
+        # COUNT(*), not COUNT(id): PostgreSQL answers these from the indexes alone only when no column
+        # outside them is named (SQLite's indexes carry the id, PostgreSQL's do not): 36 ms → 10 ms for
+        # 100,000 tasks.
+        counts = {row["state"]: row["n"] for row in tasks.order_by().values("state").annotate(n=Count("*"))}
         now = timezone.now()
         recent = tasks.filter(finished_at__gte=now - cls.WINDOW).order_by()
-        stats = recent.aggregate(n=Count("pk"), since=models.Min("started_at"))
+        stats = recent.aggregate(n=Count("*"), since=models.Min("started_at"))
         retrying = tasks.filter(state=Task.State.QUEUED, attempts__gt=0).exclude(error_message="").count()
         window = 0.0
         if stats["n"]:

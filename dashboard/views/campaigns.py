@@ -25,6 +25,7 @@ from dashboard.views.intake import REFUSALS_SHOWN, remembered_upload
 from jobs.providers.fal import IMAGE_SIZE_PRESETS
 
 GALLERY_PAGE_SIZE = 24
+CAMPAIGNS_PAGE_SIZE = 25
 GENERATIONS_PAGE_SIZE = 50
 
 
@@ -37,10 +38,16 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         campaign.save()
         messages.success(request, f"Campaign “{campaign.name}” created. Add images to get started.")
         return redirect(campaign)
-    campaigns = list(Campaign.objects.visible_to(request.user).select_related("team").with_counts())
+    # Newest first, a page at a time: a year of campaigns is hundreds of rows, each with its counts.
+    page = Paginator(
+        Campaign.objects.visible_to(request.user).select_related("team"), CAMPAIGNS_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    campaigns = page.object_list.counted()
     for campaign in campaigns:
         campaign.run_bar = RunBar(campaign.task_count, campaign.done_count, campaign.failed_count)
-    return render(request, "dashboard/campaign_list.html", {"campaigns": campaigns, "form": form})
+    return render(
+        request, "dashboard/campaign_list.html", {"campaigns": campaigns, "page": page, "form": form}
+    )
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,12 @@ def render_campaign(
             ),
         )
     )
-    page = Paginator(sources, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    # The campaign's images are counted once for the page, the gallery's pager and the estimate.
+    image_count = campaign.sources.count()
+    paginator = Paginator(sources, GALLERY_PAGE_SIZE)
+    if not gallery_filter.is_active:
+        paginator.count = image_count  # a cached_property: the pager takes this count as its own
+    page = paginator.get_page(request.GET.get("page"))
     for source in page.object_list:
         source.gallery_tasks = newest_per_recipe(source.tasks.all())
     # Outputs only for the tasks a tile shows, not for every earlier version's.
@@ -108,9 +120,8 @@ def render_campaign(
             source.gallery_tasks = [item for item in source.gallery_tasks if gallery_filter.shows(item.task)]
     selected_recipes = set(campaign.recipes.filter(is_active=True).values_list("pk", flat=True))
     outputs = Output.objects.filter(task__campaign=campaign).tally()
-    image_count = campaign.sources.count()
     has_tasks = campaign.tasks.exists()
-    estimate = estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)}))
+    estimate = estimate_context(campaign, EstimateForm({"recipes": list(selected_recipes)}), image_count)
     failure_causes = Task.objects.for_campaign(campaign).failed().causes()
     recipe_updates = campaign.recipe_updates()
     refused_urls = campaign.url_imports.filter(

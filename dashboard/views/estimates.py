@@ -15,11 +15,13 @@ from dashboard.forms import BudgetForm, EstimateForm
 from dashboard.models import Campaign
 
 
-def estimate_context(campaign: Campaign, form: EstimateForm) -> dict[str, object]:
+def estimate_context(
+    campaign: Campaign, form: EstimateForm, image_count: int | None = None
+) -> dict[str, object]:
     """The fragment's context; an invalid deadline is reported without losing the rest of the estimate."""
     form.is_valid()
     recipes = form.cleaned_data.get("recipes") or []
-    estimate = estimate_run(campaign, recipes)
+    estimate = estimate_run(campaign, recipes, image_count=image_count)
     deadline = form.cleaned_data.get("deadline")
     return {
         "campaign": campaign,

@@ -99,8 +99,15 @@ def campaign_failures(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = visible_campaign(request, pk)
     groups = Task.objects.for_campaign(campaign).failed().causes()
     failures, cause, code = failure_selection(request, campaign)
-    failures = failures.select_related("source", "recipe_version__recipe")
-    page = Paginator(failures, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
+    # The page's ids first, from the failed tasks' own index in id order, then those 50 rows with their
+    # image and recipe: paging the joined rows had PostgreSQL join and sort every failure of the campaign
+    # before the OFFSET (68 ms for the last of 61 pages).
+    page = Paginator(failures.values_list("pk", flat=True), FAILURES_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    page.object_list = list(
+        failures.filter(pk__in=list(page.object_list)).select_related("source", "recipe_version__recipe")
+    )
     selection = "&".join(
         f"{key}={quote(value)}"
         for key, value in (("cause", cause and cause.slug), ("code", code))

@@ -155,7 +155,7 @@ def test_an_encoder_option_on_the_wrong_format_is_a_validation_error(ready_recip
         output.full_clean()
 
 
-def test_campaign_counts_come_from_subqueries_not_a_join_of_sources_and_tasks(campaign, ready_recipes):
+def test_campaign_counts_come_from_grouped_queries_not_a_join_of_sources_and_tasks(campaign, ready_recipes):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -166,11 +166,43 @@ def test_campaign_counts_come_from_subqueries_not_a_join_of_sources_and_tasks(ca
         make_task(campaign, recipe, sha=f"{n}" * 64, state=state)
     make_source(campaign, sha="f" * 64)  # an image with no task yet
     with CaptureQueriesContext(connection) as queries:
-        row = Campaign.objects.with_counts().get(pk=campaign.pk)
+        [row] = Campaign.objects.filter(pk=campaign.pk).counted()
     assert (row.source_count, row.task_count, row.done_count, row.failed_count) == (6, 5, 4, 2)
-    assert "JOIN" not in queries[0]["sql"].upper()
+    assert not any("JOIN" in query["sql"].upper() for query in queries)
     empty = Campaign.objects.create(name="Empty", team=campaign.team)
-    assert Campaign.objects.with_counts().get(pk=empty.pk).task_count == 0
+    [row] = Campaign.objects.filter(pk=empty.pk).counted()
+    assert (row.source_count, row.task_count) == (0, 0)
+
+
+def test_a_finished_campaigns_counts_are_cached_until_work_or_images_are_added(
+    campaign, ready_recipes, django_assert_num_queries
+):
+    """An idle campaign is counted once: its figures change only with a new run or a newer image, which
+    both change its cache key. A busy campaign's task counts are kept for a few seconds only."""
+    from dashboard.models import Campaign
+    from dashboard.services import requeue_tasks
+
+    recipe = ready_recipes["social-ads-pack"]
+    make_task(campaign, recipe, sha="1" * 64, state="succeeded")
+    failed = make_task(campaign, recipe, sha="2" * 64, state="failed")
+    [row] = Campaign.objects.filter(pk=campaign.pk).counted()
+    assert (row.source_count, row.task_count, row.done_count, row.failed_count) == (2, 2, 2, 1)
+    with django_assert_num_queries(1):  # the campaigns only: the figures come from the cache
+        [row] = Campaign.objects.filter(pk=campaign.pk).counted()
+    assert (row.task_count, row.failed_count) == (2, 1)
+
+    make_source(campaign, sha="3" * 64)  # a newer image: counted again
+    [row] = Campaign.objects.filter(pk=campaign.pk).counted()
+    assert row.source_count == 3
+
+    requeue_tasks(Campaign.objects.get(pk=campaign.pk).tasks.filter(pk=failed.pk))  # a new run: counted again
+    [row] = Campaign.objects.filter(pk=campaign.pk).counted()
+    assert (row.done_count, row.failed_count) == (1, 0)
+    with django_assert_num_queries(1):  # busy and counted a moment ago: kept for BUSY_COUNTS_SECONDS
+        Campaign.objects.filter(pk=campaign.pk).counted()
+    Task.objects.filter(pk=failed.pk).update(state="succeeded")  # as a worker finishes it: idle again
+    [row] = Campaign.objects.filter(pk=campaign.pk).counted()
+    assert (row.done_count, row.failed_count) == (2, 0)
 
 
 def test_progress_counts_the_current_run_not_the_campaigns_history(campaign, ready_recipes, db):

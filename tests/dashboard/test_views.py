@@ -560,3 +560,68 @@ def test_an_upload_that_refused_a_file_keeps_add_images_open_and_says_so_at_the_
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert open_sections(page)["add-images"] is True
     assert text_of(page, "upload-notice") == "Last upload: Added 0 image(s). 1 refused. See which Dismiss"
+
+
+def add_tasks(
+    campaign, recipe, count: int, *, first: int = 0, state: str = "succeeded", **fields
+) -> list[Task]:
+    return [
+        make_task(campaign, recipe, sha=f"{n:064x}", state=state, **fields)
+        for n in range(first, first + count)
+    ]
+
+
+def count_queries(client, url: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url)  # warm: the session and any figures cached on a first view
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_the_campaign_page_runs_as_many_queries_for_100_tasks_as_for_10(
+    marketer_client, campaign, ready_recipes, django_assert_max_num_queries
+):
+    recipe = ready_recipes["social-ads-pack"]
+    add_tasks(campaign, recipe, 10, state="failed", error_code="timeout")
+    url = reverse("campaign-detail", args=[campaign.pk])
+    few = count_queries(marketer_client, url)
+    add_tasks(campaign, recipe, 90, first=10, state="failed", error_code="timeout")
+    with django_assert_max_num_queries(few):
+        marketer_client.get(url)
+
+
+def test_the_campaign_list_shows_25_campaigns_a_page_in_as_many_queries_for_40_as_for_2(
+    marketer_client, team, ready_recipes
+):
+    recipe = ready_recipes["social-ads-pack"]
+    for n in range(2):
+        add_tasks(Campaign.objects.create(name=f"Week {n}", team=team), recipe, 3, first=n * 3)
+    few = count_queries(marketer_client, reverse("campaign-list"))
+    for n in range(2, 40):
+        add_tasks(Campaign.objects.create(name=f"Week {n}", team=team), recipe, 3, first=n * 3)
+    assert count_queries(marketer_client, reverse("campaign-list")) <= few
+
+    first = marketer_client.get(reverse("campaign-list")).content.decode()
+    assert "Week 39" in first and "Week 14" not in first  # newest first
+    assert "Page 1 of 2" in first
+    second = marketer_client.get(reverse("campaign-list"), {"page": 2}).content.decode()
+    assert "Week 14" in second and "Week 0" in second and "Week 15" not in second
+    assert "3/3" in second  # each campaign's counts, on every page
+
+
+def test_a_failures_page_holds_its_own_50_failures_in_order_whatever_the_page(
+    marketer_client, campaign, ready_recipes, django_assert_max_num_queries
+):
+    recipe = ready_recipes["social-ads-pack"]
+    failed = add_tasks(campaign, recipe, 120, state="failed", error_code="timeout")
+    add_tasks(campaign, recipe, 5, first=500)  # succeeded: never listed
+    url = reverse("campaign-failures", args=[campaign.pk])
+    first = count_queries(marketer_client, url)
+    with django_assert_max_num_queries(first):
+        last = marketer_client.get(url, {"page": 3})
+    assert last.context["page"].object_list == failed[100:]
+    assert "Page 3 of 3" in last.content.decode()
+    assert marketer_client.get(url, {"page": 2}).context["page"].object_list == failed[50:100]
