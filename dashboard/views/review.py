@@ -126,6 +126,7 @@ def output_compare(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "campaign": task.campaign,
             "output": output,
+            "output_as_list": [output],  # for the rule flags, shared with the gallery
             "task": task,
             "source": task.source,
             "siblings": task.outputs.order_by("pk"),

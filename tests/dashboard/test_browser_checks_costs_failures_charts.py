@@ -73,10 +73,14 @@ def test_an_admin_sets_a_size_limit_and_the_gallery_flags_the_output_that_breaks
     flagged = page.locator(".output.violates")
     assert flagged.count() == 1 and flagged.get_attribute("title").startswith("⚠ display-300x250 300×250")
     assert flagged.locator(".flag").inner_text() == "⚠"
-    rule = page.inner_text(".rule-flags li.rule-max_bytes")
-    assert re.search(r"display-300x250: [\d.]+ KB, over the 2 KB limit \(even at quality 30\)", rule), rule
+    why = r"[\d.]+ KB, over the 2 KB limit \(even at quality 30\)"
+    assert re.search(f"· ⚠ {why}", flagged.get_attribute("title")), "the reason shows on hovering the ⚠"
     assert "quality 85" in page.get_attribute(".output[data-output=leaderboard]", "title")  # within 150 KB
     screenshot(page, "channel-rules")
+    flagged.click()  # the output's own page lists the rules it breaks
+    rule = page.inner_text(".rule-flags li.rule-max_bytes")
+    assert re.search(f"display-300x250: {why}", rule), rule
+    page.go_back()
     # The notice's link shows just the images with an output that breaks a rule.
     page.click("#rules-banner >> text=Show it")
     page.wait_for_url(lambda url: "state=rule_breaking" in url)

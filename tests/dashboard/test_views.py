@@ -298,10 +298,13 @@ def test_the_gallery_flags_each_output_that_breaks_a_channel_rule_with_the_rule(
     )
     page = marketer_client.get(campaign.get_absolute_url()).content.decode()
     assert "1 output breaks a channel rule" in page
-    assert f"display-300x250: {message}" in visible_text(page)
     [flagged] = find_all(page, "a", class_="output violates")
     assert flagged.attrs["data-output"] == "display-300x250" and flagged.text == "⚠"
     assert flagged.attrs["title"].startswith("⚠ display-300x250 300×250")
+    assert flagged.attrs["title"].endswith(f" · ⚠ {message}"), "the reason, on hovering the ⚠"
+    # The output's own page lists the rules it breaks.
+    output_page = marketer_client.get(flagged.attrs["href"]).content.decode()
+    assert f"display-300x250: {message}" in visible_text(output_page)
     assert [img.attrs["alt"] for img in find_all(page, "img") if "/gallery.webp" in img.attrs["src"]] == [
         "display-300x250 300×250",
         "facebook 1200×628",
