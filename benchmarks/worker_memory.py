@@ -7,6 +7,10 @@ reads the peak resident size (VmHWM, /proc) of the worker and, with a forking wo
 work-horse RQ forks for the job, sampled every few milliseconds while it lives (VmHWM only grows, so the
 last sample holds its peak). Target: at most 100 MB for each process.
 
+Then, in a fresh process set up as a worker is (Django, `jobs.worker.warm_up`), the same render phase by
+phase: resident size before each phase and its peak during it (VmHWM, reset at each phase), so the gap to
+the target can be named.
+
     python -m benchmarks.worker_memory [--photo photo-24mp] [--worker-class jobs.worker.ForkingPixelmillWorker]
 
 Everything runs in a throwaway directory with its own embedded Redis and SQLite database.
@@ -39,8 +43,12 @@ def main() -> None:
         help="comma-separated worker classes to measure, one worker each",
     )
     parser.add_argument("--repeat", type=int, default=1, help="tasks run one after another per worker")
+    parser.add_argument("--phases-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.phases_child:
+        print_phases(Path(args.phases_child))
+        return
     from benchmarks.corpus import REAL_CORPUS_DIR, real_corpus
     from benchmarks.web_server import set_up_django
     from dashboard.redis_server import EmbeddedRedis
@@ -66,6 +74,13 @@ def main() -> None:
                     )
                     + f"; task {figures['seconds']:.1f} s"
                 )
+            print(
+                "Phase by phase, in one process set up as a worker (resident MB before it, peak MB during it):"
+            )
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.worker_memory", "--phases-child", str(photo.path)],
+                cwd=ROOT, env=os.environ.copy(), check=True,
+            )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -117,6 +132,34 @@ def measure(worker_class: str, data: bytes, repeat: int) -> dict[str, float]:
         "horse_peak_mb": horses.peak_kb / 1024,
         "seconds": seconds,
     }
+
+
+def print_phases(path: Path) -> None:
+    import django
+
+    django.setup()
+    from dashboard.ready_recipes import ready_pipeline
+    from jobs.rendering import run_pipeline
+    from jobs.worker import warm_up
+
+    rows: list[tuple[str, int, int]] = []
+    running = ["python, Django set up"]
+
+    def mark(next_phase: str) -> None:
+        """The phase running ends (its resident size now, its peak) and `next_phase` begins."""
+        rows.append((running[0], status_kb(os.getpid(), "VmRSS"), status_kb(os.getpid(), "VmHWM")))
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM starts again from the resident size
+        running[0] = next_phase
+
+    mark("warm_up: the job modules")
+    warm_up()
+    mark("the photo's bytes, the recipe")
+    data = path.read_bytes()
+    steps, specs = ready_pipeline("social-ads-pack")
+    run_pipeline(data, steps, specs, on_step=mark)
+    mark("")
+    for phase, resident, peak in rows:
+        print(f"  {phase:32} {resident / 1024:6.1f} MB at its end, peak {peak / 1024:6.1f} MB")
 
 
 class HorsePeaks(threading.Thread):

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import numpy as np
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from jobs.errors import PermanentError
@@ -399,6 +398,8 @@ def _normalise(
 
 def _to_8bit(image: Image.Image) -> Image.Image:
     # Pillow's own convert("L") clips 16-bit values at 255, which turns most photos white.
+    import numpy as np  # here: a worker rendering 8-bit JPEGs need not carry it
+
     values = np.asarray(image)
     if image.mode.startswith("I;16"):
         scaled = (values.astype(np.uint32) * 255 + 32767) // 65535

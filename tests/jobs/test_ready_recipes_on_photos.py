@@ -17,7 +17,8 @@ from PIL import Image, ImageFilter
 from dashboard.ready_recipes import READY_RECIPES, ready_pipeline
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, decode_keeping_profile
-from jobs.operations import Canvas, OperationContext, content_box
+from jobs.operations import Canvas, OperationContext
+from jobs.operations.cutout import content_box
 from jobs.outputs import OutputSpec
 from jobs.rendering import render_outputs, run_pipeline
 
