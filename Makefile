@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum requirements-bench.txt | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.dev-installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 
-.PHONY: run test corpus contact-sheet lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e clean
+.PHONY: run test corpus contact-sheet lint format chaos chaos-postgres provider-chaos bench bench-render bench-dashboard bench-providers bench-e2e bench-memory clean
 
 run: $(STAMP)
 	$(PY) manage.py up
@@ -54,6 +54,10 @@ bench-dashboard: $(STAMP)
 
 bench-providers: $(STAMP)
 	$(PY) -m benchmarks.remote_throughput $${BENCH_PROVIDERS_ARGS:---images 300 --workers 2,4,1x10,2x5}
+
+# One real worker's resident memory (and its work-horse's) from start through a 24 MP social-pack render.
+bench-memory: $(STAMP) corpus
+	$(PY) -m benchmarks.worker_memory $(BENCH_MEMORY_ARGS)
 
 # Long: 1,000 twelve-megapixel JPEGs through `manage.py process`, one worker per core.
 bench-e2e: $(STAMP) $(BENCH_STAMP)

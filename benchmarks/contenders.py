@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from PIL import Image, ImageOps
 
 from jobs import rendering
-from jobs.imaging import decode_image, place_window, read_dimensions
+from jobs.imaging import decode_keeping_profile, place_window, read_dimensions
 from jobs.operations import colour_rgb
 from jobs.outputs import OutputSpec
 from jobs.rendering import PREVIEW_SPEC, draft_size, encode, frame, run_pipeline
@@ -90,7 +90,7 @@ class Floor(Contender):
         self.draft = draft_size(data, [], with_preview(specs))
 
     def run(self) -> list[bytes]:
-        decode_image(self.data, min_size=self.draft)
+        decode_keeping_profile(self.data, min_size=self.draft)  # the renderer's own decode
         return [encode(picture, spec) for picture, spec in self.pictures]
 
 

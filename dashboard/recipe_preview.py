@@ -22,7 +22,6 @@ from jobs.imaging import decode_image, make_thumbnail, read_dimensions
 from jobs.operations import Operation, build_operation
 from jobs.outputs import OutputSpec
 from jobs.rendering import run_pipeline
-from jobs.samples import product_jpeg
 
 # Made by jobs.samples (a product on a studio sweep), so every install has something to preview on.
 BUNDLED_SAMPLES = {
@@ -109,6 +108,8 @@ def sample_choices(user) -> list[tuple[str, str]]:
 @functools.lru_cache(maxsize=len(BUNDLED_SAMPLES))
 def bundled_sample(key: str) -> bytes:
     seed, _ = BUNDLED_SAMPLES[key]
+    from jobs.samples import product_jpeg  # numpy: imported by the admin page that draws it, not by workers
+
     return product_jpeg(*BUNDLED_SIZE, seed=seed)
 
 

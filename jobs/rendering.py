@@ -19,8 +19,10 @@ from jobs.imaging import (
     FOCUS_KEY,
     WHOLE_SOURCE,
     decode_image,
+    decode_keeping_profile,
     fill_crop,
     read_dimensions,
+    to_srgb,
 )
 from jobs.operations import Operation, OperationContext, Upscale, colour_rgb
 from jobs.outputs import LOSSY_FORMATS, OutputSpec, RuleViolation, check_rules
@@ -93,7 +95,11 @@ def required_size(source_size: tuple[int, int], specs: Sequence[OutputSpec]) -> 
 
 
 def render_outputs(
-    image: Image.Image, specs: Sequence[OutputSpec], *, release_source: bool = False
+    image: Image.Image,
+    specs: Sequence[OutputSpec],
+    *,
+    release_source: bool = False,
+    profile: bytes | None = None,
 ) -> list[RenderedOutput]:
     """Every spec from one image, each resized picture made once however many specs share it.
 
@@ -105,6 +111,11 @@ def render_outputs(
     Memory: an intermediate is dropped once no output left needs it, and with `release_source`
     the source's pixels too (the image is closed; its size and info stay readable), so a 24 MP
     decode is gone before the largest output is padded and encoded.
+
+    With `profile` (the ICC profile `image`'s colours are in, from `decode_keeping_profile`), every
+    picture resampled from `image` itself is converted to sRGB as it is made, and those made from it
+    need nothing more: the lcms pass runs over the largest output (or half-size level), not the decode,
+    and before padding, so a canvas keeps its exact colour.
     """
     if image.mode not in MODES:
         image = image.convert("RGBA" if image.has_transparency_data else "RGB")
@@ -126,19 +137,19 @@ def render_outputs(
             ]
             target = spec.resized_size(image.size)
             if spec.fit == "fill" and target != (spec.width, spec.height):
-                picture = fill_window(image, frames, target, spec)
+                picture = fill_window(image, frames, target, spec, profile)
                 release_frames(frames, remaining, image, pictures, release_source)
             else:
-                scaled = scaled_frame(frames, target)
+                scaled = scaled_frame(frames, target, profile)
                 # The smaller pictures made from this one are made now, so it can go as soon as it is
                 # framed: a 24 MP decode's 2000 px zoom is not held through its canvas's WebP encode.
                 for later in remaining:
                     later_target = later.resized_size(image.size)
                     if later.fit != "fill" and base_for(frames, later_target) is scaled:
-                        scaled_frame(frames, later_target)
+                        scaled_frame(frames, later_target, profile)
                 # Before the padded canvas is made, so the decode and the canvas are never both held.
                 release_frames(frames, remaining, image, pictures, release_source, keep=scaled)
-                picture = frame(scaled, spec, image.info)
+                picture = frame(to_srgb(scaled, profile) if scaled is image else scaled, spec, image.info)
                 del scaled
                 # The source may have been what was framed: it goes before the canvas is encoded.
                 release_frames(frames, remaining, image, pictures, release_source, keep=picture)
@@ -201,45 +212,59 @@ def cascade_base(frames: Sequence[Image.Image], target: tuple[int, int]) -> Imag
     return base
 
 
-def resampling_base(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
+def resampling_base(
+    frames: list[Image.Image], target: tuple[int, int], profile: bytes | None = None
+) -> Image.Image:
     """`base_for`, halved (and each half kept in `frames`) while the half is still CASCADE_FACTOR×
-    `target`: the box filter does the cheap part of a large reduction, once for every output."""
+    `target`: the box filter does the cheap part of a large reduction, once for every output. A half
+    of the source (`frames[0]`, in the colours of `profile`) is converted to sRGB as it is made."""
     base = base_for(frames, target)
     while base.size != target:
         half = (round(base.width / 2), round(base.height / 2))
         if half[0] < target[0] * CASCADE_FACTOR or half[1] < target[1] * CASCADE_FACTOR:
             break
-        base = halve(base)
+        base = to_srgb(halve(base), profile) if base is frames[0] else halve(base)
         frames.append(base)
     return base
 
 
-def scaled_frame(frames: list[Image.Image], target: tuple[int, int]) -> Image.Image:
-    """The whole picture at `target` size, made once and kept as a base for smaller outputs."""
-    base = resampling_base(frames, target)
+def scaled_frame(
+    frames: list[Image.Image], target: tuple[int, int], profile: bytes | None = None
+) -> Image.Image:
+    """The whole picture at `target` size, made once and kept as a base for smaller outputs; in sRGB
+    unless it is the source itself (see render_outputs)."""
+    base = resampling_base(frames, target, profile)
     if base.size == target:
         return base
     resized = resample(base, target)
+    if base is frames[0]:
+        resized = to_srgb(resized, profile)
     resized.info = dict(frames[0].info)
     frames.append(resized)
     return resized
 
 
 def fill_window(
-    image: Image.Image, frames: list[Image.Image], target: tuple[int, int], spec: OutputSpec
+    image: Image.Image,
+    frames: list[Image.Image],
+    target: tuple[int, int],
+    spec: OutputSpec,
+    profile: bytes | None = None,
 ) -> Image.Image:
-    """A `fill` output: the window around the focus, resampled straight to the box.
+    """A `fill` output: the window around the focus, resampled straight to the box, in sRGB.
 
     Resampling only the window (a fractional box, filtered with the pixels around it) gives the
     pixels a resize-then-crop would, without filtering the columns or rows the crop throws away.
     """
     left, top, _, _ = fill_crop(target, (spec.width, spec.height), image.info)
-    base = resampling_base(frames, target)
+    base = resampling_base(frames, target, profile)
     if base.size == target:
-        return base.crop((left, top, left + spec.width, top + spec.height))
-    sx, sy = base.width / target[0], base.height / target[1]
-    box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
-    return resample(base, (spec.width, spec.height), box)
+        window = base.crop((left, top, left + spec.width, top + spec.height))
+    else:
+        sx, sy = base.width / target[0], base.height / target[1]
+        box = (left * sx, top * sy, (left + spec.width) * sx, (top + spec.height) * sy)
+        window = resample(base, (spec.width, spec.height), box)
+    return to_srgb(window, profile) if base is frames[0] else window
 
 
 def output_frame(spec: OutputSpec, size: tuple[int, int], hints: Mapping[str | tuple[int, int], Any]) -> Box:
@@ -404,9 +429,13 @@ def run_pipeline(
         if on_step:
             on_step(step)
         started = time.perf_counter()
-        image = decode_image(
-            source, max_pixels=max_pixels, min_size=draft_size(source, steps, specs, max_pixels)
-        )
+        min_size = draft_size(source, steps, specs, max_pixels)
+        profile: bytes | None = None
+        if steps:
+            image = decode_image(source, max_pixels=max_pixels, min_size=min_size)
+        else:
+            # Nothing reads the colours before the outputs are resized: convert those, not the decode.
+            image, profile = decode_keeping_profile(source, max_pixels=max_pixels, min_size=min_size)
         timed("decode", started)
         if focus is not None:
             # Hints are the only thing `info` holds after decoding; the chosen point replaces them all.
@@ -423,7 +452,9 @@ def run_pipeline(
             on_step(step)
         started = time.perf_counter()
         # The preview is one more output, so it is cut from a small intermediate too.
-        *outputs, preview = render_outputs(image, [*specs, PREVIEW_SPEC], release_source=True)
+        *outputs, preview = render_outputs(
+            image, [*specs, PREVIEW_SPEC], release_source=True, profile=profile
+        )
         timed("render", started)
     except StepError as error:
         error.step = step

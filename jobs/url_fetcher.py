@@ -7,13 +7,16 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
 from django.conf import settings
 
 from jobs.errors import PermanentError, TransientError
 from jobs.public_addresses import IPAddress, IPNetwork, address_problem, parse_networks
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_REDIRECTS = 3
 
@@ -111,6 +114,8 @@ def fetch_image(url: str, *, client: httpx.Client | None = None) -> FetchedImage
     Raises PermanentError when trying again cannot help (a refused address, a 404, too large) and
     TransientError when it may (a timeout, a refused connection, a 5xx or 429).
     """
+    import httpx  # on the first download, not in every worker
+
     limit = settings.PIXELMILL_MAX_UPLOAD_BYTES
     own_client = client is None
     client = client or httpx.Client(
@@ -150,6 +155,8 @@ def post_json(url: str, body: bytes, headers: Mapping[str, str], *, timeout: flo
     Returns the HTTP status without reading the answer; a refused address, a timeout or a failed connection
     raise PermanentError with a reason a marketer can read.
     """
+    import httpx  # on the first download, not in every worker
+
     with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
         try:
             response = pinned_request(

@@ -16,7 +16,8 @@ heartbeat and its own job; local work takes the process's one CPU turn (`jobs.cp
 never render side by side. The main thread handles the signals: a first SIGTERM lets every thread
 finish its job, a second one ends the process, and leases and the reconciler recover what was running.
 
-`ForkingPixelmillWorker` keeps RQ's fork per job for those who prefer that isolation; both warm up once.
+`ForkingPixelmillWorker` keeps RQ's fork per job for those who prefer that isolation. Both import the job
+modules once; only the forking one loads numpy, OpenCV and httpx up front (see `warm_up_libraries`).
 """
 
 from __future__ import annotations
@@ -39,22 +40,35 @@ from jobs import telemetry
 
 
 def warm_up() -> None:
-    """Import and build what every job needs; nothing here may open a database or Redis connection.
+    """Import the job entry points and Pillow's plugins; nothing here may open a database or Redis connection.
 
-    With forking, whatever a work-horse imports dies with it: without this, every job would import httpx,
-    numpy and the operations again and build a TLS context, about 0.3 s of CPU.
+    Only what every job needs: numpy and OpenCV (about 40 MB resident, for the steps that find a subject
+    or cut one out), httpx and the TLS context (for provider calls, URL imports and webhooks) are loaded
+    by the first job that uses them, so a worker that renders JPEGs or waits on providers never carries
+    the rest (`make bench-memory`).
     """
     from PIL import Image
 
     import jobs.deferred_uploads  # noqa: F401
     import jobs.generation  # noqa: F401
     import jobs.reconciler  # noqa: F401
-    import jobs.tasks  # noqa: F401  (imports the pipeline, the operations, numpy and httpx)
+    import jobs.tasks  # noqa: F401
     import jobs.url_imports  # noqa: F401
     import jobs.webhooks  # noqa: F401
-    from jobs.providers.client import tls_context
 
     Image.init()
+
+
+def warm_up_libraries() -> None:
+    """What a job may load on first use, loaded now: for a forking worker, whose work-horse would
+    otherwise import numpy, OpenCV and httpx and build a TLS context again on every job (about 0.3 s of
+    CPU), since whatever a horse imports dies with it."""
+    import httpx  # noqa: F401
+
+    import jobs.operations.cutout  # noqa: F401  (numpy, OpenCV)
+    import jobs.operations.saliency  # noqa: F401
+    from jobs.providers.client import tls_context
+
     tls_context()
 
 
@@ -212,6 +226,7 @@ class ForkingPixelmillWorker(RegisteredWorker, Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         warm_up()
+        warm_up_libraries()
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         super().fork_work_horse(job, queue)

@@ -2,7 +2,6 @@
 
 from jobs.operations.base import Operation, OperationContext, load_builtin_asset
 from jobs.operations.compositing import carry_hints
-from jobs.operations.cutout import content_box
 from jobs.operations.framing import Canvas, SmartCrop
 from jobs.operations.overlays import TextOverlay, Watermark
 from jobs.operations.params import (
@@ -34,7 +33,6 @@ __all__ = [
     "build_operation",
     "carry_hints",
     "colour_rgb",
-    "content_box",
     "load_builtin_asset",
     "normalise_aspect",
     "normalise_colour",

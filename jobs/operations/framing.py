@@ -12,9 +12,7 @@ from PIL import Image
 from jobs.imaging import EXTENT_KEY, FOCUS_KEY, SUBJECT_KEY, ImageInfoDict, fill_crop
 from jobs.operations.base import Operation, OperationContext
 from jobs.operations.compositing import move_hints
-from jobs.operations.cutout import content_box
 from jobs.operations.params import ParamReader, aspect_ratio, colour_rgb
-from jobs.operations.saliency import locate_subject
 
 # A 45% margin makes the canvas 100× the subject's area; beyond this we shrink the subject instead.
 MAX_CANVAS_PIXELS = 50_000_000
@@ -45,6 +43,10 @@ class Canvas(Operation):
         )
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
+        from jobs.operations.cutout import (
+            content_box,  # numpy and OpenCV: loaded by the first step that needs them
+        )
+
         crop = content_box(image) if self.trim else None
         crop = crop or (0, 0, image.width, image.height)
         subject = image.crop(crop) if crop != (0, 0, image.width, image.height) else image
@@ -110,7 +112,9 @@ class SmartCrop(Operation):
         if EXTENT_KEY in image.info:
             hints[EXTENT_KEY] = image.info[EXTENT_KEY]
         if crop == (0, 0, image.width, image.height):
-            result = image.copy()
+            # A new Image over the same pixels, not a copy: a 24 MP decode is 96 MB, and steps never
+            # change their input in place.
+            result = image._new(image.im)
             result.info = hints
             return result
         result = image.crop(crop)
@@ -127,6 +131,8 @@ class SmartCrop(Operation):
         if isinstance(given, tuple) and len(given) == 2:
             hints = {key: image.info[key] for key in (FOCUS_KEY, SUBJECT_KEY) if key in image.info}
         else:
+            from jobs.operations.saliency import locate_subject  # numpy and OpenCV, as above
+
             subject = locate_subject(image, self.focus)
             hints = {FOCUS_KEY: subject.focus, SUBJECT_KEY: subject.box}
         if not self.aspect:

@@ -6,13 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps, ImageStat
 
 from jobs.errors import PermanentError
 from jobs.operations.base import Operation, OperationContext
 from jobs.operations.compositing import carry_hints, join_alpha, split_alpha
-from jobs.operations.cutout import already_cut_out, background_alpha, check_cutout
 from jobs.operations.params import ParamReader
 
 # Upscaling and canvases must not create images no later step could afford to hold.
@@ -53,6 +51,9 @@ class RemoveBackground(Operation):
         )
 
     def apply(self, image: Image.Image, context: OperationContext) -> Image.Image:
+        # numpy and OpenCV are loaded by the first step that needs them, not by every worker.
+        from jobs.operations.cutout import already_cut_out, background_alpha, check_cutout
+
         if already_cut_out(image):
             # Its backdrop is gone already, and the mask is the user's own, not ours to judge.
             return carry_hints(image, image.copy())
@@ -74,6 +75,8 @@ class RemoveBackground(Operation):
         """A provider's cut-out of `image` passes the same gate as ours, or is handled the same way."""
         if result.mode != "RGBA":
             return result  # flattened onto a colour by the provider: no mask for the gate to judge
+        from jobs.operations.cutout import check_cutout
+
         try:
             check_cutout(image, result.getchannel("A"))
         except PermanentError as error:
@@ -174,6 +177,8 @@ def _balance_white(rgb: Image.Image, visible: Image.Image | None) -> Image.Image
     Averaging only low-saturation pixels estimates the light's cast without letting a big blue
     product drag the whole picture towards orange; with too few of them we leave colours alone.
     """
+    import numpy as np
+
     scale = min(1.0, 256 / max(rgb.size))
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
     pixels = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.float32)
@@ -199,6 +204,8 @@ def _bound_shift(
         return original
     if visible is not None and visible.getbbox() is None:
         return original
+    import numpy as np
+
     before = np.array(ImageStat.Stat(original, visible).mean)
     after = np.array(ImageStat.Stat(corrected, visible).mean)
     shift = np.abs(after - before).max()

@@ -120,7 +120,13 @@ def find_faces(image: Image.Image) -> SalientSubject | None:
     or None. Haar cascade from OpenCV's own data, no model download."""
     scale = min(1.0, _FACE_LONG_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    grey = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    # An RGB photo is made small before it is made grey: grey first was a full-size copy (24 MB at 24 MP).
+    small = (
+        image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L")
+        if image.mode == "RGB"
+        else image.convert("L").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
+    grey = np.asarray(small)
     smallest = max(20, round(_MIN_FACE * max(size)))
     if min(size) < smallest:
         return None
@@ -170,7 +176,8 @@ def _face_cascade() -> cv2.CascadeClassifier:
 
 
 def _small_lab(image: Image.Image, long_side: int) -> np.ndarray:
-    rgb = image.convert("RGB")
+    # convert() to the same mode is a full copy (96 MB for a 24 MP decode): only convert what is not RGB.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     if image.mode == "RGBA":
         # Judge a cut-out against neutral grey, not against whatever its transparent pixels hold.
         rgb = Image.new("RGB", image.size, (128, 128, 128))

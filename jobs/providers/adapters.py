@@ -11,14 +11,15 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jobs.errors import PermanentError
 from jobs.operations import Operation
 from jobs.providers import REMBG_MODELS
 from jobs.providers.client import ProviderClient
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
-import httpx
 from redis import Redis
 
 from jobs.backoff import backoff_delay
@@ -34,6 +33,9 @@ from jobs.providers import ProviderConfig
 from jobs.providers.error_mapping import raise_for_provider_status, transient_for_exception
 from jobs.ratelimit import COOLING, GRANTED, ProviderLimiter, ProviderLimits
 from jobs.telemetry import CIRCUIT_OPENED, record_provider_call
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pixelmill.providers")
 USER_AGENT = "Pixelmill/1.0 (+https://github.com/pixelmill)"
@@ -97,6 +99,9 @@ class ProviderClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        # httpx (with its asyncio and TLS stack) is imported by the first provider call, not by every worker.
+        import httpx
+
         self.config = config
         self.policy = policy or ClientPolicy()
         self.log_context = dict(log_context or {})
@@ -141,6 +146,8 @@ class ProviderClient:
         self, method: str, url: str, *, endpoint: str, limited: bool = True, **kwargs: Any
     ) -> httpx.Response:
         """One logical call, retried inline while that is cheap; returns a successful, fully read response."""
+        import httpx
+
         failures = rate_limited = 0
         while True:
             open_for = self.breaker.open_for()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from jobs.errors import CreditsExhaustedError, PermanentError, RateLimitedError, StepError, TransientError
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_RETRY_AFTER = 1.0
 
@@ -88,6 +89,8 @@ def error_for_status(response: httpx.Response, provider: str) -> StepError:
 
 def transient_for_exception(error: httpx.HTTPError, provider: str) -> TransientError:
     """Timeouts and broken connections are worth another try."""
+    import httpx
+
     if isinstance(error, httpx.TimeoutException):
         return TransientError(f"{provider} did not answer in time.", code="timeout")
     return TransientError(

@@ -16,15 +16,15 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import httpx
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from redis import Redis
 
 from jobs.errors import PermanentError
 from jobs.providers.client import ProviderClient
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_MODEL = "fal-ai/flux/schnell"
 DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
@@ -200,6 +200,10 @@ class FalWebhook:
             signature = bytes.fromhex(self.signature)
         except ValueError:
             return False
+        # Imported here: cryptography's bindings are 6 MB resident that only a fal webhook needs.
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         message = self.message(body)
         for raw in public_keys:
             try:

@@ -327,5 +327,15 @@ def swapped_channels_profile() -> bytes:
     return rgb_icc_profile(_SRGB_BLUE, _SRGB_GREEN, _SRGB_RED, description="Swapped channels")
 
 
+def adobe_rgb_profile() -> bytes:
+    """A wide-gamut profile with Adobe RGB (1998)'s colorants (D50-adapted) and gamma 2.2."""
+    return rgb_icc_profile(
+        (0.6097, 0.3111, 0.0195),
+        (0.2053, 0.6257, 0.0609),
+        (0.1492, 0.0632, 0.7446),
+        description="Adobe-like RGB",
+    )
+
+
 def jpeg_with_icc(image: Image.Image, icc: bytes) -> bytes:
     return jpeg(image, icc_profile=icc)

@@ -6,17 +6,19 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from jobs.errors import PermanentError
 from jobs.imaging import (
     FOCUS_KEY,
     SUBJECT_KEY,
     decode_image,
+    decode_keeping_profile,
     encode_intermediate,
     make_thumbnail,
     probe_image,
     read_dimensions,
+    to_srgb,
 )
 from tests.jobs import images
 
@@ -93,6 +95,25 @@ def test_icc_profile_is_converted_to_srgb_and_stripped():
     r, g, b = image.getpixel((16, 16))
     assert not (r > 150 and g < 80)  # the profile said those channels mean something else
     assert "icc_profile" not in image.info and "exif" not in image.info
+
+
+def test_keeping_the_profile_hands_back_the_stored_colours_and_to_srgb_converts_them_as_decoding_does():
+    wide = images.adobe_rgb_profile()
+    data = images.jpeg_with_icc(Image.new("RGB", (32, 32), (40, 160, 60)), wide)
+    kept, profile = decode_keeping_profile(data)
+    assert profile == wide and "icc_profile" not in kept.info
+    assert kept.getpixel((16, 16)) == Image.open(io.BytesIO(data)).convert("RGB").getpixel((16, 16))
+    assert to_srgb(kept, profile).getpixel((16, 16)) == decode_image(data).getpixel((16, 16))
+
+
+def test_keeping_the_profile_still_converts_what_is_not_rgb_and_leaves_srgb_alone():
+    cmyk, cmyk_profile = decode_keeping_profile(images.cmyk_jpeg(Image.new("RGB", (16, 16), (200, 30, 30))))
+    assert cmyk.mode == "RGB" and cmyk_profile is None
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _, srgb_profile = decode_keeping_profile(images.jpeg_with_icc(images.photo(32, 24), srgb))
+    assert srgb_profile is None
+    _, broken = decode_keeping_profile(images.jpeg_with_icc(images.photo(32, 24), b"not a profile" * 16))
+    assert broken is None
 
 
 def test_draft_decodes_a_jpeg_smaller_but_never_below_the_request():

@@ -10,10 +10,17 @@ from PIL import Image, ImageCms, features
 
 from benchmarks import quality
 from jobs.errors import PermanentError
-from jobs.imaging import FOCUS_KEY
+from jobs.imaging import FOCUS_KEY, decode_image
 from jobs.operations import Operation, OperationContext, build_operation
 from jobs.outputs import OutputSpec, OutputSpecError
-from jobs.rendering import SRGB_PROFILE, render_outputs, required_size, run_pipeline, trace_windows
+from jobs.rendering import (
+    PREVIEW_SPEC,
+    SRGB_PROFILE,
+    render_outputs,
+    required_size,
+    run_pipeline,
+    trace_windows,
+)
 from tests.jobs import images
 from tests.jobs.similarity import ssim
 
@@ -180,14 +187,20 @@ def decoded_size_spy(monkeypatch) -> dict:
     from jobs import rendering
 
     decoded: dict = {}
-    real = rendering.decode_image
+    real, real_keeping = rendering.decode_image, rendering.decode_keeping_profile
 
     def spy(data, **kwargs):
         image = real(data, **kwargs)
         decoded["size"] = image.size
         return image
 
+    def spy_keeping(data, **kwargs):
+        image, profile = real_keeping(data, **kwargs)
+        decoded["size"] = image.size
+        return image, profile
+
     monkeypatch.setattr(rendering, "decode_image", spy)
+    monkeypatch.setattr(rendering, "decode_keeping_profile", spy_keeping)
     return decoded
 
 
@@ -268,6 +281,38 @@ def test_outputs_are_tagged_srgb_never_with_the_sources_profile(fmt):
     profile = ImageCms.ImageCmsProfile(io.BytesIO(opened(output.data).info["icc_profile"]))
     assert ImageCms.getProfileDescription(profile).strip() == "sRGB built-in"
     assert swapped not in output.data
+
+
+def test_a_wide_gamut_photo_converted_after_resizing_has_the_colours_of_one_converted_first():
+    """With no steps, the renderer converts the resized pictures to sRGB, not the decode: every kind of
+    output (pad, fill, fit, the preview) matches converting first, and a padded canvas keeps its exact
+    colour. (Only at a saturated edge may a pixel differ more: clipping to sRGB before or after Lanczos.)"""
+    source = images.jpeg_with_icc(images.photo(1600, 1200), images.adobe_rgb_profile())
+    specs = [
+        OutputSpec("zoom", 1000, 1000, "pad", "png"),
+        OutputSpec("story", 270, 480, "fill", "png"),
+        OutputSpec("banner", 728, 90, "fill", "png"),
+        OutputSpec("thumb", 150, 150, "fit", "png"),
+    ]
+    deferred = run_pipeline(source, [], specs)
+    *first, first_preview = render_outputs(decode_image(source), [*specs, PREVIEW_SPEC])
+    for later, converted in zip(deferred.outputs, first, strict=True):
+        a, b = pixels(later.data), pixels(converted.data)
+        assert a.shape == b.shape
+        difference = np.abs(a - b)
+        assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 4
+        assert np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).max() < 0.2
+    # The preview is lossy WebP: its encoder's noise, not the conversion, moves single pixels.
+    a, b = pixels(deferred.preview), pixels(first_preview.data)
+    assert np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).max() < 0.5
+    zoom = opened(deferred.outputs[0].data)
+    assert zoom.getpixel((500, 5)) == (255, 255, 255)  # the pad, untouched by the conversion
+    unconverted = render_outputs(Image.open(io.BytesIO(source)).convert("RGB"), specs[:1])[0]
+    assert np.abs(pixels(unconverted.data) - pixels(deferred.outputs[0].data)).mean() > 2  # it was converted
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(opened(data).convert("RGB"), dtype=np.int16)
 
 
 def test_steps_are_announced_in_order_and_pillow_errors_become_permanent_with_a_ref_not_their_words():

@@ -4,9 +4,13 @@ forgot registers again at its next heartbeat."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import django_rq
 import pytest
@@ -197,3 +201,47 @@ def test_a_worker_that_outlives_a_redis_flush_registers_again_within_a_heartbeat
         f"\n3 RQ workers of one process registered again {back_after:.1f} s after FLUSHALL (heartbeat {heartbeat} s)"
     )
     assert back_after < heartbeat * 3
+
+
+HEAVY_LIBRARIES = ("numpy", "cv2", "httpx", "cryptography.hazmat.bindings._rust")
+
+
+def imported_after(code: str) -> list[str]:
+    """The heavy libraries a fresh process set up as a worker has imported after running `code`."""
+    script = (
+        "import sys, django; django.setup()\n"
+        f"{code}\n"
+        f"print('imported:' + ','.join(name for name in {HEAVY_LIBRARIES!r} if name in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "dashboard.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("imported:")]
+    return [name for name in line.removeprefix("imported:").split(",") if name]
+
+
+def test_a_worker_starts_without_numpy_opencv_httpx_or_cryptography_and_loads_them_when_a_job_needs_them():
+    """The job modules are imported at start; the 50 MB of libraries only some steps use are not."""
+    assert imported_after("from jobs.worker import warm_up; warm_up()") == []
+    smart_crop = (
+        "from jobs.worker import warm_up; warm_up()\n"
+        "from PIL import Image\n"
+        "from jobs.operations import OperationContext, build_operation\n"
+        "build_operation('smart_crop', {}).apply(Image.new('RGB', (64, 48), 'red'), OperationContext.default())"
+    )
+    assert {"numpy", "cv2"} <= set(imported_after(smart_crop))
+
+
+def test_a_forking_worker_loads_the_libraries_up_front_so_its_work_horses_do_not():
+    assert set(
+        imported_after("from jobs.worker import warm_up, warm_up_libraries; warm_up(); warm_up_libraries()")
+    ) == {
+        "numpy",
+        "cv2",
+        "httpx",
+    }
