@@ -14,7 +14,7 @@ The simulator cuts out by a brightness threshold (`cheap_cutouts`) unless `--rea
 segmentation costs about 70 ms of CPU a call, which at 20 calls/s would take 1.4 of the two cores from
 the workers being measured; a real provider's work runs on its own machines (the 100 ms latency stands for it).
 
-    python -m benchmarks.remote_throughput [--images 300] [--workers 2,4,1x10,2x5] [--real-cutouts]
+    python -m benchmarks.remote_throughput [--images 300] [--workers 2x4,1x10,2x5,4] [--real-cutouts]
 
 Everything runs in a throwaway directory with its own embedded Redis and SQLite database.
 """
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument(
         "--workers",
-        default="2,4,1x10,2x5",
+        default="2x4,1x10,2x5,4",
         help="Comma-separated worker processes to compare, each N or NxTHREADS.",
     )
     parser.add_argument("--worker-class", default=None, help="e.g. rq.SimpleWorker (no fork per job).")
