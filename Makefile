@@ -53,7 +53,7 @@ bench-dashboard: $(STAMP)
 	$(PY) -m benchmarks.dashboard_scale $(BENCH_DASHBOARD_ARGS)
 
 bench-providers: $(STAMP)
-	$(PY) -m benchmarks.remote_throughput $${BENCH_PROVIDERS_ARGS:---images 300 --workers 2,4,1x10,2x5}
+	$(PY) -m benchmarks.remote_throughput $${BENCH_PROVIDERS_ARGS:---images 300 --workers 2x4,1x10,2x5,4}
 
 # One real worker's resident memory (and its work-horse's) from start through a 24 MP social-pack render.
 bench-memory: $(STAMP) corpus

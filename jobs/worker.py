@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import sys
 import threading
 from types import FrameType
 from typing import Any
@@ -141,6 +142,11 @@ class PixelmillWorker(InProcessWorker):
         self.siblings: list[ThreadWorker] = []
         if threads > 1:
             one_malloc_arena()
+            # A thread whose booked provider call is due waits for the GIL behind the thread that holds it
+            # (rendering, RQ's bookkeeping), up to the switch interval each time it blocks on a socket; at
+            # CPython's 5 ms, a few of those turned into tens of milliseconds between the limiter letting a
+            # call go and its bytes leaving, and calls reached the provider bunched (docs/performance.md).
+            sys.setswitchinterval(0.001)
             # SIGALRM reaches only the main thread: every thread's job timeout is a timer instead.
             self.death_penalty_class = TimerDeathPenalty
             self.siblings = [

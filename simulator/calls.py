@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
@@ -79,6 +80,9 @@ class Call:
         self.exchange = exchange
         self.seq = seq
         self.started = started
+        # A provider's gateway counts a request against its limits when it arrives, not once its own
+        # threads have read the body: this is when the request line and headers were read.
+        self.arrived = time.monotonic()
         self.method = exchange.method
         self.path = split.path
         self.query = parse_qs(split.query)

@@ -19,8 +19,10 @@ class TokenBucket:
     at: float  # time.monotonic() of the last refill
 
     def refill(self, rate: float, burst: int, now: float) -> float:
+        # Requests judged by their arrival may be judged a little out of order (each on its own thread): an
+        # earlier one judged after a later one gets no refill, so the bucket is never more generous for it.
         self.tokens = min(float(burst), self.tokens + max(0.0, now - self.at) * rate)
-        self.at = now
+        self.at = max(self.at, now)
         return self.tokens
 
     def take(self, rate: float, burst: int, now: float) -> float:
@@ -123,14 +125,21 @@ class Faults:
                 return kind
         return None
 
-    def admit(self, provider: str, settings: SimulatorConfig) -> tuple[float, str] | None:
-        """None when the call may run (it now counts as in flight), else (seconds to wait, outcome)."""
+    def admit(
+        self, provider: str, settings: SimulatorConfig, arrived: float | None = None
+    ) -> tuple[float, str] | None:
+        """None when the call may run (it now counts as in flight), else (seconds to wait, outcome).
+
+        The rate is judged at `arrived` (time.monotonic() when the request arrived; now if not given).
+        """
         with self._lock:
             state = self._states[provider]
             if settings.concurrency is not None and state.in_flight >= settings.concurrency:
                 return settings.retry_after_seconds, "concurrency_limited"
             if settings.rate_per_second is not None and (
-                wait := state.bucket.take(settings.rate_per_second, settings.burst, time.monotonic())
+                wait := state.bucket.take(
+                    settings.rate_per_second, settings.burst, time.monotonic() if arrived is None else arrived
+                )
             ):
                 # Whole seconds, at least one: the earliest time asking again can succeed.
                 return max(1, math.ceil(wait)), "rate_limited"

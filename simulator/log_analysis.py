@@ -68,3 +68,32 @@ def requests_before_deadline(
                 offending.append(dict(call))
     offending.sort(key=lambda c: c["started"])
     return offending
+
+
+def token_bucket_refusals(times: Iterable[float], rate: float, burst: int = 1) -> int:
+    """How many of these send times a provider's token bucket (`rate` per second, `burst` deep) would refuse.
+
+    The bucket is judged as GCRA: a call at t conforms when t >= TAT - (burst - 1) / rate, and only a call
+    that conforms moves TAT on (to max(t, TAT) + 1 / rate), as a refused call takes no token.
+    """
+    interval = 1 / rate
+    tolerance = (burst - 1) * interval
+    theoretical = -math.inf
+    refused = 0
+    for t in sorted(times):
+        if t < theoretical - tolerance:
+            refused += 1
+        else:
+            theoretical = max(t, theoretical) + interval
+    return refused
+
+
+def most_in_any_window(times: Iterable[float], seconds: float = 1.0) -> int:
+    """The most send times in any half-open window [t, t + seconds): what a sliding-window limit counts."""
+    ordered = sorted(times)
+    most = start = 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - seconds:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

@@ -249,7 +249,7 @@ class ProviderSimulator:
         if answer is None:
             answer = self._check_key(call, fmt, settings)
         if answer is None:
-            refused = self.faults.admit(fmt.name, settings)
+            refused = self.faults.admit(fmt.name, settings, arrived=call.arrived)
             admitted = refused is None
             if refused is not None:
                 wait, outcome = refused

@@ -3,8 +3,8 @@
 Every request to a provider goes through `ProviderClient.send`, which
 
 1. refuses while the provider's circuit is open (the caller may fall back to another provider);
-2. takes a token and a concurrency slot from the limits every worker shares, waiting inline only for
-   short waits and otherwise handing the task back to the scheduler (`DeferredError`);
+2. books a send time and a concurrency slot on the limits every worker shares and sends right at that
+   time, waiting inline only for short waits and otherwise handing the task back (`DeferredError`);
 3. maps the answer to our errors: a 429 sets a cool-down for every worker until its Retry-After,
    5xx/timeouts/resets retry with exponential backoff and jitter, other 4xx fail permanently with the
    provider's own reason, 402 pauses the campaign;
@@ -31,7 +31,7 @@ from jobs.breaker import BreakerPolicy, CircuitBreaker
 from jobs.errors import DeferredError, RateLimitedError, StepError, TransientError
 from jobs.providers import ProviderConfig
 from jobs.providers.error_mapping import raise_for_provider_status, transient_for_exception
-from jobs.ratelimit import COOLING, GRANTED, ProviderLimiter, ProviderLimits
+from jobs.ratelimit import LimitWaitError, ProviderLimiter, ProviderLimits
 from jobs.telemetry import CIRCUIT_OPENED, record_provider_call
 
 if TYPE_CHECKING:
@@ -205,28 +205,15 @@ class ProviderClient:
         return self.send("GET", url, endpoint=endpoint, limited=False)
 
     def _acquire(self) -> str:
-        """Book a send time on the shared schedule, sleep until it, then take a concurrency slot.
-
-        Waits inline while the total stays under `max_inline_wait`; beyond that the task is handed back.
-        """
+        """Book a send time and a concurrency slot on the shared limits, sleep until the time, and return
+        the slot's holder: the request goes out at once. Waits inline while that stays under
+        `max_inline_wait`; beyond it the task is handed back."""
         holder = f"{self.log_context.get('job_id', 'call')}:{uuid.uuid4().hex[:12]}"
-        waited = 0.0
-        while True:
-            reservation = self.limiter.reserve(self.policy.max_inline_wait - waited)
-            if not reservation.granted:
-                raise self._deferral(reservation.wait)
-            self.sleep(reservation.wait)
-            waited += reservation.wait
-            while True:
-                state, wait = self.limiter.take_slot(holder)
-                if state == GRANTED:
-                    return holder
-                if state == COOLING:
-                    break  # a 429 arrived meanwhile: book again, after its cool-down
-                if waited + wait > self.policy.max_inline_wait:
-                    raise self._deferral(wait)
-                self.sleep(wait)
-                waited += wait
+        try:
+            self.limiter.acquire(holder, self.policy.max_inline_wait, sleep=self.sleep)
+        except LimitWaitError as wait:
+            raise self._deferral(wait.wait) from None
+        return holder
 
     def _deferral(self, wait: float) -> DeferredError:
         cooling = self.limiter.cooling_for()

@@ -53,7 +53,7 @@ class Photoroom(Format):
         background = parse_colour(form.fields["bg_color"]) if form.fields.get("bg_color") else None
         crop = parse_bool(form.fields.get("crop"), "crop")
 
-        cutout = cut_out(fit_pixels(decode_image(data), self.sizes[size]))
+        cutout = cut_out(fit_pixels(decode_image(data), self.sizes[size]), cheap=settings.cheap_cutouts)
         score = uncertainty(cutout.getchannel("A"))
         if crop:
             cutout = crop_to_subject(cutout)

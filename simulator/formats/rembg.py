@@ -65,7 +65,11 @@ class Rembg(Format):
         post_process = parse_bool(form.fields.get("ppm"), "ppm")
 
         # Alpha matting widens the soft edge by about half the erode size; af/ab are its trimap thresholds.
-        cutout = cut_out(decode_image(data), feather=min(20.0, erode / 2) if matting else None)
+        cutout = cut_out(
+            decode_image(data),
+            feather=min(20.0, erode / 2) if matting else None,
+            cheap=settings.cheap_cutouts,
+        )
         alpha = cutout.getchannel("A")
         if matting:
             alpha = alpha.point(lambda v: 255 if v >= foreground else 0 if v <= background else v)

@@ -102,7 +102,7 @@ class RemoveBg(Format):
         if channels not in ("rgba", "alpha"):
             raise Refusal(400, "Invalid channels: use rgba or alpha.", "invalid_channels")
 
-        cutout = cut_out(fit_pixels(decode_image(data), self.sizes[size]))
+        cutout = cut_out(fit_pixels(decode_image(data), self.sizes[size]), cheap=settings.cheap_cutouts)
         if crop:
             cutout = crop_to_subject(cutout)
         output = cutout.getchannel("A") if channels == "alpha" else cutout

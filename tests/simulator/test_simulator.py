@@ -384,6 +384,27 @@ def test_the_token_bucket_answers_429_past_its_burst(sim, client):
     )
 
 
+def test_the_token_bucket_counts_a_call_when_it_arrives_not_once_its_body_is_read(sim):
+    """A provider's gateway counts a call as it arrives; the simulator's own time reading a body (a slow
+    upload here, its threads waiting for a busy CPU in a benchmark) must not move it next to the call after."""
+    sim.configure(provider="rembg", rate_per_second=5, burst=1)  # one call per 200 ms
+    form = httpx.Request("POST", sim.url("rembg") + "/api/remove", files={"file": ("p.png", SMALL_PRODUCT)})
+    body = form.read()
+
+    def slow_upload():
+        time.sleep(0.3)
+        yield body
+
+    with httpx.Client(timeout=5) as http:
+        slow = http.post(
+            form.url, content=slow_upload(), headers={"Content-Type": form.headers["Content-Type"]}
+        )
+        # Sent as soon as the first is answered: 300 ms after the first arrived, a few after its body did.
+        right_after = http.post(form.url, files={"file": ("p.png", SMALL_PRODUCT)})
+
+    assert [slow.status_code, right_after.status_code] == [200, 200]
+
+
 def test_the_concurrency_limit_answers_429_past_the_limit(sim):
     sim.configure(provider="rembg", concurrency=2, latency_ms=400)
     barrier = threading.Barrier(4)
