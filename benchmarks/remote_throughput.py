@@ -22,7 +22,6 @@ Everything runs in a throwaway directory with its own embedded Redis and SQLite 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -34,6 +33,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_MS, RATE, CONCURRENCY = 100.0, 20.0, 10
@@ -218,14 +219,6 @@ class PeakMemory(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
 
 
 def rss_kb(pid: int) -> int:

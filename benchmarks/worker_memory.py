@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.processes import children
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MB = 100
 WORKER_CLASSES = ("jobs.worker.PixelmillWorker", "jobs.worker.ForkingPixelmillWorker")
@@ -183,14 +185,6 @@ class HorsePeaks(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
 
 
 def status_kb(pid: int, field: str) -> int:

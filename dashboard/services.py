@@ -30,7 +30,7 @@ from dashboard.models import (
 )
 from dashboard.prompts import PromptSpec
 from jobs.errors import BudgetCapReachedError
-from jobs.queueing import DEFERRED_UPLOADS, GENERATIONS, URL_IMPORTS, enqueue_attempts
+from jobs.queueing import DEFERRED_UPLOADS, GENERATIONS, URL_IMPORTS, JobKind, enqueue_attempts
 
 
 @dataclass(frozen=True)
@@ -371,36 +371,26 @@ def retryable_url_imports(imports: QuerySet[UrlImport]) -> QuerySet[UrlImport]:
 
 def requeue_url_imports(imports: QuerySet[UrlImport]) -> int:
     """failed/dead → queued with fresh attempts (the server is back, or an operator trusted its network)."""
-    with transaction.atomic():
-        rows = list(retryable_url_imports(imports).select_for_update().values_list("pk", "attempts"))
-        UrlImport.objects.filter(
-            pk__in=[pk for pk, _ in rows], state__in=[UrlImport.State.FAILED, UrlImport.State.DEAD]
-        ).update(
-            state=UrlImport.State.QUEUED,
-            max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
-            queued_at=timezone.now(),
-            next_attempt_at=None,
-            finished_at=None,
-            error_code="",
-            error_message="",
-        )
-        attempts = [(pk, done + 1) for pk, done in rows]
-        transaction.on_commit(lambda: enqueue_attempts(attempts, URL_IMPORTS))
-    return len(rows)
+    return requeue_with_fresh_attempts(retryable_url_imports(imports), URL_IMPORTS)
 
 
 def requeue_deferred_uploads(uploads: QuerySet[DeferredUpload]) -> int:
     """dead → queued with fresh attempts, for the uploads whose file is still stored: a worker gave up while
     storage or the database were away. A failed one (its file refused) or one already brought in is left."""
+    return requeue_with_fresh_attempts(
+        uploads.filter(state=DeferredUpload.State.DEAD).exclude(file=""), DEFERRED_UPLOADS
+    )
+
+
+def requeue_with_fresh_attempts(rows: QuerySet[Any], kind: JobKind) -> int:
+    """Failed or dead attempt rows (UrlImport, DeferredUpload) → queued, with PIXELMILL_MAX_ATTEMPTS more
+    attempts and their error cleared; each one's next attempt is enqueued after the commit."""
+    model = rows.model
+    ended = [model.State.FAILED, model.State.DEAD]
     with transaction.atomic():
-        rows = list(
-            uploads.filter(state=DeferredUpload.State.DEAD)
-            .exclude(file="")
-            .select_for_update()
-            .values_list("pk", "attempts")
-        )
-        DeferredUpload.objects.filter(pk__in=[pk for pk, _ in rows], state=DeferredUpload.State.DEAD).update(
-            state=DeferredUpload.State.QUEUED,
+        picked = list(rows.filter(state__in=ended).select_for_update().values_list("pk", "attempts"))
+        model.objects.filter(pk__in=[pk for pk, _ in picked], state__in=ended).update(
+            state=model.State.QUEUED,
             max_attempts=F("attempts") - F("deferrals") + settings.PIXELMILL_MAX_ATTEMPTS,
             queued_at=timezone.now(),
             next_attempt_at=None,
@@ -408,9 +398,9 @@ def requeue_deferred_uploads(uploads: QuerySet[DeferredUpload]) -> int:
             error_code="",
             error_message="",
         )
-        attempts = [(pk, done + 1) for pk, done in rows]
-        transaction.on_commit(lambda: enqueue_attempts(attempts, DEFERRED_UPLOADS))
-    return len(rows)
+        attempts = [(pk, done + 1) for pk, done in picked]
+        transaction.on_commit(lambda: enqueue_attempts(attempts, kind))
+    return len(picked)
 
 
 def crops_around_subject(definition: dict[str, Any]) -> bool:
