@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -238,6 +239,31 @@ def start_worker_process(
         argv += ["--name", name]
     return subprocess.Popen(
         argv, env={**worker_environment(), **(env or {})}, cwd=Path(__file__).resolve().parent.parent
+    )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; nothing if it already exited."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_web_server(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`manage.py up` as `make run` starts it but with no RQ worker (web server and scheduler), on `port`,
+    quiet: its access log would be hundreds of probes."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "up", "--no-setup", "--workers", "0", "--port", str(port)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**worker_environment(), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 

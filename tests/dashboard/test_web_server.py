@@ -4,11 +4,8 @@ neither take the site down nor hold a connection forever."""
 from __future__ import annotations
 
 import http.client
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.redis_server import free_port
-from tests.conftest import worker_environment
+from tests.conftest import start_web_server, stop_process
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -41,19 +38,11 @@ def web_server(redis_conn, tmp_path):
     (and a metrics folder of its own: `up` empties it at start)."""
     port = free_port()
     env = {
-        **worker_environment(),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "PIXELMILL_REQUEST_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
         "PIXELMILL_LOG_LEVEL": "ERROR",
     }
-    up = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--no-setup", "--workers", "0", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,  # the access log of hundreds of probes
-        start_new_session=True,
-    )
+    up = start_web_server(port, env)
 
     def answers() -> bool:
         try:
@@ -65,12 +54,7 @@ def web_server(redis_conn, tmp_path):
         wait_until(answers, 60, 0.2, "the web server never answered /healthz")
         yield port
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
+        stop_process(up)
 
 
 def csrf_cookie(port: int) -> str:

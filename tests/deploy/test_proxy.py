@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import http.client
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dashboard.redis_server import EmbeddedRedis, free_port
-from tests.conftest import worker_environment
+from tests.conftest import start_web_server, stop_process
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -40,15 +38,6 @@ def answers(port: int, path: str) -> bool:
         return False
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture
 def redis_server():
     server = EmbeddedRedis()
@@ -63,26 +52,18 @@ def web_port(redis_server, tmp_path_factory):
     its own metrics folder, which `up` empties at start."""
     port = free_port()
     env = {
-        **worker_environment(),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("web-metrics")),
         "REDIS_URL": redis_server.url,
         "PIXELMILL_METRICS_TOKEN": TOKEN,
         "PIXELMILL_BEHIND_PROXY": "true",
         "PIXELMILL_LOG_LEVEL": "ERROR",
     }
-    up = subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--no-setup", "--workers", "0", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    up = start_web_server(port, env)
     try:
         wait_until(lambda: answers(port, "/healthz"), 60, 0.2, "the web server never answered /healthz")
         yield port
     finally:
-        stop(up)
+        stop_process(up)
 
 
 @pytest.fixture
@@ -105,7 +86,7 @@ def proxy_port(web_port, tmp_path):
         wait_until(lambda: answers(port, "/proxy-health"), 30, 0.1, "nginx never answered")
         yield port
     finally:
-        stop(proxy)
+        stop_process(proxy)
 
 
 def test_the_proxy_passes_pages_and_readiness_and_readyz_names_a_stopped_redis(proxy_port, redis_server):

@@ -3,7 +3,6 @@ rqcron scheduler) of this host is registered in Redis, unhealthy once it stopped
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.redis_server import free_port
-from tests.conftest import start_worker_process, worker_environment
+from tests.conftest import start_worker_process, stop_process, worker_environment
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +27,6 @@ def liveness(kind: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_worker_liveness_follows_a_real_worker(redis_conn):
@@ -45,7 +35,7 @@ def test_worker_liveness_follows_a_real_worker(redis_conn):
     try:
         wait_until(lambda: liveness("worker").returncode == 0, 60, 0.5, "the running worker never showed")
     finally:
-        stop(worker)
+        stop_process(worker, 60)
     assert liveness("worker").returncode == 1, "a stopped worker unregisters, and the check says so"
 
 
@@ -61,7 +51,7 @@ def test_scheduler_liveness_follows_a_real_rqcron(redis_conn):
     try:
         wait_until(lambda: liveness("scheduler").returncode == 0, 60, 0.5, "the scheduler never showed")
     finally:
-        stop(scheduler)
+        stop_process(scheduler, 60)
 
 
 def test_liveness_fails_when_redis_does_not_answer():

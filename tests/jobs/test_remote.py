@@ -256,9 +256,8 @@ def test_a_duplicate_delivery_of_a_remote_task_calls_no_provider(
     assert len(calls(simulator, "removebg")) == 1
 
 
-def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
-    simulator, make_provider, campaign, redis_conn
-):
+def run_until_the_second_step_is_refused(simulator, make_provider, campaign) -> None:
+    """One image through a cut-out (paid, cached) and an enhance that the provider refuses once (400)."""
     removebg, pixelpanda = make_provider("removebg"), make_provider("pixelpanda")
     recipe = make_remote_recipe(
         "Two remote", [("remove_background", {}, removebg), ("enhance", {}, pixelpanda)]
@@ -267,6 +266,12 @@ def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
     simulator.configure(provider="pixelpanda", fail_next=["400"])
     process_campaign(campaign, [recipe])
     run_burst_worker()
+
+
+def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
+    simulator, make_provider, campaign, redis_conn
+):
+    run_until_the_second_step_is_refused(simulator, make_provider, campaign)
     task = Task.objects.get()
     assert task.state == Task.State.FAILED and task.error_code == "provider_rejected"
     assert task.error_step == "enhance" and "Simulated pixelpanda" in task.error_message
@@ -282,14 +287,7 @@ def test_a_requeue_after_a_later_step_failed_reuses_the_paid_result(
 def test_the_step_cache_keeps_paid_results_in_the_bucket(
     simulator, make_provider, campaign, redis_conn, s3_bucket
 ):
-    removebg, pixelpanda = make_provider("removebg"), make_provider("pixelpanda")
-    recipe = make_remote_recipe(
-        "Two remote", [("remove_background", {}, removebg), ("enhance", {}, pixelpanda)]
-    )
-    add_source(campaign, jpeg(product_on_white(240, 180)))
-    simulator.configure(provider="pixelpanda", fail_next=["400"])
-    process_campaign(campaign, [recipe])
-    run_burst_worker()
+    run_until_the_second_step_is_refused(simulator, make_provider, campaign)
     (cached,) = StepResult.objects.all()
     assert cached.file.name.startswith("stepcache/") and cached.file.name in s3_bucket.objects()
 

@@ -5,7 +5,6 @@ and not one file lands in any of their local folders."""
 from __future__ import annotations
 
 import io
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from rq import Worker
 
 from dashboard.models import Output, Recipe, Task
 from dashboard.redis_server import free_port
-from tests.conftest import worker_environment
+from tests.conftest import stop_process, worker_environment
 from tests.jobs.images import jpeg, photo
 from tests.object_store import Bucket
 from tests.polling import wait_until
@@ -50,16 +49,6 @@ def host_environment(data_dir: Path, bucket: Bucket, **extra: str) -> dict[str, 
 
 def local_files(data_dir: Path) -> list[str]:
     return sorted(str(path.relative_to(data_dir)) for path in data_dir.rglob("*") if path.is_file())
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -106,7 +95,7 @@ def hosts(tmp_path, s3_bucket, redis_conn):
         yield f"http://127.0.0.1:{port}", data_dirs
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
 
 
 def kind_of(key: str) -> str:
