@@ -63,7 +63,8 @@ def pytest_unconfigure(config) -> None:
 
 
 def pytest_generate_tests(metafunc) -> None:
-    """`real_photo` runs a test once per photo of the real-photo corpus (python -m corpus.build)."""
+    """`real_photo` runs a test once per photo of the real-photo corpus (python -m corpus.build); a test
+    marked `photos_with_profile` only on the colour photos whose ICC profile is not sRGB."""
     if "real_photo" not in metafunc.fixturenames:
         return
     from corpus.build import default_cache_dir, load_manifest
@@ -74,7 +75,30 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("real_photo", [None], ids=["no-corpus"], indirect=True)
         return
     photos = [{**entry, "path": cache / entry["file"]} for entry in manifest["photos"]]
+    if metafunc.definition.get_closest_marker("photos_with_profile"):
+        photos = [photo for photo in photos if carries_colour_profile(photo["path"])]
     metafunc.parametrize("real_photo", photos, ids=[photo["id"] for photo in photos], indirect=True)
+
+
+def carries_colour_profile(path: Path) -> bool:
+    """Whether the photo at `path` is RGB(A) with an embedded ICC profile other than sRGB, read from its
+    header only."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from jobs.imaging import register_heif
+
+    register_heif()
+    try:
+        with Image.open(path) as image:
+            icc = image.info.get("icc_profile")
+            if image.mode not in ("RGB", "RGBA") or not icc:
+                return False
+            description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+            return "srgb" not in description.lower()
+    except (OSError, ValueError, ImageCms.PyCMSError, Image.DecompressionBombError):
+        return False
 
 
 @pytest.fixture
