@@ -17,7 +17,7 @@ from PIL import Image
 from corpus.build import default_cache_dir, load_manifest
 
 THUMB_HEIGHT = 150
-KINDS = ("succeeded", "kept whole", "refused", "crashed")
+KINDS = ("succeeded", "kept whole", "partly made", "refused", "crashed")
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -135,8 +135,9 @@ def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path) -> Row:
             recipe["slug"], "crashed", f"{type(error).__name__}: {error}", time.perf_counter() - started
         )
     seconds = time.perf_counter() - started
-    notes = [note["message"] for note in result.notes]
-    row = Row(recipe["slug"], "kept whole" if notes else "succeeded", "; ".join(notes), seconds)
+    codes = {note["code"] for note in result.notes}
+    kind = "kept whole" if "kept_whole" in codes else "partly made" if "not_made" in codes else "succeeded"
+    row = Row(recipe["slug"], kind, "; ".join(note["message"] for note in result.notes), seconds)
     folder = out / recipe["slug"] / photo_id
     folder.mkdir(parents=True, exist_ok=True)
     for output in result.outputs:

@@ -67,8 +67,8 @@ CAUSES: tuple[Cause, ...] = (
         "Photo does not suit the recipe",
         "For example background removal on our workers needs a plain backdrop, and a cut-out that would "
         "come out in pieces is refused. An AI provider for that step, the step's \u201ckeep whole\u201d option, "
-        "or another recipe can help.",
-        frozenset({"no_plain_background", "no_subject", "unusable_cutout", "text_too_long"}),
+        "or another recipe can help. A photo too small for every output needs a larger one, or an Upscale step.",
+        frozenset({"no_plain_background", "no_subject", "unusable_cutout", "text_too_long", "too_small"}),
     ),
     Cause(
         "worker_lost",
@@ -120,6 +120,7 @@ CODE_LABELS = {
     "no_subject": "No clear subject in the photo",
     "unusable_cutout": "The cut-out came out in pieces",
     "text_too_long": "The text does not fit",
+    "too_small": "The photo is too small for every output",
     "worker_lost": "A worker stopped part way",
     "queue_lost": "The queue lost the job",
     "database_unavailable": "The database was briefly unreachable",

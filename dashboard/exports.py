@@ -57,6 +57,17 @@ def archive_stem(display_name: str, source_id: int, taken: set[str]) -> str:
     return stem
 
 
+def task_columns(task: Task) -> dict[str, object]:
+    return {
+        "path": "",
+        "source": task.source.display_name,
+        "source_sha256": task.source.sha256,
+        "recipe": task.recipe_version.recipe.slug,
+        "recipe_version": task.recipe_version.number,
+        "task_state": task.state,
+    }
+
+
 def campaign_zip(campaign: Campaign, *, approved_only: bool = False) -> ZipStream:
     """Build the archive lazily: files are read from storage only as the response streams them.
 
@@ -118,19 +129,17 @@ def campaign_zip(campaign: Campaign, *, approved_only: bool = False) -> ZipStrea
             }
         )
     if not approved_only:
-        # Images that did not make it are listed too, so the manifest accounts for every source.
+        # Images that did not make it are listed too, so the manifest accounts for every source, and so
+        # are the outputs a photo was too small for.
         failures = Task.objects.for_campaign(campaign).failed()
         for task in failures.select_related("source", "recipe_version__recipe"):
-            writer.writerow(
-                {
-                    "path": "",
-                    "source": task.source.display_name,
-                    "source_sha256": task.source.sha256,
-                    "recipe": task.recipe_version.recipe.slug,
-                    "recipe_version": task.recipe_version.number,
-                    "task_state": task.state,
-                    "error": task.error_message,
-                }
-            )
+            writer.writerow({**task_columns(task), "error": task.error_message})
+        short = Task.objects.for_campaign(campaign).filter(notes__icontains='"not_made"')
+        for task in short.select_related("source", "recipe_version__recipe"):
+            for note in task.notes:
+                if note.get("code") == "not_made":
+                    writer.writerow(
+                        {**task_columns(task), "output": note.get("output", ""), "error": note["message"]}
+                    )
     archive.add(manifest.getvalue().encode("utf-8"), "manifest.csv")
     return archive

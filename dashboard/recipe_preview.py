@@ -83,6 +83,7 @@ class RecipePreview:
     problems: list[str] = field(default_factory=list)
     # What the steps left to say about this sample (e.g. "kept whole: needs a plain backdrop").
     notes: list[str] = field(default_factory=list)
+    not_made: list[str] = field(default_factory=list)
 
     @property
     def remote_steps(self) -> list[PreviewStep]:
@@ -227,7 +228,8 @@ def build_preview(model_admin: ModelAdmin, request: HttpRequest, recipe: Recipe)
     preview.sample_size = read_dimensions(preview.sample.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     preview.processed_thumbnail = thumbnail_uri(result.preview)
     preview.timings = result.timings
-    preview.notes = [note["message"] for note in result.notes]
+    preview.notes = [note["message"] for note in result.notes if note["code"] == "kept_whole"]
+    preview.not_made = [note["message"] for note in result.notes if note["code"] == "not_made"]
     preview.outputs = [PreviewOutput(r.spec, r.data, r.width, r.height) for r in result.outputs]
     return preview
 

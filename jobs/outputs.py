@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -31,6 +32,9 @@ LOSSY_FORMATS = ("jpeg", "webp", "avif")
 # Past this enlargement from the photo's own pixels an output looks soft, and a badge or text drawn on a
 # small photo comes out blocky: the output is flagged for a person to look at (rule "enlarged").
 MAX_ENLARGEMENT = 1.5
+# Past this one nobody would use it (a flat smear of colour from a 1×1 or 20 px photo): it is not made, and
+# the marketer reads which output and what size of photo it needs (see not_made_reason).
+MAX_ENLARGEMENT_MADE = 4.0
 
 
 class OutputSpecError(ValueError):
@@ -210,8 +214,7 @@ def check_rules(
     from, also an output enlarged past MAX_ENLARGEMENT, which no channel accepts looking soft."""
     broken: list[RuleViolation] = []
     if source is not None:
-        target = spec.resized_size(source)
-        enlargement = target[0] / source[0]
+        enlargement = enlargement_of(spec, source)
         if enlargement > MAX_ENLARGEMENT:
             shown = (max(1, round(width / enlargement)), max(1, round(height / enlargement)))
             broken.append(
@@ -246,6 +249,28 @@ def check_rules(
             RuleViolation("aspect", f"{width}×{height} is {actual}, not the required {spec.aspect}")
         )
     return tuple(broken)
+
+
+def enlargement_of(spec: OutputSpec, source: tuple[int, int]) -> float:
+    """How many times `spec` enlarges a `source`-sized picture (below 1: it shrinks it)."""
+    return spec.resized_size(source)[0] / source[0]
+
+
+def not_made_reason(spec: OutputSpec, source: tuple[int, int]) -> str | None:
+    """Why `spec` is not made from a `source`-sized picture (enlarged past MAX_ENLARGEMENT_MADE), in the
+    marketer's words with the photo size it needs; None when it is made."""
+    enlargement = enlargement_of(spec, source)
+    if enlargement <= MAX_ENLARGEMENT_MADE:
+        return None
+    width, height = spec.resized_size(source)
+    shown = (min(spec.width, width), min(spec.height, height))
+    has = (max(1, round(shown[0] / enlargement)), max(1, round(shown[1] / enlargement)))
+    needs = tuple(math.ceil(side * enlargement / MAX_ENLARGEMENT_MADE) for side in source)
+    return (
+        f"{spec.name} {spec.width}×{spec.height} not made: it would show {has[0]}×{has[1]} pixels of the "
+        f"photo enlarged {enlargement:.1f}×, a blur (it needs a photo of at least {needs[0]}×{needs[1]}, "
+        "or an Upscale step in the recipe)"
+    )
 
 
 def read_encoder_options(name: str, fmt: str, data: Mapping[str, object]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageCms
 
-from jobs.errors import InternalError, StepError
+from jobs.errors import InternalError, PermanentError, StepError
 from jobs.imaging import (
     DEFAULT_MAX_PIXELS,
     EXTENT_KEY,
@@ -25,7 +25,14 @@ from jobs.imaging import (
     to_srgb,
 )
 from jobs.operations import Operation, OperationContext, Upscale, colour_rgb
-from jobs.outputs import LOSSY_FORMATS, OutputSpec, RuleViolation, check_rules
+from jobs.outputs import (
+    LOSSY_FORMATS,
+    OutputSpec,
+    RuleViolation,
+    check_rules,
+    enlargement_of,
+    not_made_reason,
+)
 from jobs.resampling import MODES, halve, resample
 
 DEFAULT_QUALITY = {"jpeg": 85, "webp": 80, "avif": 60}
@@ -451,6 +458,7 @@ def run_pipeline(
         if on_step:
             on_step(step)
         started = time.perf_counter()
+        specs = specs_worth_making(specs, image.size, context)
         # The preview is one more output, so it is cut from a small intermediate too.
         *outputs, preview = render_outputs(
             image, [*specs, PREVIEW_SPEC], release_source=True, profile=profile
@@ -473,6 +481,30 @@ def run_pipeline(
         timings=timings,
         notes=list(context.notes),
     )
+
+
+def specs_worth_making(
+    specs: Sequence[OutputSpec], size: tuple[int, int], context: OperationContext
+) -> list[OutputSpec]:
+    """The specs a `size` picture does not have to be enlarged past MAX_ENLARGEMENT_MADE for; each
+    other one leaves a "not_made" note saying why. None left: the photo is refused as too small."""
+    made = []
+    for spec in specs:
+        reason = not_made_reason(spec, size)
+        if reason is None:
+            made.append(spec)
+        else:
+            context.note("not_made", reason, output=spec.name)
+    if specs and not made:
+        smallest = min(specs, key=lambda spec: enlargement_of(spec, size))
+        raise PermanentError(
+            "The photo is too small for every output of this recipe: even "
+            f"{smallest.name} {smallest.width}×{smallest.height} would enlarge it "
+            f"{enlargement_of(smallest, size):.1f}× into a blur. Use a larger photo, or add an Upscale "
+            "step to the recipe.",
+            code="too_small",
+        )
+    return made
 
 
 # Tracing decodes and steps at most this large: the geometry is in fractions, so a small copy finds the same

@@ -227,6 +227,8 @@ def store_result(task: Task, result: PipelineResult) -> None:
                 "earlier_approved", "source_window",
             ],
         )  # fmt: skip
+        # An output an earlier attempt made that this one did not (the photo became too small for it).
+        Output.objects.filter(task=task).exclude(name__in=[row.name for row in rows]).delete()
         changed = [row.name for row in rows if row.name in reviewed and reviewed[row.name] != row.sha256]
         if changed:
             Output.objects.filter(task=task, name__in=changed).update(

@@ -133,7 +133,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         kinds = Counter(kind for kind, *_ in photos.values())
         seconds = sum(taken for *_, taken in photos.values())
         counts = ", ".join(
-            f"{kinds[kind]} {kind}" for kind in ("succeeded", "kept whole", "refused", "crashed")
+            f"{kinds[kind]} {kind}"
+            for kind in ("succeeded", "partly made", "kept whole", "refused", "crashed")
         )
         terminalreporter.write_line(f"{slug}: {counts} of {len(photos)} photos ({seconds:.1f} s)")
         groups: dict[tuple[str, str], list[str]] = {}

@@ -209,6 +209,10 @@ class Task(AttemptModel):
         """Why background removal kept the photo whole instead (the refusal it met); "" if it did not."""
         return next((note.get("message", "") for note in self.notes if note.get("code") == "kept_whole"), "")
 
+    def not_made_reasons(self) -> list[str]:
+        """Why each output of the recipe the photo was too small for was not made; empty if all were."""
+        return [note.get("message", "") for note in self.notes if note.get("code") == "not_made"]
+
     def uses_providers(self) -> bool:
         return self.recipe_version.uses_providers(self.provider_overrides)
 

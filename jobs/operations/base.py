@@ -39,8 +39,8 @@ class OperationContext:
     def default(cls) -> OperationContext:
         return cls(load_asset=load_builtin_asset)
 
-    def note(self, code: str, message: str) -> None:
-        self.notes.append({"code": code, "message": message})
+    def note(self, code: str, message: str, **about: str) -> None:
+        self.notes.append({"code": code, "message": message, **about})
 
 
 class Operation(ABC):

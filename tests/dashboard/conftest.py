@@ -61,15 +61,26 @@ def process_uploads(client, campaign, recipes, files, capture) -> None:
 
 
 @pytest.fixture
-def banner_campaign(marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks):
+def processed(marketer_client, campaign, ready_recipes, redis_conn, django_capture_on_commit_callbacks):
+    """processed(slug, files): `files` (name → bytes) through the ready recipe `slug` on a real RQ worker;
+    returns the campaign."""
+
+    def process(slug: str, files: dict[str, bytes]):
+        recipes = [ready_recipes[slug]]
+        process_uploads(marketer_client, campaign, recipes, files, django_capture_on_commit_callbacks)
+        return campaign
+
+    return process
+
+
+@pytest.fixture
+def banner_campaign(processed):
     """Two product shots processed by the sale banner (four outputs each) through a real RQ worker."""
     files = {
         "shoe.jpg": jpeg(product_on_white(320, 240, seed=1)),
         "bag.jpg": jpeg(product_on_white(300, 260, seed=2)),
     }
-    process_uploads(
-        marketer_client, campaign, [ready_recipes["sale-banner"]], files, django_capture_on_commit_callbacks
-    )
+    campaign = processed("sale-banner", files)
     assert set(campaign.tasks.values_list("state", flat=True)) == {"succeeded"}
     return campaign
 

@@ -29,14 +29,15 @@ def test_marketer_uploads_processes_and_downloads(
     browser_page, workers, live_server, marketer, ready_recipes, tmp_path
 ):
     page = browser_page
+    # Products large enough for the 2000×2000 zoom without enlarging the cut-out past 4×.
     files = []
     for n in range(3):
         path = tmp_path / f"product-{n}.jpg"
-        path.write_bytes(jpeg(product_on_white(480, 360, seed=n, centre=(0.4 + 0.1 * n, 0.55))))
+        path.write_bytes(jpeg(product_on_white(960, 720, seed=n, centre=(0.4 + 0.1 * n, 0.55))))
         files.append(path)
     archive = tmp_path / "more-products.zip"
     archive.write_bytes(
-        zip_bytes({f"zip-{n}.jpg": jpeg(product_on_white(400, 400, seed=10 + n)) for n in range(2)})
+        zip_bytes({f"zip-{n}.jpg": jpeg(product_on_white(960, 720, seed=10 + n)) for n in range(2)})
     )
     files.append(archive)
 

@@ -34,7 +34,7 @@ def process_images(client, campaign, recipes, count: int, capture) -> None:
         if n % 20 == 1:
             files.append(upload(f"street-{n}.jpg", jpeg(photo(300, 220, seed=n))))
         else:
-            shot = product_on_white(320, 240, seed=n, centre=(0.35 + (n % 5) * 0.07, 0.55))
+            shot = product_on_white(960, 720, seed=n, centre=(0.35 + (n % 5) * 0.07, 0.55))
             files.append(upload(f"product-{n:03d}.jpg", jpeg(shot)))
     for start in range(0, count, 50):
         client.post(reverse("campaign-upload", args=[campaign.pk]), {"files": files[start : start + 50]})

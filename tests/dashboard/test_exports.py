@@ -85,7 +85,7 @@ def test_file_names_that_look_like_formulas_reach_both_manifests_as_text(
 ):
     """A cell starting with = + - @ (or a tab or CR) is prefixed with ' (OWASP's advice), so a spreadsheet
     shows the name instead of running it, in the team's ZIP and in the one a share link hands out."""
-    files = {name: jpeg(product_on_white(200 + 20 * n, 160, seed=n)) for n, name in enumerate(FORMULA_NAMES)}
+    files = {name: jpeg(product_on_white(400 + 20 * n, 320, seed=n)) for n, name in enumerate(FORMULA_NAMES)}
     process_uploads(
         marketer_client, campaign, [ready_recipes["sale-banner"]], files, django_capture_on_commit_callbacks
     )

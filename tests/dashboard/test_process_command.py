@@ -24,8 +24,9 @@ def test_process_a_folder_end_to_end(tmp_path, ready_recipes, team, redis_conn, 
     folder = tmp_path / "drop"
     (folder / "sub").mkdir(parents=True)
     for n in range(4):
-        (folder / f"photo-{n}.jpg").write_bytes(jpeg(photo(320, 240, seed=n)))
-    (folder / "sub" / "flat.png").write_bytes(png(photo(200, 200, seed=9)))
+        # Large enough for every output of the social pack (a 1080×1920 story is at most a 4× enlargement).
+        (folder / f"photo-{n}.jpg").write_bytes(jpeg(photo(640, 480, seed=n)))
+    (folder / "sub" / "flat.png").write_bytes(png(photo(500, 500, seed=9)))
     (folder / "broken.jpg").write_bytes(truncated(jpeg(photo(320, 240, seed=7))))
     export = tmp_path / "out.zip"
 

@@ -134,7 +134,9 @@ def test_a_sample_kept_whole_says_so_and_why(admin_client, ready_recipes):
     data["preview_file"] = SimpleUploadedFile("street.jpg", jpeg(photo(400, 300)))
     html = admin_client.post(PREVIEW_URL, data).content.decode()
     assert "Kept whole — background not removed" in html and "plain" in html
-    assert len(rendered_outputs(html)) == 6
+    # The 2000×2000 zoom would enlarge the 400×300 sample 5× or more: not made, and the preview says why.
+    assert len(rendered_outputs(html)) == 4
+    assert "Photo too small: zoom 2000×2000 not made" in html
 
 
 def test_an_uploaded_sample_is_used(admin_client, ready_recipes):

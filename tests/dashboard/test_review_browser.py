@@ -33,7 +33,7 @@ def photos(tmp_path, count: int) -> list[str]:
     paths = []
     for n in range(count):
         path = tmp_path / f"product-{n}.jpg"
-        path.write_bytes(jpeg(product_on_white(480, 360, seed=n, centre=(0.4 + 0.1 * n, 0.55))))
+        path.write_bytes(jpeg(product_on_white(640, 480, seed=n, centre=(0.4 + 0.1 * n, 0.55))))
         paths.append(str(path))
     return paths
 
@@ -253,7 +253,7 @@ def test_the_wipe_lines_the_original_up_with_an_output_cut_from_it(
     browser_page, live_server, marketer, marketer_client, campaign, ready_recipes, redis_conn,
     django_capture_on_commit_callbacks,
 ):  # fmt: skip
-    photo = product_on_white(480, 360, seed=3, centre=(0.35, 0.55))
+    photo = product_on_white(640, 480, seed=3, centre=(0.35, 0.55))
     process_uploads(
         marketer_client, campaign, [ready_recipes["social-ads-pack"]], {"bottle.jpg": jpeg(photo)},
         django_capture_on_commit_callbacks,

@@ -26,8 +26,8 @@ def processed_campaign(
 ):
     """A campaign with two product shots processed by the e-commerce pack through a real RQ worker."""
     files = [
-        upload("shoe.jpg", jpeg(product_on_white(320, 240, seed=1))),
-        upload("bag.jpg", jpeg(product_on_white(300, 260, seed=2))),
+        upload("shoe.jpg", jpeg(product_on_white(960, 720, seed=1))),
+        upload("bag.jpg", jpeg(product_on_white(900, 780, seed=2))),
     ]
     marketer_client.post(reverse("campaign-upload", args=[campaign.pk]), {"files": files})
     with django_capture_on_commit_callbacks(execute=True):
@@ -155,7 +155,7 @@ def test_the_gallery_shows_each_output_as_a_small_picture_kept_for_the_next_visi
     assert picture.attrs["alt"] == "zoom 2000×2000"
     [link] = [a for a in find_all(page, "a", class_="output") if a.attrs["data-output"] == "zoom"
               and a.attrs["href"] == reverse("output-compare", args=[output.pk])]  # fmt: skip
-    # ⚠ first: a 2000×2000 zoom from a 320×240 photo is flagged as enlarged.
+    # ⚠ first: a 2000×2000 zoom from a 960×720 photo is flagged as enlarged.
     assert link.attrs["title"].startswith("⚠ zoom 2000×2000 · ")
     response = marketer_client.get(url)
     image = Image.open(io.BytesIO(b"".join(response.streaming_content)))

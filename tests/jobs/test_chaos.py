@@ -128,7 +128,7 @@ class Crew:
 
 def add_sources(campaign, count: int) -> None:
     for n in range(count):
-        add_source(campaign, jpeg(photo(480, 360, seed=1000 + n)), name=f"{n}.jpg")
+        add_source(campaign, jpeg(photo(640, 480, seed=1000 + n)), name=f"{n}.jpg")
 
 
 def read_tasks(campaign) -> dict[int, tuple[str, str]]:

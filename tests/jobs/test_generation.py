@@ -57,8 +57,8 @@ def test_prompts_become_source_images_that_run_through_the_campaigns_recipes(
     generations = generate(
         campaign,
         fal_provider,
-        PromptSpec("Red sneakers on a sunny beach", seed=1, image_size="256x256", num_images=2),
-        PromptSpec("A cozy cabin in snowy woods", seed=2, image_size="256x256"),
+        PromptSpec("Red sneakers on a sunny beach", seed=1, image_size="512x512", num_images=2),
+        PromptSpec("A cozy cabin in snowy woods", seed=2, image_size="512x512"),
     )
     drain_until(lambda: settled(*generations) and not Task.objects.unfinished().exists())
 
@@ -69,7 +69,7 @@ def test_prompts_become_source_images_that_run_through_the_campaigns_recipes(
         "red-sneakers-on-a-sunny-beach-2.jpg",
         "a-cozy-cabin-in-snowy-woods.jpg",
     ]
-    assert {(s.origin, s.width, s.height) for s in sources} == {("generated", 256, 256)}
+    assert {(s.origin, s.width, s.height) for s in sources} == {("generated", 512, 512)}
     assert [s.generation_id for s in sources] == [generations[0].pk, generations[0].pk, generations[1].pk]
     tasks = Task.objects.filter(campaign=campaign)
     assert tasks.count() == 3 and set(tasks.values_list("state", flat=True)) == {"succeeded"}

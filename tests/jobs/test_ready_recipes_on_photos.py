@@ -19,11 +19,12 @@ from jobs.errors import PermanentError
 from jobs.imaging import decode_image, decode_keeping_profile
 from jobs.operations import Canvas, OperationContext
 from jobs.operations.cutout import content_box
-from jobs.outputs import OutputSpec
+from jobs.outputs import MAX_ENLARGEMENT_MADE, OutputSpec
 from jobs.rendering import render_outputs, run_pipeline
 
 RECIPES = [recipe["slug"] for recipe in READY_RECIPES]
 FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG", "avif": "AVIF"}
+ENLARGED = re.compile(r"enlarged (\d+(?:\.\d+)?)×")
 # Steps that change pixels on purpose (the sale banner's badge and logo): colour is measured around them.
 OVERLAYS = ("text_overlay", "watermark")
 # Colours are compared on pictures this long, where JPEG noise and resampling average out.
@@ -50,7 +51,7 @@ class RenderedPicture:
 class RecipeRun:
     seconds: float
     outputs: list[RenderedPicture] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
     error: BaseException | None = None
 
 
@@ -63,7 +64,7 @@ def run_ready_recipe(path: Path, slug: str) -> RecipeRun:
         result = run_pipeline(path.read_bytes(), steps, specs)
     except Exception as error:  # every kind is judged by the test, not here
         return RecipeRun(time.perf_counter() - started, error=error)
-    run = RecipeRun(time.perf_counter() - started, notes=[note["message"] for note in result.notes])
+    run = RecipeRun(time.perf_counter() - started, notes=list(result.notes))
     for output in result.outputs:
         with Image.open(io.BytesIO(output.data)) as opened:
             opened.load()
@@ -91,12 +92,13 @@ def on_white(image: Image.Image) -> Image.Image:
 def outcome(run: RecipeRun) -> tuple[str, str, str]:
     """(what happened, a key to group it by, what a person would read)."""
     if run.error is None:
+        if not run.notes:
+            return "succeeded", "", ""
         # Grouped by the reason's opening words: the figures inside ("47% of them") vary photo to photo.
-        return (
-            ("kept whole", " ".join(run.notes[0].split()[:6]), "; ".join(run.notes))
-            if run.notes
-            else ("succeeded", "", "")
-        )
+        # As on the contact sheet: a photo kept whole is that first, then one partly made.
+        kind = "kept whole" if any(note["code"] == "kept_whole" for note in run.notes) else "partly made"
+        messages = [note["message"] for note in run.notes]
+        return kind, " ".join(messages[0].split()[:6]), "; ".join(messages)
     if isinstance(run.error, PermanentError):
         return "refused", run.error.code, run.error.message
     return "crashed", type(run.error).__name__, f"{type(run.error).__name__}: {run.error}"
@@ -111,7 +113,13 @@ def test_a_ready_recipe_renders_every_output_exactly_or_refuses_plainly(real_pho
         message = run.error.message
         assert message and not JARGON.search(message), f"not plain: {message!r}"
         return
-    assert [output.spec.name for output in run.outputs] == [spec.name for spec in ready_pipeline(slug)[1]]
+    # An output the photo would have to be enlarged past 4× for is left out, and a note says which and why.
+    not_made = {note["output"]: note["message"] for note in run.notes if note["code"] == "not_made"}
+    for message in not_made.values():
+        assert float(ENLARGED.search(message).group(1)) > MAX_ENLARGEMENT_MADE, message
+    made = [output.spec.name for output in run.outputs]
+    assert made == [spec.name for spec in ready_pipeline(slug)[1] if spec.name not in not_made]
+    assert made, "a run that makes nothing is refused, not succeeded"
     for output in run.outputs:
         spec = output.spec
         assert output.format == FORMATS[spec.format], spec.name
@@ -198,7 +206,8 @@ def placed_photo(output: np.ndarray, source: Image.Image, steps: list, run: Reci
     """The part of a pad output that holds the whole photo, when the pipeline kept it whole (a note says
     so) and the canvas did not trim it; None otherwise (a cut-out shows a new backdrop on purpose)."""
     canvas = next((step for step in steps if isinstance(step, Canvas)), None)
-    if not run.notes or canvas is None or (canvas.trim and content_box(source) is not None):
+    kept_whole = any(note["code"] != "not_made" for note in run.notes)
+    if not kept_whole or canvas is None or (canvas.trim and content_box(source) is not None):
         return None
     width, height = canvas.frame_for(source.size)
     scale = min(output.shape[1] / width, output.shape[0] / height)
@@ -219,7 +228,8 @@ def test_a_photo_with_a_wide_gamut_profile_renders_the_colours_of_converting_fir
     _, specs = ready_pipeline("social-ads-pack")
     lossless = [OutputSpec(spec.name, spec.width, spec.height, spec.fit, "png") for spec in specs]
     deferred = run_pipeline(data, [], lossless).outputs
-    first = render_outputs(decode_image(data), lossless)
+    # Compared output by output: the ones this small photo would be enlarged past 4× for are made by neither.
+    first = render_outputs(decode_image(data), [output.spec for output in deferred])
     for later, converted in zip(deferred, first, strict=True):
         a = np.asarray(Image.open(io.BytesIO(later.data)).convert("RGB"), dtype=np.int16)
         b = np.asarray(Image.open(io.BytesIO(converted.data)).convert("RGB"), dtype=np.int16)

@@ -57,7 +57,7 @@ def add_source(campaign, data: bytes, name: str = "item.jpg") -> SourceImage:
 
 @pytest.fixture
 def queued_task(campaign, ready_recipes, django_capture_on_commit_callbacks):
-    add_source(campaign, jpeg(product_on_white(400, 300)))
+    add_source(campaign, jpeg(product_on_white(1200, 900)))
     with django_capture_on_commit_callbacks(execute=True):
         process_campaign(campaign, [ready_recipes["ecommerce-pack"]])
     return campaign.tasks.get()
