@@ -431,3 +431,31 @@ def test_images_one_provider_rejected_succeed_when_requeued_with_another(
     assert task.state == Task.State.SUCCEEDED, task.error_message
     assert [c["provider"] for c in task.provider_calls] == ["sim-removebg"]
     assert (len(calls(simulator, "photoroom")), len(calls(simulator, "removebg"))) == (1, 1)
+
+
+def test_a_provider_slower_than_the_timeout_is_paid_once_across_tries_and_attempts(
+    simulator, make_provider, campaign, redis_conn, settings, caplog
+):
+    """The provider takes 2.5 s, the client gives up after 1 s: both inline tries of the first attempt
+    time out and the second attempt asks again, yet the provider bills the image once. Every request
+    carries the same Idempotency-Key, so the repeats wait for the first call and get its answer."""
+    settings.PIXELMILL_PROVIDER_TRIES = 2
+    settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS = 0.01
+    removebg = make_provider("removebg", timeout_seconds=1.0)
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="removebg", latency_ms=2500)
+    process_campaign(campaign, [recipe])
+    task = Task.objects.get()
+    caplog.set_level(logging.INFO, logger="pixelmill.providers")
+
+    first, second = process_task(task.pk, 1), process_task(task.pk, 2)
+
+    sent = [record for record in caplog.records if getattr(record, "endpoint", None) == "remove_background"]
+    # The provider goes on with every request after the client has stopped waiting: let them all end.
+    wait_until(lambda: len(calls(simulator, "removebg")) >= len(sent), timeout=15)
+    paid = [entry for entry in calls(simulator, "removebg") if entry["outcome"] == "ok"]
+    assert len(paid) == 1, f"the provider billed {len(paid)} of our {len(sent)} requests"
+    assert (first, second, len(sent)) == ("timeout", "succeeded", 3), "two tries, then a second attempt"
+    task.refresh_from_db()
+    assert task.state == Task.State.SUCCEEDED, task.error_message
