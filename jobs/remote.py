@@ -113,7 +113,8 @@ class RemoteRunner:
     A `RemoteStep`'s `apply` hands its image here. The runner looks the work up in the step cache by
     (input sha256, operation, canonical params, provider), and only on a miss calls the provider, then
     stores the result before anything else happens, so a later failure of the same attempt, a retry or a
-    re-run reuses it.
+    re-run reuses it. The same key is the call's Idempotency-Key: a call that timed out here but finished
+    at the provider is answered from the provider's record when a retry or a later attempt repeats it.
     """
 
     def __init__(
@@ -191,7 +192,9 @@ class RemoteRunner:
             price = self._book(slug)
             try:
                 with cpu_released():  # only waiting: another thread of this worker may render meanwhile
-                    result = adapter_for(client).run_chain(step.operations, data, content_type)
+                    result = adapter_for(client).run_chain(
+                        step.operations, data, content_type, idempotency_key=keys[slug]
+                    )
             except StepError as error:
                 # An error answer is not billed; a timeout may have been (the work can finish unseen).
                 if error.code != "timeout":

@@ -28,6 +28,7 @@ from simulator.formats.photoroom import Photoroom
 from simulator.formats.pixelpanda import PixelPanda
 from simulator.formats.rembg import Rembg
 from simulator.formats.removebg import RemoveBg
+from simulator.replays import ReplayKey, Replays
 from simulator.request_log import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ProviderSimulator:
         self._log = RequestLog(self._config.log_limit)
         # The parts the wire formats use: stored files, limits and faults, fal's queue.
         self.files = FileStore(self._config.files_kept)
+        self.replays = Replays(self._config.files_kept)
         self.faults = Faults(self._config)
         self.fal_queue = FalQueue(self.files, self._log.record, self._log.next_seq, self._config.files_kept)
         self._formats: dict[str, Format] = {
@@ -153,7 +155,7 @@ class ProviderSimulator:
             self._config = new
             self.faults.apply(new, provider, changed)
             if provider is None:
-                self.files.kept = self.fal_queue.kept = new.files_kept
+                self.files.kept = self.fal_queue.kept = self.replays.kept = new.files_kept
                 if "log_limit" in changed:
                     self._log.resize(new.log_limit)
         if provider is None and "log_path" in changes and self._server is not None:
@@ -161,13 +163,15 @@ class ProviderSimulator:
         return new
 
     def reset(self) -> None:
-        """Clear the log and return the runtime state to what the config says: RNG, buckets, credits, fail_next.
+        """Clear the log, forget Idempotency-Key answers, and return the runtime state to what the config
+        says: RNG, buckets, credits, fail_next.
 
         Stored files and fal requests stay: a client may still be fetching them.
         """
         with self._lock:
             self._log.clear()
             self.faults.reset(self._config)
+            self.replays.clear()
 
     def log(self, kind: str | None = None) -> list[dict[str, Any]]:
         """A copy of the request log in arrival order; `kind` keeps only "api", "download", "control" or "webhook"."""
@@ -238,12 +242,14 @@ class ProviderSimulator:
             self._respond(call, json_answer(404, {"detail": "Not Found"}, "not_found"))
 
     def _serve(self, call: Call, fmt: Format, route: Route) -> None:
-        """Auth, limits, credits and faults in the order a real provider would meet them; then the work."""
+        """Auth, limits, Idempotency-Key, credits and faults in the order a real provider would meet them;
+        then the work."""
         settings = self._config.settings_for(fmt.name)
         fmt.peek_input(call)
         forced = self.faults.pop_forced(fmt.name)
         answer: Answer | None = None
-        admitted = charged = False
+        admitted = charged = replayed = False
+        replay_key: ReplayKey | None = None
         if forced is not None and forced != "ok":
             answer = fmt.fault(forced, settings)
         if answer is None:
@@ -255,6 +261,16 @@ class ProviderSimulator:
                 wait, outcome = refused
                 answer = fmt.limit_error("429", outcome)
                 answer.retry_after = wait
+        idempotency_key = call.headers.get("Idempotency-Key")
+        if answer is None and route.billable and idempotency_key:
+            key = ReplayKey(fmt.name, idempotency_key, (route.endpoint, call.input_sha256))
+            try:
+                answer = self.replays.claim(key)  # may wait for a twin still at work
+            except Refusal as refusal:
+                answer = fmt.error(refusal.status, refusal.message, refusal.code, refusal.outcome)
+            else:
+                replayed = answer is not None
+                replay_key = None if replayed else key
         if answer is None and route.billable:
             charge = self.faults.charge(fmt.name)
             charged = charge == "reserved"
@@ -265,13 +281,18 @@ class ProviderSimulator:
             answer = fmt.fault(kind, settings) if kind else None
         release = functools.partial(self.faults.release, fmt.name) if admitted else None
         try:
-            self._pause(settings)
+            if not replayed:  # a kept answer is looked up, not worked out again
+                self._pause(settings)
             if answer is None:
                 answer = self._work(call, fmt, route, settings)
         except BaseException:
             if release is not None:
                 release()
             raise
+        finally:
+            if replay_key is not None:
+                # Before a hung answer's hang: whoever waits for this key need not wait for that too.
+                self.replays.finish(replay_key, answer)
         if charged and not (answer.status is not None and 200 <= answer.status < 300):
             self.faults.refund(fmt.name)
         if answer.status is not None:

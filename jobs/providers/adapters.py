@@ -37,16 +37,25 @@ class Adapter(ABC):
         self.config = client.config
 
     @abstractmethod
-    def run(self, operation: Operation, image: bytes, content_type: str) -> RemoteResult:
+    def run(
+        self, operation: Operation, image: bytes, content_type: str, *, idempotency_key: str | None = None
+    ) -> RemoteResult:
         """Send `image` for `operation`; raises our StepErrors (the client maps HTTP answers)."""
 
-    def run_chain(self, operations: Sequence[Operation], image: bytes, content_type: str) -> RemoteResult:
+    def run_chain(
+        self,
+        operations: Sequence[Operation],
+        image: bytes,
+        content_type: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RemoteResult:
         """Several operations in one call; only providers with a batch endpoint are ever given more than one."""
         if len(operations) != 1:
             raise PermanentError(
                 f"{self.client.name} cannot run several steps in one call.", code="bad_config"
             )
-        return self.run(operations[0], image, content_type)
+        return self.run(operations[0], image, content_type, idempotency_key=idempotency_key)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -80,15 +89,24 @@ class PixelPandaAdapter(Adapter):
         "upscale": "upscale",
     }
 
-    def run(self, operation: Operation, image: bytes, content_type: str) -> RemoteResult:
+    def run(
+        self, operation: Operation, image: bytes, content_type: str, *, idempotency_key: str | None = None
+    ) -> RemoteResult:
         payload: dict[str, Any] = {"image_base64": base64.b64encode(image).decode("ascii")}
         if operation.name == "upscale":
             payload["scale_factor"] = operation.params()["factor"]
-        return self._process(self.config.path(operation.name), operation.name, payload)
+        return self._process(self.config.path(operation.name), operation.name, payload, idempotency_key)
 
-    def run_chain(self, operations: Sequence[Operation], image: bytes, content_type: str) -> RemoteResult:
+    def run_chain(
+        self,
+        operations: Sequence[Operation],
+        image: bytes,
+        content_type: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RemoteResult:
         if len(operations) == 1:
-            return self.run(operations[0], image, content_type)
+            return self.run(operations[0], image, content_type, idempotency_key=idempotency_key)
         chain: list[dict[str, Any]] = []
         for operation in operations:
             entry: dict[str, Any] = {"operation": self.BATCH_NAMES[operation.name]}
@@ -96,13 +114,16 @@ class PixelPandaAdapter(Adapter):
                 entry["scale_factor"] = operation.params()["factor"]
             chain.append(entry)
         payload = {"image_base64": base64.b64encode(image).decode("ascii"), "operations": chain}
-        return self._process(self.config.path("batch"), "batch", payload)
+        return self._process(self.config.path("batch"), "batch", payload, idempotency_key)
 
-    def _process(self, path: str, endpoint: str, payload: dict[str, Any]) -> RemoteResult:
+    def _process(
+        self, path: str, endpoint: str, payload: dict[str, Any], idempotency_key: str | None
+    ) -> RemoteResult:
         response = self.client.send(
             "POST",
             path,
             endpoint=endpoint,
+            idempotency_key=idempotency_key,
             json=payload,
             headers={"Authorization": f"Bearer {self.config.api_key()}"},
         )
@@ -125,11 +146,14 @@ class RemoveBgAdapter(Adapter):
 
     kind = "removebg"
 
-    def run(self, operation: Operation, image: bytes, content_type: str) -> RemoteResult:
+    def run(
+        self, operation: Operation, image: bytes, content_type: str, *, idempotency_key: str | None = None
+    ) -> RemoteResult:
         response = self.client.send(
             "POST",
             "/v1.0/removebg",
             endpoint=operation.name,
+            idempotency_key=idempotency_key,
             files={"image_file": ("image" + _extension(content_type), image, content_type)},
             data={
                 "size": str(self.config.options.get("size", "auto")),
@@ -154,11 +178,14 @@ class PhotoroomAdapter(Adapter):
 
     kind = "photoroom"
 
-    def run(self, operation: Operation, image: bytes, content_type: str) -> RemoteResult:
+    def run(
+        self, operation: Operation, image: bytes, content_type: str, *, idempotency_key: str | None = None
+    ) -> RemoteResult:
         response = self.client.send(
             "POST",
             "/v1/segment",
             endpoint=operation.name,
+            idempotency_key=idempotency_key,
             files={"image_file": ("image" + _extension(content_type), image, content_type)},
             data={"format": "png", "size": str(self.config.options.get("size", "full")), "crop": "false"},
             headers={"x-api-key": self.config.api_key()},
@@ -174,7 +201,9 @@ class RembgAdapter(Adapter):
 
     kind = "rembg"
 
-    def run(self, operation: Operation, image: bytes, content_type: str) -> RemoteResult:
+    def run(
+        self, operation: Operation, image: bytes, content_type: str, *, idempotency_key: str | None = None
+    ) -> RemoteResult:
         model = str(self.config.options.get("model", "u2net"))
         if model not in REMBG_MODELS:
             raise PermanentError(f"rembg has no model {model!r}.", code="bad_config")
@@ -183,6 +212,7 @@ class RembgAdapter(Adapter):
             "POST",
             "/api/remove",
             endpoint=operation.name,
+            idempotency_key=idempotency_key,
             files={"file": ("image" + _extension(content_type), image, content_type)},
             data={"model": model, "a": "true" if self.config.options.get("alpha_matting") else "false"},
             headers={"Authorization": f"Bearer {key}"} if key else {},

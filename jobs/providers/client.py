@@ -9,6 +9,8 @@ Every request to a provider goes through `ProviderClient.send`, which
    5xx/timeouts/resets retry with exponential backoff and jitter, other 4xx fail permanently with the
    provider's own reason, 402 pauses the campaign;
 4. writes one JSON log line per HTTP request.
+
+A paid call carries an Idempotency-Key (its step-cache key), the same on every try and every attempt.
 """
 
 from __future__ import annotations
@@ -143,11 +145,24 @@ class ProviderClient:
         return self.breaker.open_for()
 
     def send(
-        self, method: str, url: str, *, endpoint: str, limited: bool = True, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        limited: bool = True,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
-        """One logical call, retried inline while that is cheap; returns a successful, fully read response."""
+        """One logical call, retried inline while that is cheap; returns a successful, fully read response.
+
+        `idempotency_key` goes out as the Idempotency-Key header on every try, so a provider that finished
+        a request we stopped waiting for answers the repeat from its record instead of billing it again.
+        """
         import httpx
 
+        if idempotency_key is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Idempotency-Key": idempotency_key}
         failures = rate_limited = 0
         while True:
             open_for = self.breaker.open_for()

@@ -118,17 +118,22 @@ def test_a_400_fails_after_exactly_one_call_showing_the_providers_reason(simulat
 
 
 def test_5xx_resets_and_timeouts_are_retried_with_backoff_until_one_succeeds(
-    simulator, redis_conn, product_png
+    simulator, redis_conn, product_png, caplog
 ):
-    simulator.configure(provider="photoroom", fail_next=["503", "reset", "timeout"], hang_seconds=1.0)
-    config = config_for(simulator, "photoroom", timeout_seconds=0.5)
+    # The timeout also bounds the call that succeeds (a real cut-out): 0.5 s timed it out on a loaded
+    # machine. 3 s leaves it room, and the 5 s hang still outlasts the client's wait by far.
+    simulator.configure(provider="photoroom", fail_next=["503", "reset", "timeout"], hang_seconds=5.0)
+    config = config_for(simulator, "photoroom", timeout_seconds=3.0)
+    caplog.set_level(logging.INFO, logger="pixelmill.providers")
     with ProviderClient(config, connection=redis_conn, policy=FAST) as client:
         result = adapter_for(client).run(build_operation("remove_background", {}), product_png, "image/png")
     assert result.data
+    tried = [record.outcome for record in caplog.records if record.name == "pixelmill.providers"]
+    assert tried == ["http_503", "connection_failed", "timeout", "ok"]
     # The hung request is logged when the simulator gives up on it, after the client has.
-    wait_until(lambda: [e for e in calls(simulator, "photoroom") if e["outcome"] == "timeout"], timeout=5)
+    wait_until(lambda: [e for e in calls(simulator, "photoroom") if e["outcome"] == "timeout"], timeout=15)
     outcomes = [entry["outcome"] for entry in sorted(calls(simulator, "photoroom"), key=lambda e: e["seq"])]
-    assert outcomes[:3] == ["http_503", "reset", "timeout"] and outcomes[-1] == "ok"
+    assert outcomes == ["http_503", "reset", "timeout", "ok"]
 
 
 def test_transient_errors_beyond_the_inline_tries_surface_for_a_task_level_retry(
@@ -431,3 +436,31 @@ def test_images_one_provider_rejected_succeed_when_requeued_with_another(
     assert task.state == Task.State.SUCCEEDED, task.error_message
     assert [c["provider"] for c in task.provider_calls] == ["sim-removebg"]
     assert (len(calls(simulator, "photoroom")), len(calls(simulator, "removebg"))) == (1, 1)
+
+
+def test_a_provider_slower_than_the_timeout_is_paid_once_across_tries_and_attempts(
+    simulator, make_provider, campaign, redis_conn, settings, caplog
+):
+    """The provider takes 2.5 s, the client gives up after 1 s: both inline tries of the first attempt
+    time out and the second attempt asks again, yet the provider bills the image once. Every request
+    carries the same Idempotency-Key, so the repeats wait for the first call and get its answer."""
+    settings.PIXELMILL_PROVIDER_TRIES = 2
+    settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS = 0.01
+    removebg = make_provider("removebg", timeout_seconds=1.0)
+    recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
+    add_source(campaign, jpeg(product_on_white(240, 180)))
+    simulator.configure(provider="removebg", latency_ms=2500)
+    process_campaign(campaign, [recipe])
+    task = Task.objects.get()
+    caplog.set_level(logging.INFO, logger="pixelmill.providers")
+
+    first, second = process_task(task.pk, 1), process_task(task.pk, 2)
+
+    sent = [record for record in caplog.records if getattr(record, "endpoint", None) == "remove_background"]
+    # The provider goes on with every request after the client has stopped waiting: let them all end.
+    wait_until(lambda: len(calls(simulator, "removebg")) >= len(sent), timeout=15)
+    paid = [entry for entry in calls(simulator, "removebg") if entry["outcome"] == "ok"]
+    assert len(paid) == 1, f"the provider billed {len(paid)} of our {len(sent)} requests"
+    assert (first, second, len(sent)) == ("timeout", "succeeded", 3), "two tries, then a second attempt"
+    task.refresh_from_db()
+    assert task.state == Task.State.SUCCEEDED, task.error_message

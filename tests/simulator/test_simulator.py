@@ -444,6 +444,47 @@ def test_credits_run_out_into_the_providers_402_and_failed_calls_cost_nothing(si
     assert remove_bg(client, sim).status_code == 200
 
 
+def remove_bg_once(client: httpx.Client, sim: ProviderSimulator, key: str, image: bytes = SMALL_PRODUCT):
+    return client.post(
+        sim.url("removebg") + "/v1.0/removebg",
+        headers={"X-Api-Key": DEFAULT_KEY, "Idempotency-Key": key},
+        files={"image_file": ("product.png", image, "image/png")},
+    )
+
+
+def test_a_repeated_idempotency_key_gets_the_kept_answer_without_a_second_charge(sim, client):
+    sim.configure(provider="removebg", credits=5, fail_next=["503"])
+    responses = [remove_bg_once(client, sim, "cut-1") for _ in range(3)]
+    assert [r.status_code for r in responses] == [503, 200, 200], "a failure is not kept: the retry works"
+    assert responses[2].content == responses[1].content
+    assert responses[2].headers["Idempotent-Replayed"] == "true"
+    assert [e["outcome"] for e in api_entries(sim)] == ["http_503", "ok", "replayed"]
+    assert sim.describe()["state"]["providers"]["removebg"]["credits_left"] == 4, "charged once"
+
+    other_image = remove_bg_once(client, sim, "cut-1", image=PRODUCT)
+    assert other_image.status_code == 422, "a key is never answered with another image's result"
+    assert remove_bg_once(client, sim, "cut-2", image=PRODUCT).status_code == 200
+    assert sim.describe()["state"]["providers"]["removebg"]["credits_left"] == 3
+
+
+def test_a_repeat_sent_while_the_first_is_still_at_work_waits_for_its_answer(sim, client):
+    sim.configure(provider="removebg", credits=5, latency_ms=800)
+
+    def impatient() -> None:
+        with httpx.Client(timeout=0.2) as own, pytest.raises(httpx.TimeoutException):
+            remove_bg_once(own, sim, "slow-1")
+
+    first = threading.Thread(target=impatient)
+    first.start()
+    wait_until(lambda: sim.describe()["state"]["providers"]["removebg"]["in_flight"] == 1)
+    repeat = remove_bg_once(client, sim, "slow-1")
+    first.join()
+
+    assert repeat.status_code == 200 and repeat.headers["Idempotent-Replayed"] == "true"
+    assert sorted(e["outcome"] for e in api_entries(sim)) == ["ok", "replayed"]
+    assert sim.describe()["state"]["providers"]["removebg"]["credits_left"] == 4, "charged once"
+
+
 # --- what the log proves ----------------------------------------------------------------------------------------
 
 
