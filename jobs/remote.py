@@ -202,6 +202,9 @@ class RemoteRunner:
                 if isinstance(error, DeferredError) and error.code == "circuit_open" and has_fallback:
                     continue
                 raise
+            if result.replayed:
+                # The provider's record of a try that timed out here, kept booked then: paid once.
+                self._refund(price)
             self.cache.put(keys[slug], provider=slug, operation=step.name, result=result)
             self.calls.append(
                 {

@@ -27,6 +27,9 @@ class RemoteResult:
     data: bytes
     request_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # Answered from the provider's record of an earlier try with the same Idempotency-Key (the header
+    # Idempotent-Replayed): that try was billed, this answer is not.
+    replayed: bool = False
 
 
 class Adapter(ABC):
@@ -138,6 +141,7 @@ class PixelPandaAdapter(Adapter):
             data=self._image(result),
             request_id=str(body.get("request_id") or response.headers.get("x-request-id") or ""),
             meta={"execution_time_ms": body.get("execution_time_ms")},
+            replayed=replayed(response),
         )
 
 
@@ -169,7 +173,10 @@ class RemoveBgAdapter(Adapter):
             "rate_limit_remaining": _number(response.headers.get("x-ratelimit-remaining")),
         }
         return RemoteResult(
-            data=self._image(response), request_id=response.headers.get("x-request-id", ""), meta=meta
+            data=self._image(response),
+            request_id=response.headers.get("x-request-id", ""),
+            meta=meta,
+            replayed=replayed(response),
         )
 
 
@@ -192,7 +199,10 @@ class PhotoroomAdapter(Adapter):
         )
         meta = {"uncertainty_score": _number(response.headers.get("x-uncertainty-score"))}
         return RemoteResult(
-            data=self._image(response), request_id=response.headers.get("x-request-id", ""), meta=meta
+            data=self._image(response),
+            request_id=response.headers.get("x-request-id", ""),
+            meta=meta,
+            replayed=replayed(response),
         )
 
 
@@ -217,7 +227,11 @@ class RembgAdapter(Adapter):
             data={"model": model, "a": "true" if self.config.options.get("alpha_matting") else "false"},
             headers={"Authorization": f"Bearer {key}"} if key else {},
         )
-        return RemoteResult(data=self._image(response), meta={"model": model})
+        return RemoteResult(data=self._image(response), meta={"model": model}, replayed=replayed(response))
+
+
+def replayed(response: httpx.Response) -> bool:
+    return response.headers.get("Idempotent-Replayed", "").lower() == "true"
 
 
 ADAPTERS: dict[str, type[Adapter]] = {

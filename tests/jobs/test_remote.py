@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from decimal import Decimal
 
 import pytest
 from PIL import Image
@@ -446,7 +447,7 @@ def test_a_provider_slower_than_the_timeout_is_paid_once_across_tries_and_attemp
     carries the same Idempotency-Key, so the repeats wait for the first call and get its answer."""
     settings.PIXELMILL_PROVIDER_TRIES = 2
     settings.PIXELMILL_PROVIDER_BACKOFF_SECONDS = 0.01
-    removebg = make_provider("removebg", timeout_seconds=1.0)
+    removebg = make_provider("removebg", timeout_seconds=1.0, price_per_call=Decimal("0.20"))
     recipe = make_remote_recipe("Cut-outs", [("remove_background", {}, removebg)])
     add_source(campaign, jpeg(product_on_white(240, 180)))
     simulator.configure(provider="removebg", latency_ms=2500)
@@ -464,3 +465,7 @@ def test_a_provider_slower_than_the_timeout_is_paid_once_across_tries_and_attemp
     assert (first, second, len(sent)) == ("timeout", "succeeded", 3), "two tries, then a second attempt"
     task.refresh_from_db()
     assert task.state == Task.State.SUCCEEDED, task.error_message
+    # The timed-out first attempt stays booked (it may have been billed, and it was); the replayed answer
+    # of the second is not booked again: the campaign's spend matches the provider's bill.
+    campaign.refresh_from_db()
+    assert campaign.remote_spent == Decimal("0.20")
