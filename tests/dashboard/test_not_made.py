@@ -8,6 +8,7 @@ import pytest
 from dashboard.exports import campaign_zip
 from dashboard.models import Task
 from dashboard.services import requeue_tasks
+from tests.dashboard.conftest import screenshot
 from tests.dashboard.pages import find_all
 from tests.dashboard.test_exports import read_zip
 from tests.jobs.images import jpeg, photo, product_on_white
@@ -62,3 +63,27 @@ def test_the_manifest_accounts_for_the_outputs_not_made(small_photos):
     assert (zoom["path"], zoom["task_state"]) == ("", "succeeded")
     assert zoom["error"].startswith("zoom 2000×2000 not made")
     assert by_output[("speck.jpg", "")]["task_state"] == "failed"
+
+
+@pytest.mark.browser
+@pytest.mark.integration
+def test_in_chromium_the_tile_shows_the_outputs_made_and_the_badge_says_why_the_zoom_is_not(
+    small_photos, browser_page, live_server, marketer_client
+):
+    session = marketer_client.cookies["sessionid"].value
+    browser_page.context.add_cookies([{"name": "sessionid", "value": session, "url": live_server.url}])
+    browser_page.set_viewport_size({"width": 1366, "height": 900})
+    browser_page.goto(live_server.url + small_photos.get_absolute_url())
+    tile = browser_page.locator(".tile", has_text="bottle.jpg")
+    badge = tile.locator(".badge", has_text=BADGE)
+    badge.scroll_into_view_if_needed()
+    assert badge.is_visible()
+    assert badge.get_attribute("title").startswith("zoom 2000×2000 not made: it would show ")
+    pictures = tile.locator(".output img")
+    assert pictures.count() == 4  # the thumbnails and product shots, not the zoom
+    for n in range(4):
+        pictures.nth(n).scroll_into_view_if_needed()
+        browser_page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=pictures.nth(n).element_handle()
+        )
+    screenshot(browser_page, "not-made", clip=tile.bounding_box())
