@@ -231,7 +231,8 @@ class RembgAdapter(Adapter):
 
 
 def replayed(response: httpx.Response) -> bool:
-    return response.headers.get("Idempotent-Replayed", "").lower() == "true"
+    """Whether the provider answered from its record of an earlier try with the same Idempotency-Key."""
+    return str(response.headers.get("Idempotent-Replayed", "")).lower() == "true"
 
 
 ADAPTERS: dict[str, type[Adapter]] = {
