@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, prefetch_related_objects
+from django.db.models import Count, Exists, OuterRef, Prefetch, prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -191,10 +191,15 @@ def render_campaign(
 
 
 def images_wait_for_a_run(campaign: Campaign) -> bool:
-    """The newest image has no task yet: images came in since the last Process. Two index probes, where
-    looking for any image without a task read every image of a large campaign (22 ms at 50,000)."""
-    newest = campaign.sources.order_by("-pk").values_list("pk", flat=True).first()
-    return newest is not None and not Task.objects.filter(source_id=newest).exists()
+    """The newest image has no task yet: images came in since the last Process. Two index probes in one
+    query, where looking for any image without a task read every image of a large campaign (22 ms at 50,000)."""
+    newest_has_task = (
+        campaign.sources.order_by("-pk")
+        .annotate(has_task=Exists(Task.objects.filter(source=OuterRef("pk"))))
+        .values_list("has_task", flat=True)
+        .first()
+    )
+    return newest_has_task is False  # None: no image at all
 
 
 def generation_context(
