@@ -331,7 +331,9 @@ class Progress:
         now = timezone.now()
         recent = tasks.filter(finished_at__gte=now - cls.WINDOW).order_by()
         stats = recent.aggregate(n=Count("*"), since=models.Min("started_at"))
-        retrying = tasks.filter(state=Task.State.QUEUED, attempts__gt=0).exclude(error_message="").count()
+        retrying = 0
+        if counts.get(Task.State.QUEUED):  # only a queued task can be retrying
+            retrying = tasks.filter(state=Task.State.QUEUED, attempts__gt=0).exclude(error_message="").count()
         window = 0.0
         if stats["n"]:
             # A run that started a minute ago is averaged over that minute, not the whole window.

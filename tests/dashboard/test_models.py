@@ -117,6 +117,16 @@ def test_progress_counts_percent_rate_and_eta(campaign, ready_recipes):
     assert not progress.is_finished
 
 
+def test_progress_counts_as_retrying_the_queued_tasks_that_failed_before(campaign, ready_recipes):
+    recipe = ready_recipes["sale-banner"]
+    make_task(campaign, recipe, sha="1" * 64, state=Task.State.QUEUED, attempts=1, error_message="Timed out")
+    make_task(campaign, recipe, sha="2" * 64, state=Task.State.QUEUED)
+    make_task(campaign, recipe, sha="3" * 64, state=Task.State.FAILED, attempts=3, error_message="Timed out")
+    assert Progress.for_tasks(campaign.tasks.all()).retrying == 1
+    campaign.tasks.filter(state=Task.State.QUEUED).update(state=Task.State.RUNNING)
+    assert Progress.for_tasks(campaign.tasks.all()).retrying == 0  # running again: no longer waiting to retry
+
+
 def test_spend_is_booked_only_while_the_budget_cap_allows_it(campaign):
     from decimal import Decimal
 
