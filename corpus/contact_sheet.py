@@ -118,6 +118,14 @@ def show_source(path: Path, out: Path) -> dict:
     }
 
 
+def kind_of(notes: list[dict[str, str]]) -> str:
+    """What a run that raised nothing did, by the notes it left: a photo kept whole is that first."""
+    from jobs.operations import KEPT_WHOLE, NOT_MADE
+
+    codes = {note["code"] for note in notes}
+    return "kept whole" if KEPT_WHOLE in codes else "partly made" if NOT_MADE in codes else "succeeded"
+
+
 def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path) -> Row:
     """Run the recipe the way a worker does (run_pipeline) and keep every output and its thumbnail."""
     from dashboard.ready_recipes import ready_pipeline
@@ -135,9 +143,9 @@ def render_recipe(path: Path, photo_id: str, recipe: dict, out: Path) -> Row:
             recipe["slug"], "crashed", f"{type(error).__name__}: {error}", time.perf_counter() - started
         )
     seconds = time.perf_counter() - started
-    codes = {note["code"] for note in result.notes}
-    kind = "kept whole" if "kept_whole" in codes else "partly made" if "not_made" in codes else "succeeded"
-    row = Row(recipe["slug"], kind, "; ".join(note["message"] for note in result.notes), seconds)
+    row = Row(
+        recipe["slug"], kind_of(result.notes), "; ".join(note["message"] for note in result.notes), seconds
+    )
     folder = out / recipe["slug"] / photo_id
     folder.mkdir(parents=True, exist_ok=True)
     for output in result.outputs:

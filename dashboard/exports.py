@@ -11,6 +11,7 @@ from zipstream import ZIP_STORED, ZipStream
 
 from dashboard.models import Campaign, Output, Task
 from dashboard.storage import read_chunks
+from jobs.operations import NOT_MADE
 
 MANIFEST_FIELDS = [
     "path",
@@ -134,10 +135,10 @@ def campaign_zip(campaign: Campaign, *, approved_only: bool = False) -> ZipStrea
         failures = Task.objects.for_campaign(campaign).failed()
         for task in failures.select_related("source", "recipe_version__recipe"):
             writer.writerow({**task_columns(task), "error": task.error_message})
-        short = Task.objects.for_campaign(campaign).filter(notes__icontains='"not_made"')
+        short = Task.objects.for_campaign(campaign).filter(notes__icontains=f'"{NOT_MADE}"')
         for task in short.select_related("source", "recipe_version__recipe"):
             for note in task.notes:
-                if note.get("code") == "not_made":
+                if note.get("code") == NOT_MADE:
                     writer.writerow(
                         {**task_columns(task), "output": note.get("output", ""), "error": note["message"]}
                     )

@@ -19,7 +19,7 @@ from dashboard.intake import read_limited
 from dashboard.models import Campaign, Provider, Recipe, RecipeOutput, RecipeStep, SourceImage
 from jobs.errors import PermanentError, StepError
 from jobs.imaging import decode_image, make_thumbnail, read_dimensions
-from jobs.operations import Operation, build_operation
+from jobs.operations import KEPT_WHOLE, NOT_MADE, Operation, build_operation, note_messages
 from jobs.outputs import OutputSpec
 from jobs.rendering import run_pipeline
 
@@ -228,8 +228,8 @@ def build_preview(model_admin: ModelAdmin, request: HttpRequest, recipe: Recipe)
     preview.sample_size = read_dimensions(preview.sample.data, max_pixels=settings.PIXELMILL_MAX_PIXELS)
     preview.processed_thumbnail = thumbnail_uri(result.preview)
     preview.timings = result.timings
-    preview.notes = [note["message"] for note in result.notes if note["code"] == "kept_whole"]
-    preview.not_made = [note["message"] for note in result.notes if note["code"] == "not_made"]
+    preview.notes = note_messages(result.notes, KEPT_WHOLE)
+    preview.not_made = note_messages(result.notes, NOT_MADE)
     preview.outputs = [PreviewOutput(r.spec, r.data, r.width, r.height) for r in result.outputs]
     return preview
 

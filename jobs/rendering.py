@@ -24,7 +24,7 @@ from jobs.imaging import (
     read_dimensions,
     to_srgb,
 )
-from jobs.operations import Operation, OperationContext, Upscale, colour_rgb
+from jobs.operations import NOT_MADE, Operation, OperationContext, Upscale, colour_rgb
 from jobs.outputs import (
     LOSSY_FORMATS,
     OutputSpec,
@@ -494,7 +494,7 @@ def specs_worth_making(
         if reason is None:
             made.append(spec)
         else:
-            context.note("not_made", reason, output=spec.name)
+            context.note(NOT_MADE, reason, output=spec.name)
     if specs and not made:
         smallest = min(specs, key=lambda spec: enlargement_of(spec, size))
         raise PermanentError(

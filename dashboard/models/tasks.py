@@ -13,7 +13,7 @@ from dashboard.models.attempts import AttemptLog, AttemptModel, AttemptQuerySet
 from dashboard.models.intake import SourceImage
 from dashboard.models.outputs import Output
 from dashboard.models.recipes import RecipeVersion
-from jobs.operations import Operation
+from jobs.operations import KEPT_WHOLE, NOT_MADE, Operation, note_messages
 from jobs.queueing import TASKS
 
 if TYPE_CHECKING:
@@ -207,11 +207,11 @@ class Task(AttemptModel):
 
     def kept_whole_reason(self) -> str:
         """Why background removal kept the photo whole instead (the refusal it met); "" if it did not."""
-        return next((note.get("message", "") for note in self.notes if note.get("code") == "kept_whole"), "")
+        return next(iter(note_messages(self.notes, KEPT_WHOLE)), "")
 
     def not_made_reasons(self) -> list[str]:
         """Why each output of the recipe the photo was too small for was not made; empty if all were."""
-        return [note.get("message", "") for note in self.notes if note.get("code") == "not_made"]
+        return note_messages(self.notes, NOT_MADE)
 
     def uses_providers(self) -> bool:
         return self.recipe_version.uses_providers(self.provider_overrides)

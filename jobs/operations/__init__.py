@@ -1,6 +1,13 @@
 """Image operations as data: each validates its own params and applies itself with Pillow and numpy."""
 
-from jobs.operations.base import Operation, OperationContext, load_builtin_asset
+from jobs.operations.base import (
+    KEPT_WHOLE,
+    NOT_MADE,
+    Operation,
+    OperationContext,
+    load_builtin_asset,
+    note_messages,
+)
 from jobs.operations.compositing import carry_hints
 from jobs.operations.framing import Canvas, SmartCrop
 from jobs.operations.overlays import TextOverlay, Watermark
@@ -16,6 +23,8 @@ from jobs.operations.registry import OPERATIONS, build_operation
 from jobs.operations.retouching import MAX_ENHANCE_SHIFT, Enhance, RemoveBackground, Upscale
 
 __all__ = [
+    "KEPT_WHOLE",
+    "NOT_MADE",
     "MAX_ENHANCE_SHIFT",
     "OPERATIONS",
     "Canvas",
@@ -36,4 +45,5 @@ __all__ = [
     "load_builtin_asset",
     "normalise_aspect",
     "normalise_colour",
+    "note_messages",
 ]

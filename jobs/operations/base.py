@@ -15,6 +15,11 @@ from jobs.operations.params import ASSET_NAME
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
+# The codes of the notes a run leaves for its task: background removal kept the photo whole, and an output
+# the photo was too small for was not made (the note also names the output).
+KEPT_WHOLE = "kept_whole"
+NOT_MADE = "not_made"
+
 
 def load_builtin_asset(name: str) -> bytes:
     """The bytes of a file shipped in jobs/assets/ (logos for `watermark`)."""
@@ -41,6 +46,11 @@ class OperationContext:
 
     def note(self, code: str, message: str, **about: str) -> None:
         self.notes.append({"code": code, "message": message, **about})
+
+
+def note_messages(notes: list[dict[str, str]], code: str) -> list[str]:
+    """The messages of the notes with `code`, in the order they were left."""
+    return [note.get("message", "") for note in notes if note.get("code") == code]
 
 
 class Operation(ABC):

@@ -9,7 +9,7 @@ from typing import ClassVar, Self
 from PIL import Image, ImageChops, ImageFilter, ImageOps, ImageStat
 
 from jobs.errors import PermanentError
-from jobs.operations.base import Operation, OperationContext
+from jobs.operations.base import KEPT_WHOLE, Operation, OperationContext
 from jobs.operations.compositing import carry_hints, join_alpha, split_alpha
 from jobs.operations.params import ParamReader
 
@@ -23,7 +23,6 @@ MAX_ENHANCE_SHIFT = 10
 # Refusals that mean "this photo does not suit a cut-out", which if_unsuitable="keep" turns into
 # keeping the photo whole; anything else (an undecodable file, a provider outage) still fails.
 UNSUITABLE_CODES = frozenset({"no_plain_background", "no_subject", "unusable_cutout"})
-KEPT_WHOLE = "kept_whole"
 
 
 @dataclass(frozen=True)

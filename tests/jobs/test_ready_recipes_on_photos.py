@@ -14,6 +14,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
+from corpus.contact_sheet import kind_of
 from dashboard.ready_recipes import READY_RECIPES, ready_pipeline
 from jobs.errors import PermanentError
 from jobs.imaging import decode_image, decode_keeping_profile
@@ -95,8 +96,7 @@ def outcome(run: RecipeRun) -> tuple[str, str, str]:
         if not run.notes:
             return "succeeded", "", ""
         # Grouped by the reason's opening words: the figures inside ("47% of them") vary photo to photo.
-        # As on the contact sheet: a photo kept whole is that first, then one partly made.
-        kind = "kept whole" if any(note["code"] == "kept_whole" for note in run.notes) else "partly made"
+        kind = kind_of(run.notes)  # as on the contact sheet
         messages = [note["message"] for note in run.notes]
         return kind, " ".join(messages[0].split()[:6]), "; ".join(messages)
     if isinstance(run.error, PermanentError):
