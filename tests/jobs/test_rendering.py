@@ -438,12 +438,6 @@ def test_an_output_enlarged_past_the_limit_from_a_small_photo_is_flagged_with_ho
     assert flagged["thumb"] == [], "150×150 from 160×120 is 1.25×: soft enough to pass"
 
 
-def jpeg_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def test_an_output_the_photo_is_far_too_small_for_is_not_made_and_a_note_says_what_it_needs():
     """Past 4× a picture is a blur nobody would post: the outputs a 300×200 photo can carry are made, the
     2000×2000 zoom (6.7×) is not, and the note names it, what it would show and the photo size it needs."""
@@ -452,7 +446,7 @@ def test_an_output_the_photo_is_far_too_small_for_is_not_made_and_a_note_says_wh
         OutputSpec("product", 800, 800, "pad"),  # 2.7×: made, flagged as enlarged
         OutputSpec("zoom", 2000, 2000, "pad"),
     ]
-    result = run_pipeline(jpeg_bytes(images.photo(300, 200)), [], specs)
+    result = run_pipeline(images.jpeg(images.photo(300, 200)), [], specs)
     assert [output.spec.name for output in result.outputs] == ["thumb", "product"]
     assert [v.rule for v in result.outputs[1].violations] == ["enlarged"]
     assert result.notes == [
@@ -468,7 +462,7 @@ def test_an_output_the_photo_is_far_too_small_for_is_not_made_and_a_note_says_wh
 def test_a_photo_too_small_for_every_output_is_refused_with_a_reason_a_marketer_can_act_on():
     specs = [OutputSpec("story", 1080, 1920, "fill"), OutputSpec("facebook", 1200, 628, "fill")]
     with pytest.raises(PermanentError) as refused:
-        run_pipeline(jpeg_bytes(images.photo(40, 30)), [], specs)
+        run_pipeline(images.jpeg(images.photo(40, 30)), [], specs)
     assert refused.value.code == "too_small" and refused.value.step == "render"
     assert refused.value.message == (
         "The photo is too small for every output of this recipe: even facebook 1200×628 would enlarge it "
